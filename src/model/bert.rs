@@ -1,0 +1,190 @@
+//! The BERT encoder on the tape: embeddings, N post-layernorm encoder layers, the pooler.
+//! Parameters are registered under Hugging Face's names (without the `bert.` prefix), so a
+//! checkpoint maps onto them one to one.
+
+use super::config::BertConfig;
+use crate::error::Result;
+use crate::float::Float;
+use crate::rng::Rng;
+use crate::store::Store;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+pub struct Embeddings {
+    pub word: Tensor,  // (V, C)
+    pub pos: Tensor,   // (P, C)
+    pub types: Tensor, // (TV, C)
+    pub ln_g: Tensor,  // (C)
+    pub ln_b: Tensor,  // (C)
+}
+
+pub struct Layer {
+    pub q_w: Tensor, // (C, C), HF layout (out, in)
+    pub q_b: Tensor,
+    pub k_w: Tensor,
+    pub k_b: Tensor,
+    pub v_w: Tensor,
+    pub v_b: Tensor,
+    pub o_w: Tensor, // attention output projection (C, C)
+    pub o_b: Tensor,
+    pub ln1_g: Tensor,
+    pub ln1_b: Tensor,
+    pub ffn_in_w: Tensor, // (I, C)
+    pub ffn_in_b: Tensor,
+    pub ffn_out_w: Tensor, // (C, I)
+    pub ffn_out_b: Tensor,
+    pub ln2_g: Tensor,
+    pub ln2_b: Tensor,
+}
+
+pub struct Pooler {
+    pub w: Tensor, // (C, C)
+    pub b: Tensor,
+}
+
+pub struct Bert {
+    pub config: BertConfig,
+    pub emb: Embeddings,
+    pub layers: Vec<Layer>,
+    pub pooler: Option<Pooler>,
+}
+
+/// Supplies a parameter's values from its name, dimensions and kind.
+pub type ParamSource<'a, F> = dyn FnMut(&str, &[usize], ParamKind) -> Result<Vec<F>> + 'a;
+
+/// What a parameter is, for initialisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    Weight,
+    Bias,
+    NormGain,
+    NormBias,
+}
+
+/// y (…, OUT) = x (…, IN) · wᵀ + b, with w in Hugging Face's (OUT, IN) layout.
+pub fn linear<F: Float>(tape: &mut Tape<F>, x: Tensor, w: Tensor, b: Tensor) -> Result<Tensor> {
+    let y = tape.matmul(x, w, false, true)?;
+    tape.bias_add(y, b)
+}
+
+impl Bert {
+    /// Registers every parameter in `store`, taking its values from `source(name, dims, kind)`
+    /// (a checkpoint, or a random initialiser); `trainable(name)` decides its arena.
+    pub fn register<F: Float>(
+        store: &mut Store<F>,
+        config: &BertConfig,
+        with_pooler: bool,
+        source: &mut ParamSource<'_, F>,
+        trainable: &dyn Fn(&str) -> bool,
+    ) -> Result<Bert> {
+        config.validate()?;
+        let (c, i) = (config.hidden_size, config.intermediate_size);
+        let mut add = |name: String, dims: &[usize], kind: ParamKind| -> Result<Tensor> {
+            let data = source(&name, dims, kind)?;
+            store.add_param(&name, dims, &data, trainable(&name))
+        };
+        use ParamKind::*;
+        let emb = Embeddings {
+            word: add("embeddings.word_embeddings.weight".into(), &[config.vocab_size, c], Weight)?,
+            pos: add("embeddings.position_embeddings.weight".into(), &[config.max_position_embeddings, c], Weight)?,
+            types: add("embeddings.token_type_embeddings.weight".into(), &[config.type_vocab_size, c], Weight)?,
+            ln_g: add("embeddings.LayerNorm.weight".into(), &[c], NormGain)?,
+            ln_b: add("embeddings.LayerNorm.bias".into(), &[c], NormBias)?,
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let p = |s: &str| format!("encoder.layer.{l}.{s}");
+            layers.push(Layer {
+                q_w: add(p("attention.self.query.weight"), &[c, c], Weight)?,
+                q_b: add(p("attention.self.query.bias"), &[c], Bias)?,
+                k_w: add(p("attention.self.key.weight"), &[c, c], Weight)?,
+                k_b: add(p("attention.self.key.bias"), &[c], Bias)?,
+                v_w: add(p("attention.self.value.weight"), &[c, c], Weight)?,
+                v_b: add(p("attention.self.value.bias"), &[c], Bias)?,
+                o_w: add(p("attention.output.dense.weight"), &[c, c], Weight)?,
+                o_b: add(p("attention.output.dense.bias"), &[c], Bias)?,
+                ln1_g: add(p("attention.output.LayerNorm.weight"), &[c], NormGain)?,
+                ln1_b: add(p("attention.output.LayerNorm.bias"), &[c], NormBias)?,
+                ffn_in_w: add(p("intermediate.dense.weight"), &[i, c], Weight)?,
+                ffn_in_b: add(p("intermediate.dense.bias"), &[i], Bias)?,
+                ffn_out_w: add(p("output.dense.weight"), &[c, i], Weight)?,
+                ffn_out_b: add(p("output.dense.bias"), &[c], Bias)?,
+                ln2_g: add(p("output.LayerNorm.weight"), &[c], NormGain)?,
+                ln2_b: add(p("output.LayerNorm.bias"), &[c], NormBias)?,
+            });
+        }
+        let pooler = if with_pooler {
+            Some(Pooler {
+                w: add("pooler.dense.weight".into(), &[c, c], Weight)?,
+                b: add("pooler.dense.bias".into(), &[c], Bias)?,
+            })
+        } else {
+            None
+        };
+        Ok(Bert { config: config.clone(), emb, layers, pooler })
+    }
+
+    /// A randomly initialised, fully trainable BERT (Hugging Face's init: N(0, std) weights,
+    /// zero biases, unit layernorm gains).
+    pub fn random<F: Float>(store: &mut Store<F>, config: &BertConfig, std: f64, seed: u64) -> Result<Bert> {
+        let mut rng = Rng::new(seed);
+        Bert::register(store, config, true, &mut |_, dims, kind| Ok(init(&mut rng, dims, kind, std)), &|_| true)
+    }
+
+    /// The encoder: ids, type_ids, mask (B, T) ints → last hidden state (B, T, C).
+    pub fn forward<F: Float>(&self, tape: &mut Tape<F>, ids: Tensor, type_ids: Tensor, mask: Tensor) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (eps, p_hidden, p_attn) = (cfg.layer_norm_eps, cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob);
+        let e = &self.emb;
+        let x = tape.embedding(ids, type_ids, e.word, e.pos, e.types)?; // (B, T, C)
+        let x = tape.layernorm(x, e.ln_g, e.ln_b, eps)?;
+        let mut x = tape.dropout(x, p_hidden)?;
+        let scale = 1.0 / (cfg.head_size() as f64).sqrt();
+        for l in &self.layers {
+            let heads = cfg.num_attention_heads;
+            let q = linear(tape, x, l.q_w, l.q_b)?;
+            let q = tape.split_heads(q, heads)?; // (B, NH, T, HS)
+            let k = linear(tape, x, l.k_w, l.k_b)?;
+            let k = tape.split_heads(k, heads)?;
+            let v = linear(tape, x, l.v_w, l.v_b)?;
+            let v = tape.split_heads(v, heads)?;
+            let scores = tape.matmul(q, k, false, true)?; // (B, NH, T, T)
+            let probs = tape.attention_softmax(scores, mask, scale)?;
+            let probs = tape.dropout(probs, p_attn)?;
+            let ctx = tape.matmul(probs, v, false, false)?; // (B, NH, T, HS)
+            let ctx = tape.merge_heads(ctx)?; // (B, T, C)
+            let a = linear(tape, ctx, l.o_w, l.o_b)?;
+            let a = tape.dropout(a, p_hidden)?;
+            let a = tape.add(a, x)?;
+            let h = tape.layernorm(a, l.ln1_g, l.ln1_b, eps)?;
+            let f = linear(tape, h, l.ffn_in_w, l.ffn_in_b)?; // (B, T, I)
+            let f = tape.gelu(f)?;
+            let f = linear(tape, f, l.ffn_out_w, l.ffn_out_b)?; // (B, T, C)
+            let f = tape.dropout(f, p_hidden)?;
+            let f = tape.add(f, h)?;
+            x = tape.layernorm(f, l.ln2_g, l.ln2_b, eps)?;
+        }
+        Ok(x)
+    }
+
+    /// The pooler: tanh(W · h[:, 0] + b) (B, C). Errors when the checkpoint has none.
+    pub fn pool<F: Float>(&self, tape: &mut Tape<F>, hidden: Tensor) -> Result<Tensor> {
+        let p = self
+            .pooler
+            .as_ref()
+            .ok_or_else(|| crate::error::Error::Config("this model has no pooler (pooler.dense.* missing)".into()))?;
+        let cls = tape.first_token(hidden)?;
+        let y = linear(tape, cls, p.w, p.b)?;
+        tape.tanh(y)
+    }
+}
+
+/// Values for a fresh parameter of `kind`.
+pub fn init<F: Float>(rng: &mut Rng, dims: &[usize], kind: ParamKind, std: f64) -> Vec<F> {
+    let n = dims.iter().product();
+    match kind {
+        ParamKind::Weight => (0..n).map(|_| F::from_f64(rng.normal() * std)).collect(),
+        ParamKind::Bias | ParamKind::NormBias => vec![F::ZERO; n],
+        ParamKind::NormGain => vec![F::ONE; n],
+    }
+}

@@ -1,0 +1,76 @@
+//! Inverted dropout: in training, each element is kept with probability 1 − p and scaled by
+//! 1/(1 − p). The mask is drawn from a counter-based hash of (tape seed, call number, index),
+//! so it is reproducible and the same on every device, and it is saved for backward.
+
+use super::Op;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::store::{Slot, Store};
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct Dropout {
+    pub x: Tensor,
+    /// 0 or 1/(1 − p) per element.
+    pub mask: Tensor,
+    pub out: Tensor,
+}
+
+impl<F: Float> Tape<F> {
+    /// Identity outside training or when `p` is 0 (nothing is recorded then).
+    pub fn dropout(&mut self, x: Tensor, p: f64) -> Result<Tensor> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::value("dropout", format!("probability {p} is outside [0, 1)")));
+        }
+        if !self.is_training() || p == 0.0 {
+            return Ok(x);
+        }
+        let (seed, stream) = (self.seed(), self.next_stream());
+        let mask = self.store.alloc_act(x.shape, false);
+        let out = self.output(x.shape, &[x]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([xv], [mv, ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(mask), Slot::Val(out)])?;
+                cpu::forward(xv, p, seed, stream, mv, ov);
+            }
+        }
+        Ok(self.push(out, Op::Dropout(Dropout { x, mask, out })))
+    }
+}
+
+impl Dropout {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        match s.device {
+            Device::Cpu => {
+                let ([m, dy], [dx]) =
+                    s.cpu_views([Slot::Val(self.mask), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                crate::ops::elementwise::cpu::binary_backward(
+                    crate::ops::elementwise::BinaryKind::Mul,
+                    false,
+                    m,
+                    dy,
+                    dx,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+pub mod cpu {
+    use crate::float::Float;
+    use crate::rng::hash_uniform;
+
+    pub fn forward<F: Float>(x: &[F], p: f64, seed: u64, stream: u64, mask: &mut [F], out: &mut [F]) {
+        let keep = F::from_f64(1.0 / (1.0 - p));
+        for i in 0..x.len() {
+            mask[i] = if hash_uniform(seed, stream, i as u64) >= p { keep } else { F::ZERO };
+            out[i] = x[i] * mask[i];
+        }
+    }
+}

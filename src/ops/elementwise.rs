@@ -1,0 +1,310 @@
+//! Pointwise ops: residual add, difference, product, bias add, scaling, sum, |x|, tanh.
+
+use super::{Op, same_shape};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::store::{Slot, Store};
+use crate::tape::Tape;
+use crate::tensor::{Shape, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryKind {
+    Add,
+    Sub,
+    Mul,
+}
+
+/// `out = a ∘ b` for two tensors of one shape.
+#[derive(Clone, Debug)]
+pub struct Binary {
+    pub kind: BinaryKind,
+    pub a: Tensor,
+    pub b: Tensor,
+    pub out: Tensor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryKind {
+    Abs,
+    Tanh,
+}
+
+#[derive(Clone, Debug)]
+pub struct Unary {
+    pub kind: UnaryKind,
+    pub x: Tensor,
+    pub out: Tensor,
+}
+
+/// `out (…, N) = x (…, N) + bias (N)`.
+#[derive(Clone, Debug)]
+pub struct BiasAdd {
+    pub x: Tensor,
+    pub bias: Tensor,
+    pub out: Tensor,
+}
+
+/// `out = c · x`.
+#[derive(Clone, Debug)]
+pub struct Scale {
+    pub x: Tensor,
+    pub out: Tensor,
+    pub c: f64,
+}
+
+/// `out () = Σ x`.
+#[derive(Clone, Debug)]
+pub struct Sum {
+    pub x: Tensor,
+    pub out: Tensor,
+}
+
+impl<F: Float> Tape<F> {
+    fn binary(&mut self, kind: BinaryKind, op: &'static str, a: Tensor, b: Tensor) -> Result<Tensor> {
+        same_shape(op, a, b)?;
+        let out = self.output(a.shape, &[a, b]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([av, bv], [ov]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
+                cpu::binary(kind, av, bv, ov);
+            }
+        }
+        Ok(self.push(out, Op::Binary(Binary { kind, a, b, out })))
+    }
+
+    /// Elementwise `a + b` (the residual connection).
+    pub fn add(&mut self, a: Tensor, b: Tensor) -> Result<Tensor> {
+        self.binary(BinaryKind::Add, "add", a, b)
+    }
+
+    pub fn sub(&mut self, a: Tensor, b: Tensor) -> Result<Tensor> {
+        self.binary(BinaryKind::Sub, "sub", a, b)
+    }
+
+    /// Elementwise product.
+    pub fn mul(&mut self, a: Tensor, b: Tensor) -> Result<Tensor> {
+        self.binary(BinaryKind::Mul, "mul", a, b)
+    }
+
+    fn unary(&mut self, kind: UnaryKind, x: Tensor) -> Result<Tensor> {
+        let out = self.output(x.shape, &[x]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                cpu::unary(kind, xv, ov);
+            }
+        }
+        Ok(self.push(out, Op::Unary(Unary { kind, x, out })))
+    }
+
+    pub fn abs(&mut self, x: Tensor) -> Result<Tensor> {
+        self.unary(UnaryKind::Abs, x)
+    }
+
+    pub fn tanh(&mut self, x: Tensor) -> Result<Tensor> {
+        self.unary(UnaryKind::Tanh, x)
+    }
+
+    /// `x (…, N) + bias (N)`.
+    pub fn bias_add(&mut self, x: Tensor, bias: Tensor) -> Result<Tensor> {
+        if bias.shape.rank() != 1 || bias.numel() != x.shape.last() {
+            return Err(Error::shape(
+                "bias_add",
+                format!("bias {} does not match the last dimension of x {}", bias.shape, x.shape),
+            ));
+        }
+        let out = self.output(x.shape, &[x, bias]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([xv, bv], [ov]) = self.store.cpu_views([Slot::Val(x), Slot::Val(bias)], [Slot::Val(out)])?;
+                cpu::bias_add(xv, bv, ov);
+            }
+        }
+        Ok(self.push(out, Op::BiasAdd(BiasAdd { x, bias, out })))
+    }
+
+    /// `c · x`.
+    pub fn scale(&mut self, x: Tensor, c: f64) -> Result<Tensor> {
+        let out = self.output(x.shape, &[x]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                cpu::scale(F::from_f64(c), xv, ov);
+            }
+        }
+        Ok(self.push(out, Op::Scale(Scale { x, out, c })))
+    }
+
+    /// The sum of all elements, as a scalar.
+    pub fn sum(&mut self, x: Tensor) -> Result<Tensor> {
+        let out = self.output(Shape::scalar(), &[x]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                ov[0] = xv.iter().copied().sum();
+            }
+        }
+        Ok(self.push(out, Op::Sum(Sum { x, out })))
+    }
+}
+
+impl Binary {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        let (a, b, out) = (self.a, self.b, self.out);
+        match s.device {
+            Device::Cpu => {
+                // One operand at a time: a and b may be the same tensor (x + x, x · x).
+                if a.requires_grad {
+                    let ([bv, dy], [da]) = s.cpu_views([Slot::Val(b), Slot::Grad(out)], [Slot::Grad(a)])?;
+                    cpu::binary_backward(self.kind, false, bv, dy, da);
+                }
+                if b.requires_grad {
+                    let ([av, dy], [db]) = s.cpu_views([Slot::Val(a), Slot::Grad(out)], [Slot::Grad(b)])?;
+                    cpu::binary_backward(self.kind, true, av, dy, db);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Unary {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        match s.device {
+            Device::Cpu => {
+                let ([xv, yv, dy], [dx]) =
+                    s.cpu_views([Slot::Val(self.x), Slot::Val(self.out), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cpu::unary_backward(self.kind, xv, yv, dy, dx);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BiasAdd {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        match s.device {
+            Device::Cpu => {
+                if self.x.requires_grad {
+                    let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                    cpu::accumulate(dy, dx);
+                }
+                if self.bias.requires_grad {
+                    let ([dy], [db]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.bias)])?;
+                    cpu::bias_backward(dy, db);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scale {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        match s.device {
+            Device::Cpu => {
+                let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                let c = F::from_f64(self.c);
+                dx.iter_mut().zip(dy).for_each(|(g, &d)| *g += c * d);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sum {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        match s.device {
+            Device::Cpu => {
+                let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                dx.iter_mut().for_each(|g| *g += dy[0]);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub mod cpu {
+    use super::{BinaryKind, UnaryKind};
+    use crate::float::Float;
+
+    pub fn binary<F: Float>(kind: BinaryKind, a: &[F], b: &[F], out: &mut [F]) {
+        let f: fn(F, F) -> F = match kind {
+            BinaryKind::Add => |x: F, y: F| x + y,
+            BinaryKind::Sub => |x: F, y: F| x - y,
+            BinaryKind::Mul => |x: F, y: F| x * y,
+        };
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+    }
+
+    /// The gradient of one operand: `other` is the other operand's value; `second` says whether
+    /// the gradient is b's (which matters for the sign of a difference).
+    pub fn binary_backward<F: Float>(kind: BinaryKind, second: bool, other: &[F], dy: &[F], dx: &mut [F]) {
+        match kind {
+            BinaryKind::Add => accumulate(dy, dx),
+            BinaryKind::Sub if !second => accumulate(dy, dx),
+            BinaryKind::Sub => dx.iter_mut().zip(dy).for_each(|(g, &d)| *g -= d),
+            BinaryKind::Mul => {
+                for ((g, &d), &o) in dx.iter_mut().zip(dy).zip(other) {
+                    *g += d * o;
+                }
+            }
+        }
+    }
+
+    pub fn unary<F: Float>(kind: UnaryKind, x: &[F], out: &mut [F]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = match kind {
+                UnaryKind::Abs => v.abs(),
+                UnaryKind::Tanh => v.tanh(),
+            };
+        }
+    }
+
+    pub fn unary_backward<F: Float>(kind: UnaryKind, x: &[F], y: &[F], dy: &[F], dx: &mut [F]) {
+        for i in 0..dx.len() {
+            dx[i] += dy[i]
+                * match kind {
+                    UnaryKind::Abs => x[i].signum0(),
+                    UnaryKind::Tanh => F::ONE - y[i] * y[i],
+                };
+        }
+    }
+
+    pub fn accumulate<F: Float>(src: &[F], dst: &mut [F]) {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+    }
+
+    pub fn bias_add<F: Float>(x: &[F], bias: &[F], out: &mut [F]) {
+        let n = bias.len();
+        for (orow, xrow) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+            for j in 0..n {
+                orow[j] = xrow[j] + bias[j];
+            }
+        }
+    }
+
+    /// dbias (N) += Σ_rows dy (rows, N).
+    pub fn bias_backward<F: Float>(dy: &[F], db: &mut [F]) {
+        let n = db.len();
+        for row in dy.chunks_exact(n) {
+            accumulate(row, db);
+        }
+    }
+
+    pub fn scale<F: Float>(c: F, x: &[F], out: &mut [F]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = c * v);
+    }
+}

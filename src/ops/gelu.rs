@@ -1,0 +1,69 @@
+//! GELU in the exact erf form BERT uses: `gelu(x) = x · Φ(x) = ½x(1 + erf(x/√2))`.
+
+use super::Op;
+use crate::device::Device;
+use crate::error::Result;
+use crate::float::Float;
+use crate::store::{Slot, Store};
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct Gelu {
+    pub x: Tensor,
+    pub out: Tensor,
+}
+
+impl<F: Float> Tape<F> {
+    pub fn gelu(&mut self, x: Tensor) -> Result<Tensor> {
+        let out = self.output(x.shape, &[x]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                cpu::forward(xv, ov);
+            }
+        }
+        Ok(self.push(out, Op::Gelu(Gelu { x, out })))
+    }
+}
+
+impl Gelu {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        match s.device {
+            Device::Cpu => {
+                let ([xv, dy], [dx]) = s.cpu_views([Slot::Val(self.x), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cpu::backward(xv, dy, dx);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub mod cpu {
+    use crate::float::Float;
+
+    const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+    /// 1/√(2π)
+    const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+    pub fn forward<F: Float>(x: &[F], out: &mut [F]) {
+        let (half, r2) = (F::from_f64(0.5), F::from_f64(FRAC_1_SQRT_2));
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = half * v * (F::ONE + (v * r2).erf());
+        }
+    }
+
+    /// dx += dy · (Φ(x) + x·φ(x)).
+    pub fn backward<F: Float>(x: &[F], dy: &[F], dx: &mut [F]) {
+        let (half, r2, c) = (F::from_f64(0.5), F::from_f64(FRAC_1_SQRT_2), F::from_f64(INV_SQRT_2PI));
+        for i in 0..dx.len() {
+            let v = x[i];
+            let cdf = half * (F::ONE + (v * r2).erf());
+            let pdf = c * (-half * v * v).exp();
+            dx[i] += dy[i] * (cdf + v * pdf);
+        }
+    }
+}

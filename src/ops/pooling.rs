@@ -1,0 +1,131 @@
+//! Sentence representations from token states: the masked mean over tokens, and the first ([CLS]) token.
+
+use super::{Op, expect_rank};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::store::{Slot, Store};
+use crate::tape::Tape;
+use crate::tensor::{Shape, Tensor};
+
+/// x (B, T, C), mask (B, T) of 0/1 → out (B, C) = Σ_t mask·x / max(Σ_t mask, 1e-9)
+/// (the clamp of sentence-transformers, so an all-padding row gives zeros, not NaN).
+#[derive(Clone, Debug)]
+pub struct MeanPool {
+    pub x: Tensor,
+    pub mask: Tensor,
+    pub out: Tensor,
+}
+
+/// x (B, T, C) → out (B, C) = x[:, 0, :].
+#[derive(Clone, Debug)]
+pub struct FirstToken {
+    pub x: Tensor,
+    pub out: Tensor,
+}
+
+impl<F: Float> Tape<F> {
+    pub fn mean_pool(&mut self, x: Tensor, mask: Tensor) -> Result<Tensor> {
+        expect_rank("mean_pool", "x", x, 3)?;
+        let (b, t, c) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+        if mask.dims() != [b, t] {
+            return Err(Error::shape(
+                "mean_pool",
+                format!("mask {} does not fit x {} (needs [{b}, {t}])", mask.shape, x.shape),
+            ));
+        }
+        let out = self.output(Shape::new(&[b, c])?, &[x]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([m], [xv], [o]) = self.store.cpu_io([mask], [Slot::Val(x)], [Slot::Val(out)])?;
+                cpu::mean_pool(xv, m, t, o);
+            }
+        }
+        Ok(self.push(out, Op::MeanPool(MeanPool { x, mask, out })))
+    }
+
+    pub fn first_token(&mut self, x: Tensor) -> Result<Tensor> {
+        expect_rank("first_token", "x", x, 3)?;
+        let (b, c) = (x.dims()[0], x.dims()[2]);
+        let out = self.output(Shape::new(&[b, c])?, &[x]);
+        match self.store.device {
+            Device::Cpu => {
+                let ([xv], [o]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                let tc = x.dims()[1] * c;
+                for (i, orow) in o.chunks_exact_mut(c).enumerate() {
+                    orow.copy_from_slice(&xv[i * tc..i * tc + c]);
+                }
+            }
+        }
+        Ok(self.push(out, Op::FirstToken(FirstToken { x, out })))
+    }
+}
+
+impl MeanPool {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        let t = self.x.dims()[1];
+        match s.device {
+            Device::Cpu => {
+                let ([m], [dy], [dx]) = s.cpu_io([self.mask], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cpu::mean_pool_backward(dy, m, t, dx);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FirstToken {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        let (t, c) = (self.x.dims()[1], self.x.dims()[2]);
+        match s.device {
+            Device::Cpu => {
+                let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                for (i, g) in dy.chunks_exact(c).enumerate() {
+                    let d = &mut dx[i * t * c..i * t * c + c];
+                    d.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub mod cpu {
+    use crate::float::Float;
+
+    fn count<F: Float>(mask: &[i32]) -> F {
+        F::from_usize(mask.iter().filter(|&&m| m != 0).count()).max(F::from_f64(1e-9))
+    }
+
+    pub fn mean_pool<F: Float>(x: &[F], mask: &[i32], t: usize, out: &mut [F]) {
+        let c = out.len() / (mask.len() / t).max(1);
+        for (b, o) in out.chunks_exact_mut(c).enumerate() {
+            let m = &mask[b * t..(b + 1) * t];
+            o.fill(F::ZERO);
+            for (tok, _) in m.iter().enumerate().filter(|&(_, &v)| v != 0) {
+                let xr = &x[(b * t + tok) * c..][..c];
+                o.iter_mut().zip(xr).for_each(|(a, &v)| *a += v);
+            }
+            let n: F = count(m);
+            o.iter_mut().for_each(|v| *v /= n);
+        }
+    }
+
+    pub fn mean_pool_backward<F: Float>(dy: &[F], mask: &[i32], t: usize, dx: &mut [F]) {
+        let c = dy.len() / (mask.len() / t).max(1);
+        for (b, g) in dy.chunks_exact(c).enumerate() {
+            let m = &mask[b * t..(b + 1) * t];
+            let n: F = count(m);
+            for (tok, _) in m.iter().enumerate().filter(|&(_, &v)| v != 0) {
+                let d = &mut dx[(b * t + tok) * c..][..c];
+                d.iter_mut().zip(g).for_each(|(a, &v)| *a += v / n);
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The arenas behind every tensor: trainable parameters and their gradients (same layout),
+//! frozen parameters, activations and their gradients (same layout), and integer inputs.
+//! Parameters are named ranges, registered once; activations are bump-allocated per pass and
+//! released all at once by [`Store::reset_acts`].
+
+use crate::device::{Buffer, Device};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::tensor::{Arena, Shape, Tensor};
+use std::ops::Range;
+
+/// What an op reads or writes: a tensor's values, or its gradient.
+#[derive(Clone, Copy, Debug)]
+pub enum Slot {
+    Val(Tensor),
+    Grad(Tensor),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufId {
+    Params,
+    Frozen,
+    Acts,
+    Grads,
+    ActGrads,
+}
+
+pub struct Store<F: Float> {
+    pub device: Device,
+    params: Buffer<F>,
+    grads: Buffer<F>,
+    frozen: Buffer<F>,
+    acts: Buffer<F>,
+    act_grads: Buffer<F>,
+    ints: Buffer<i32>,
+    act_len: usize,
+    int_len: usize,
+    names: Vec<(String, Tensor)>,
+}
+
+impl<F: Float> Store<F> {
+    pub fn new(device: Device) -> Self {
+        Store {
+            params: Buffer::new(&device),
+            grads: Buffer::new(&device),
+            frozen: Buffer::new(&device),
+            acts: Buffer::new(&device),
+            act_grads: Buffer::new(&device),
+            ints: Buffer::new(&device),
+            act_len: 0,
+            int_len: 0,
+            names: Vec::new(),
+            device,
+        }
+    }
+
+    /// Registers a named parameter holding `data`; trainable ones get a gradient slot.
+    pub fn add_param(&mut self, name: &str, dims: &[usize], data: &[F], trainable: bool) -> Result<Tensor> {
+        let shape = Shape::new(dims)?;
+        if data.len() != shape.numel() {
+            return Err(Error::shape(
+                "add_param",
+                format!("{name}: shape {shape} needs {} values, got {}", shape.numel(), data.len()),
+            ));
+        }
+        if self.param(name).is_some() {
+            return Err(Error::Config(format!("parameter {name} registered twice")));
+        }
+        let (arena, buf) = if trainable { (Arena::Param, &mut self.params) } else { (Arena::Frozen, &mut self.frozen) };
+        let offset = buf.len();
+        buf.grow_to(offset + data.len());
+        buf.write(offset, data);
+        let len = self.params.len();
+        self.grads.grow_to(len);
+        let t = Tensor { arena, offset, shape, requires_grad: trainable };
+        self.names.push((name.to_string(), t));
+        Ok(t)
+    }
+
+    pub fn param(&self, name: &str) -> Option<Tensor> {
+        self.names.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+    }
+
+    /// All parameters in registration order.
+    pub fn params(&self) -> impl Iterator<Item = (&str, Tensor)> {
+        self.names.iter().map(|(n, t)| (n.as_str(), *t))
+    }
+
+    /// Number of trainable parameter values (the length of the gradient arena).
+    pub fn num_trainable(&self) -> usize {
+        self.params.len()
+    }
+
+    /// A fresh activation; its contents are unspecified until an op writes all of it.
+    pub fn alloc_act(&mut self, shape: Shape, requires_grad: bool) -> Tensor {
+        let offset = self.act_len;
+        self.act_len += shape.numel();
+        self.acts.grow_to(self.act_len);
+        Tensor { arena: Arena::Act, offset, shape, requires_grad }
+    }
+
+    /// A constant (labels, targets): an activation that takes no gradient.
+    pub fn constant(&mut self, data: &[F], dims: &[usize]) -> Result<Tensor> {
+        let shape = Shape::new(dims)?;
+        if data.len() != shape.numel() {
+            return Err(Error::shape(
+                "constant",
+                format!("shape {shape} needs {} values, got {}", shape.numel(), data.len()),
+            ));
+        }
+        let t = self.alloc_act(shape, false);
+        self.acts.write(t.offset, data);
+        Ok(t)
+    }
+
+    /// Integer inputs (ids, token types, masks, class labels).
+    pub fn ints(&mut self, data: &[i32], dims: &[usize]) -> Result<Tensor> {
+        let shape = Shape::new(dims)?;
+        if data.len() != shape.numel() {
+            return Err(Error::shape(
+                "ints",
+                format!("shape {shape} needs {} values, got {}", shape.numel(), data.len()),
+            ));
+        }
+        let offset = self.int_len;
+        self.int_len += data.len();
+        self.ints.grow_to(self.int_len);
+        self.ints.write(offset, data);
+        Ok(Tensor { arena: Arena::Int, offset, shape, requires_grad: false })
+    }
+
+    /// Releases every activation and integer input (parameters stay).
+    pub fn reset_acts(&mut self) {
+        self.act_len = 0;
+        self.int_len = 0;
+    }
+
+    pub fn act_len(&self) -> usize {
+        self.act_len
+    }
+
+    /// Zeroes the activation gradients of the current pass (called once before each backward).
+    pub fn zero_act_grads(&mut self) {
+        self.act_grads.grow_to(self.act_len);
+        self.act_grads.fill_zero(0..self.act_len);
+    }
+
+    /// Zeroes every parameter gradient.
+    pub fn zero_grads(&mut self) {
+        let n = self.grads.len();
+        self.grads.fill_zero(0..n);
+    }
+
+    pub fn read(&self, t: Tensor) -> Result<Vec<F>> {
+        let (id, r) = self.locate(Slot::Val(t))?;
+        Ok(self.buf(id).read(r))
+    }
+
+    pub fn read_grad(&self, t: Tensor) -> Result<Vec<F>> {
+        let (id, r) = self.locate(Slot::Grad(t))?;
+        Ok(self.buf(id).read(r))
+    }
+
+    pub fn read_ints(&self, t: Tensor) -> Result<Vec<i32>> {
+        self.check_int(t)?;
+        Ok(self.ints.read(t.range()))
+    }
+
+    pub fn write(&mut self, t: Tensor, data: &[F]) -> Result<()> {
+        self.write_slot(Slot::Val(t), data)
+    }
+
+    pub fn write_grad(&mut self, t: Tensor, data: &[F]) -> Result<()> {
+        self.write_slot(Slot::Grad(t), data)
+    }
+
+    fn write_slot(&mut self, slot: Slot, data: &[F]) -> Result<()> {
+        let (id, r) = self.locate(slot)?;
+        if data.len() != r.len() {
+            return Err(Error::shape("write", format!("tensor has {} elements, data {}", r.len(), data.len())));
+        }
+        self.buf_mut(id).write(r.start, data);
+        Ok(())
+    }
+
+    /// The whole gradient arena (flat, in parameter layout).
+    pub fn grads(&self) -> &Buffer<F> {
+        &self.grads
+    }
+
+    /// The whole trainable parameter arena.
+    pub fn params_buffer(&self) -> &Buffer<F> {
+        &self.params
+    }
+
+    fn buf(&self, id: BufId) -> &Buffer<F> {
+        match id {
+            BufId::Params => &self.params,
+            BufId::Frozen => &self.frozen,
+            BufId::Acts => &self.acts,
+            BufId::Grads => &self.grads,
+            BufId::ActGrads => &self.act_grads,
+        }
+    }
+
+    fn buf_mut(&mut self, id: BufId) -> &mut Buffer<F> {
+        match id {
+            BufId::Params => &mut self.params,
+            BufId::Frozen => &mut self.frozen,
+            BufId::Acts => &mut self.acts,
+            BufId::Grads => &mut self.grads,
+            BufId::ActGrads => &mut self.act_grads,
+        }
+    }
+
+    fn check_int(&self, t: Tensor) -> Result<()> {
+        if t.arena != Arena::Int {
+            return Err(Error::Tape(format!("expected an integer tensor, got a {:?} tensor {}", t.arena, t.shape)));
+        }
+        Ok(())
+    }
+
+    fn locate(&self, slot: Slot) -> Result<(BufId, Range<usize>)> {
+        let (id, t) = match slot {
+            Slot::Val(t) => match t.arena {
+                Arena::Param => (BufId::Params, t),
+                Arena::Frozen => (BufId::Frozen, t),
+                Arena::Act => (BufId::Acts, t),
+                Arena::Int => return Err(Error::Tape(format!("integer tensor {} used as float", t.shape))),
+            },
+            Slot::Grad(t) => match t.arena {
+                Arena::Param => (BufId::Grads, t),
+                Arena::Act => (BufId::ActGrads, t),
+                Arena::Frozen | Arena::Int => {
+                    return Err(Error::Tape(format!("a {:?} tensor {} has no gradient", t.arena, t.shape)));
+                }
+            },
+        };
+        let r = t.range();
+        let len = self.buf(id).len();
+        if r.end > len {
+            return Err(Error::Tape(format!(
+                "tensor {} at {}..{} lies outside its arena ({len} elements): a stale handle?",
+                t.shape, r.start, r.end
+            )));
+        }
+        Ok((id, r))
+    }
+
+    /// Host views for a CPU op: integer inputs, float reads and float writes, all at once.
+    /// Each write must overlap no other slot; reads may share memory.
+    #[allow(clippy::type_complexity)]
+    pub fn cpu_io<const I: usize, const R: usize, const W: usize>(
+        &mut self,
+        ints: [Tensor; I],
+        reads: [Slot; R],
+        writes: [Slot; W],
+    ) -> Result<([&[i32]; I], [&[F]; R], [&mut [F]; W])> {
+        for t in ints {
+            self.check_int(t)?;
+            if t.range().end > self.ints.len() {
+                return Err(Error::Tape(format!("integer tensor {} lies outside its arena", t.shape)));
+            }
+        }
+        let rl: Vec<(BufId, Range<usize>)> = reads.iter().map(|s| self.locate(*s)).collect::<Result<_>>()?;
+        let wl: Vec<(BufId, Range<usize>)> = writes.iter().map(|s| self.locate(*s)).collect::<Result<_>>()?;
+        for (i, (wid, wr)) in wl.iter().enumerate() {
+            let overlaps = |(id, r): &(BufId, Range<usize>)| id == wid && r.start < wr.end && wr.start < r.end;
+            let clash = rl.iter().any(overlaps) || wl.iter().enumerate().any(|(j, l)| j != i && overlaps(l));
+            if clash {
+                return Err(Error::Tape(format!("op writes {:?} while it reads or writes the same memory", writes[i])));
+            }
+        }
+        let host = |b: &mut Buffer<F>| -> Result<*mut F> {
+            b.cpu_mut()
+                .map(|s| s.as_mut_ptr())
+                .ok_or_else(|| Error::Tape("cpu_io on a buffer that is not in host memory".into()))
+        };
+        let bases = [
+            host(&mut self.params)?,
+            host(&mut self.frozen)?,
+            host(&mut self.acts)?,
+            host(&mut self.grads)?,
+            host(&mut self.act_grads)?,
+        ];
+        let base = |id: BufId| bases[id as usize];
+        let int_base = self
+            .ints
+            .cpu()
+            .ok_or_else(|| Error::Tape("cpu_io on a buffer that is not in host memory".into()))?
+            .as_ptr();
+        // SAFETY: every range was checked to lie inside its buffer (`locate`), no write overlaps
+        // any other slot, and the views borrow `self` mutably for their whole lifetime, so no
+        // other access to the buffers can happen while they live.
+        unsafe {
+            let iv = std::array::from_fn(|i| std::slice::from_raw_parts(int_base.add(ints[i].offset), ints[i].numel()));
+            let rv = std::array::from_fn(|i| {
+                let (id, r) = &rl[i];
+                std::slice::from_raw_parts(base(*id).add(r.start) as *const F, r.len())
+            });
+            let wv = std::array::from_fn(|i| {
+                let (id, r) = &wl[i];
+                std::slice::from_raw_parts_mut(base(*id).add(r.start), r.len())
+            });
+            Ok((iv, rv, wv))
+        }
+    }
+
+    /// [`Store::cpu_io`] without integer inputs.
+    #[allow(clippy::type_complexity)]
+    pub fn cpu_views<const R: usize, const W: usize>(
+        &mut self,
+        reads: [Slot; R],
+        writes: [Slot; W],
+    ) -> Result<([&[F]; R], [&mut [F]; W])> {
+        let ([], r, w) = self.cpu_io([], reads, writes)?;
+        Ok((r, w))
+    }
+}

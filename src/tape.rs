@@ -1,0 +1,107 @@
+//! The tape: ops recorded in execution order as plain data ([`Op`]), over tensors in a [`Store`].
+//! `backward` walks it in reverse; every op's backward accumulates (`+=`) into the gradients of
+//! its inputs, so a value used twice collects both contributions. Parameter gradients are zeroed
+//! explicitly ([`Store::zero_grads`]); activation gradients are zeroed by each `backward`.
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::ops::Op;
+use crate::store::Store;
+use crate::tensor::{Shape, Tensor};
+
+pub struct Tape<F: Float> {
+    pub store: Store<F>,
+    ops: Vec<Op>,
+    training: bool,
+    seed: u64,
+    /// Dropout calls since the last reset: each gets its own random stream.
+    streams: u64,
+}
+
+impl<F: Float> Tape<F> {
+    pub fn new(device: Device) -> Self {
+        Tape { store: Store::new(device), ops: Vec::new(), training: false, seed: 0, streams: 0 }
+    }
+
+    /// Training mode turns dropout on.
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// The seed of the dropout masks of the passes that follow (a trainer sets one per step and task).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Forgets the recorded ops and releases activations; parameters and their gradients stay.
+    pub fn reset(&mut self) {
+        self.ops.clear();
+        self.store.reset_acts();
+        self.streams = 0;
+    }
+
+    pub(crate) fn record(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    pub(crate) fn next_stream(&mut self) -> u64 {
+        self.streams += 1;
+        self.streams
+    }
+
+    /// A new activation that requires a gradient when any of `inputs` does.
+    pub(crate) fn output(&mut self, shape: Shape, inputs: &[Tensor]) -> Tensor {
+        let requires_grad = inputs.iter().any(|t| t.requires_grad);
+        self.store.alloc_act(shape, requires_grad)
+    }
+
+    /// Records `op` if its output takes part in the gradient.
+    pub(crate) fn push(&mut self, out: Tensor, op: Op) -> Tensor {
+        if out.requires_grad {
+            self.record(op);
+        }
+        out
+    }
+
+    pub fn constant(&mut self, data: &[F], dims: &[usize]) -> Result<Tensor> {
+        self.store.constant(data, dims)
+    }
+
+    pub fn ints(&mut self, data: &[i32], dims: &[usize]) -> Result<Tensor> {
+        self.store.ints(data, dims)
+    }
+
+    /// Accumulates d`loss`/d(parameter) into the parameter gradients.
+    pub fn backward(&mut self, loss: Tensor) -> Result<()> {
+        self.backward_scaled(loss, F::ONE)
+    }
+
+    /// Accumulates `scale` · d`loss`/d(parameter) (a task weight, or 1/accumulation steps).
+    pub fn backward_scaled(&mut self, loss: Tensor, scale: F) -> Result<()> {
+        if loss.numel() != 1 {
+            return Err(Error::Tape(format!("backward needs a scalar loss, got shape {}", loss.shape)));
+        }
+        if loss.arena != crate::tensor::Arena::Act || !loss.requires_grad {
+            return Err(Error::Tape("backward from a value that depends on no parameter".into()));
+        }
+        self.store.zero_act_grads();
+        self.store.write_grad(loss, &[scale])?;
+        let ops = std::mem::take(&mut self.ops);
+        let result = ops.iter().rev().try_for_each(|op| op.backward(&mut self.store));
+        self.ops = ops;
+        result
+    }
+}

@@ -1,0 +1,327 @@
+//! Gradient checks of every op, and of a whole tiny BERT with all three task losses, in float64.
+//!
+//! Norm: for each input tensor, relative error = ‖g_tape − g_fd‖₂ / max(‖g_fd‖₂, 1e-2), where
+//! g_fd is the central difference (L(x + h) − L(x − h)) / 2h with h = 1e-5, and L projects the
+//! op's output onto fixed random weights (L = Σ out ⊙ R) so that every output element counts.
+//! Shapes avoid powers of two. Tolerance 1e-6. The floor of 1e-2 (every real gradient here has a norm ≥ 0.19) turns the check into an absolute
+//! one (1e-8) for a gradient that is zero in exact arithmetic, such as the attention key bias's
+//! (softmax ignores a constant added to a row of scores), where g_fd is rounding noise (~1e-9).
+
+use engine::model::bert::{Bert, ParamKind, init};
+use engine::model::{BertConfig, heads};
+use engine::rng::Rng;
+use engine::{Device, Result, Tape, Tensor};
+
+const H: f64 = 1e-5;
+const TOL: f64 = 1e-6;
+
+type Build<'a> = dyn Fn(&mut Tape<f64>, &[Tensor]) -> Result<Tensor> + 'a;
+
+/// Projects `out` to a scalar with fixed random weights (left alone when already a scalar).
+fn project(tape: &mut Tape<f64>, out: Tensor, weights: &[f64]) -> Result<Tensor> {
+    if out.numel() == 1 {
+        return Ok(out);
+    }
+    let r = tape.constant(&weights[..out.numel()], out.dims())?;
+    let p = tape.mul(out, r)?;
+    tape.sum(p)
+}
+
+fn loss(tape: &mut Tape<f64>, inputs: &[Tensor], build: &Build<'_>, weights: &[f64]) -> f64 {
+    tape.reset();
+    let out = build(tape, inputs).unwrap();
+    let l = project(tape, out, weights).unwrap();
+    tape.store.read(l).unwrap()[0]
+}
+
+/// Checks d(loss)/d(input) of every input against central differences; returns the worst error.
+fn check_tape(name: &str, tape: &mut Tape<f64>, inputs: &[Tensor], build: &Build<'_>) -> f64 {
+    let mut rng = Rng::new(99);
+    let weights: Vec<f64> = (0..1 << 16).map(|_| rng.normal()).collect();
+    tape.store.zero_grads();
+    tape.reset();
+    let out = build(tape, inputs).unwrap();
+    let l = project(tape, out, &weights).unwrap();
+    tape.backward(l).unwrap();
+    let mut worst = 0.0f64;
+    for (i, &x) in inputs.iter().enumerate() {
+        let analytic = tape.store.read_grad(x).unwrap();
+        let mut values = tape.store.read(x).unwrap();
+        let mut numeric = vec![0.0; values.len()];
+        for j in 0..values.len() {
+            let v = values[j];
+            values[j] = v + H;
+            tape.store.write(x, &values).unwrap();
+            let lp = loss(tape, inputs, build, &weights);
+            values[j] = v - H;
+            tape.store.write(x, &values).unwrap();
+            let lm = loss(tape, inputs, build, &weights);
+            values[j] = v;
+            tape.store.write(x, &values).unwrap();
+            numeric[j] = (lp - lm) / (2.0 * H);
+        }
+        let diff: f64 = analytic.iter().zip(&numeric).map(|(a, n)| (a - n) * (a - n)).sum::<f64>().sqrt();
+        let norm: f64 = numeric.iter().map(|n| n * n).sum::<f64>().sqrt();
+        let rel = diff / norm.max(1e-2);
+        println!("{name}: input {i} {}: ‖g‖ {norm:.3e}, relative error {rel:.3e}", x.shape);
+        assert!(norm > 0.0 || analytic.iter().all(|&a| a == 0.0), "{name}: input {i} has zero numeric gradient");
+        worst = worst.max(rel);
+    }
+    assert!(worst <= TOL, "{name}: relative error {worst:.3e} > {TOL:e}");
+    worst
+}
+
+/// Gradient check of `build` on fresh random inputs of the given shapes.
+fn check(name: &str, shapes: &[&[usize]], build: &Build<'_>) {
+    let mut tape = Tape::<f64>::new(Device::Cpu);
+    tape.set_training(true);
+    tape.set_seed(5);
+    let mut rng = Rng::new(name.len() as u64 * 31 + 7);
+    let inputs: Vec<Tensor> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, dims)| {
+            let n: usize = dims.iter().product();
+            let data: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+            tape.store.add_param(&format!("x{i}"), dims, &data, true).unwrap()
+        })
+        .collect();
+    check_tape(name, &mut tape, &inputs, build);
+}
+
+#[test]
+fn matmul_plain() {
+    check("matmul", &[&[5, 7], &[7, 3]], &|t, x| t.matmul(x[0], x[1], false, false));
+}
+
+#[test]
+fn matmul_linear_layout() {
+    // (B, T, IN) · (OUT, IN)ᵀ, the weight shared by every row
+    check("matmul bᵀ", &[&[2, 5, 7], &[3, 7]], &|t, x| t.matmul(x[0], x[1], false, true));
+}
+
+#[test]
+fn matmul_transposed_a() {
+    check("matmul aᵀ", &[&[7, 5], &[7, 3]], &|t, x| t.matmul(x[0], x[1], true, false));
+    check("matmul aᵀbᵀ", &[&[7, 5], &[3, 7]], &|t, x| t.matmul(x[0], x[1], true, true));
+}
+
+#[test]
+fn matmul_batched() {
+    // attention scores (B, NH, T, HS) · (B, NH, T, HS)ᵀ and context (B, NH, T, T) · (B, NH, T, HS)
+    check("bmm scores", &[&[2, 3, 5, 7], &[2, 3, 6, 7]], &|t, x| t.matmul(x[0], x[1], false, true));
+    check("bmm context", &[&[2, 3, 5, 6], &[2, 3, 6, 7]], &|t, x| t.matmul(x[0], x[1], false, false));
+    check("bmm aᵀ", &[&[3, 6, 5], &[3, 6, 7]], &|t, x| t.matmul(x[0], x[1], true, false));
+}
+
+#[test]
+fn matmul_same_operand_twice() {
+    check("x·xᵀ", &[&[5, 7]], &|t, x| t.matmul(x[0], x[0], false, true));
+}
+
+#[test]
+fn bias_add() {
+    check("bias_add", &[&[2, 3, 5], &[5]], &|t, x| t.bias_add(x[0], x[1]));
+}
+
+#[test]
+fn residual_add_sub_mul() {
+    check("add", &[&[3, 5], &[3, 5]], &|t, x| t.add(x[0], x[1]));
+    check("sub", &[&[3, 5], &[3, 5]], &|t, x| t.sub(x[0], x[1]));
+    check("mul", &[&[3, 5], &[3, 5]], &|t, x| t.mul(x[0], x[1]));
+    check("x·x", &[&[3, 5]], &|t, x| t.mul(x[0], x[0]));
+    check("x+x", &[&[3, 5]], &|t, x| t.add(x[0], x[0]));
+}
+
+#[test]
+fn layernorm() {
+    check("layernorm", &[&[3, 5, 7], &[7], &[7]], &|t, x| t.layernorm(x[0], x[1], x[2], 1e-5));
+    check("layernorm bert eps", &[&[6, 11], &[11], &[11]], &|t, x| t.layernorm(x[0], x[1], x[2], 1e-12));
+}
+
+#[test]
+fn gelu() {
+    check("gelu", &[&[3, 7]], &|t, x| t.gelu(x[0]));
+}
+
+#[test]
+fn tanh_abs_scale_sum() {
+    check("tanh", &[&[3, 7]], &|t, x| t.tanh(x[0]));
+    check("abs", &[&[3, 7]], &|t, x| t.abs(x[0]));
+    check("scale", &[&[3, 7]], &|t, x| t.scale(x[0], -2.5));
+    check("sum", &[&[3, 7]], &|t, x| t.sum(x[0]));
+}
+
+#[test]
+fn attention_softmax_with_padding() {
+    check("softmax", &[&[2, 3, 5, 5]], &|t, x| {
+        let mask = t.ints(&[1, 1, 1, 0, 0, 1, 1, 1, 1, 1], &[2, 5])?;
+        t.attention_softmax(x[0], mask, 0.37)
+    });
+}
+
+#[test]
+fn dropout_with_saved_mask() {
+    check("dropout", &[&[4, 9]], &|t, x| t.dropout(x[0], 0.3));
+}
+
+#[test]
+fn embedding_with_repeated_ids() {
+    check("embedding", &[&[11, 6], &[7, 6], &[2, 6]], &|t, x| {
+        let ids = t.ints(&[3, 5, 3, 0, 10, 5, 5, 2, 9, 3], &[2, 5])?;
+        let types = t.ints(&[0, 0, 0, 1, 1, 0, 1, 1, 1, 1], &[2, 5])?;
+        t.embedding(ids, types, x[0], x[1], x[2])
+    });
+}
+
+#[test]
+fn pooling() {
+    check("mean_pool", &[&[3, 5, 7]], &|t, x| {
+        let mask = t.ints(&[1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0], &[3, 5])?;
+        t.mean_pool(x[0], mask)
+    });
+    check("first_token", &[&[3, 5, 7]], &|t, x| t.first_token(x[0]));
+}
+
+#[test]
+fn cosine() {
+    check("cosine", &[&[4, 7], &[4, 7]], &|t, x| t.cosine(x[0], x[1]));
+}
+
+#[test]
+fn concat() {
+    check("concat", &[&[3, 2], &[3, 5], &[3, 1]], &|t, x| t.concat(&[x[0], x[1], x[2]]));
+    check("concat self", &[&[3, 2]], &|t, x| t.concat(&[x[0], x[0]]));
+}
+
+#[test]
+fn split_and_merge_heads() {
+    check("split_heads", &[&[2, 5, 6]], &|t, x| t.split_heads(x[0], 3));
+    check("merge_heads", &[&[2, 3, 5, 2]], &|t, x| t.merge_heads(x[0]));
+}
+
+#[test]
+fn losses() {
+    check("cross_entropy", &[&[4, 5]], &|t, x| {
+        let labels = t.ints(&[1, 4, 0, 1], &[4])?;
+        t.cross_entropy(x[0], labels)
+    });
+    check("bce_with_logits", &[&[5, 1]], &|t, x| {
+        let y = t.constant(&[1.0, 0.0, 0.0, 1.0, 0.3], &[5])?;
+        t.bce_with_logits(x[0], y)
+    });
+    check("mse", &[&[6]], &|t, x| {
+        let y = t.constant(&[0.0, 1.5, 5.0, 2.2, 3.1, 4.0], &[6])?;
+        t.mse(x[0], y)
+    });
+}
+
+/// The tiny BERT of the core issue: 2 layers, hidden 32, 4 heads, vocab 100.
+fn tiny_config() -> BertConfig {
+    BertConfig::tiny(100, 32, 2, 4, 37, 16)
+}
+
+/// The reference training step's three losses, summed: SST cross-entropy on the pooler output,
+/// Quora BCE on [u, v, |u−v|, u·v] of pooler outputs, STS MSE of 5·cos of mean-pooled states.
+fn three_task_loss(
+    t: &mut Tape<f64>,
+    bert: &Bert,
+    sst: &heads::LinearHead,
+    para: &heads::LinearHead,
+) -> Result<Tensor> {
+    let encode = |t: &mut Tape<f64>, ids: &[i32], types: &[i32], mask: &[i32], b: usize| -> Result<(Tensor, Tensor)> {
+        let tt = ids.len() / b;
+        let (ids, types, mask) = (t.ints(ids, &[b, tt])?, t.ints(types, &[b, tt])?, t.ints(mask, &[b, tt])?);
+        Ok((bert.forward(t, ids, types, mask)?, mask))
+    };
+    // SST: 3 sentences of 6 tokens, the last two padded.
+    let (h, _) = encode(
+        t,
+        &[2, 17, 45, 3, 0, 0, 2, 8, 8, 91, 60, 3, 2, 33, 3, 0, 0, 0],
+        &[0; 18],
+        &[1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        3,
+    )?;
+    let pooled = bert.pool(t, h)?;
+    let logits = heads::classify(t, sst, pooled)?;
+    let labels = t.ints(&[4, 0, 2], &[3])?;
+    let l_sst = t.cross_entropy(logits, labels)?;
+    // Quora: each question on its own, 2 pairs of 5 tokens.
+    let (ha, _) = encode(t, &[2, 11, 12, 13, 3, 2, 70, 71, 3, 0], &[0; 10], &[1, 1, 1, 1, 1, 1, 1, 1, 1, 0], 2)?;
+    let (hb, _) = encode(t, &[2, 11, 99, 3, 0, 2, 70, 72, 73, 3], &[0; 10], &[1, 1, 1, 1, 0, 1, 1, 1, 1, 1], 2)?;
+    let (u, v) = (bert.pool(t, ha)?, bert.pool(t, hb)?);
+    let logits = heads::paraphrase_logits(t, para, u, v)?;
+    let y = t.constant(&[1.0, 0.0], &[2])?;
+    let l_para = t.bce_with_logits(logits, y)?;
+    // STS: mean pooling, token types 1 on the second sentence of a joint pair are exercised here.
+    let (ha, ma) = encode(
+        t,
+        &[2, 40, 41, 42, 3, 2, 50, 3, 0, 0],
+        &[0, 0, 0, 1, 1, 0, 0, 1, 0, 0],
+        &[1, 1, 1, 1, 1, 1, 1, 1, 0, 0],
+        2,
+    )?;
+    let (hb, mb) = encode(t, &[2, 40, 43, 3, 0, 2, 51, 52, 53, 3], &[0; 10], &[1, 1, 1, 1, 0, 1, 1, 1, 1, 1], 2)?;
+    let (a, b) = (t.mean_pool(ha, ma)?, t.mean_pool(hb, mb)?);
+    let score = heads::similarity(t, a, b)?;
+    let y = t.constant(&[3.8, 1.2], &[2])?;
+    let l_sts = t.mse(score, y)?;
+    let sum = t.add(l_sst, l_para)?;
+    t.add(sum, l_sts)
+}
+
+#[test]
+fn tiny_bert_three_losses_every_parameter() {
+    let cfg = tiny_config();
+    let mut tape = Tape::<f64>::new(Device::Cpu);
+    tape.set_training(true); // dropout on: its masks are fixed by the seed, so they are part of L
+    tape.set_seed(1234);
+    let mut rng = Rng::new(3);
+    // Larger weights than BERT's 0.02 so that every nonlinearity is exercised away from linear.
+    let bert = Bert::register(
+        &mut tape.store,
+        &cfg,
+        true,
+        &mut |_, dims, kind| {
+            Ok(match kind {
+                ParamKind::Weight => init(&mut rng, dims, kind, 0.3),
+                _ => init::<f64>(&mut rng, dims, ParamKind::Weight, 0.3)
+                    .iter()
+                    .map(|v| v + if kind == ParamKind::NormGain { 1.0 } else { 0.0 })
+                    .collect(),
+            })
+        },
+        &|_| true,
+    )
+    .unwrap();
+    let c = cfg.hidden_size;
+    let mut head = |name: &str, out: usize, inp: usize| heads::LinearHead {
+        w: tape
+            .store
+            .add_param(
+                &format!("{name}.weight"),
+                &[out, inp],
+                &init::<f64>(&mut rng, &[out, inp], ParamKind::Weight, 0.3),
+                true,
+            )
+            .unwrap(),
+        b: tape
+            .store
+            .add_param(&format!("{name}.bias"), &[out], &init::<f64>(&mut rng, &[out], ParamKind::Weight, 0.3), true)
+            .unwrap(),
+    };
+    let sst = head("sst", 5, c);
+    let para = head("para", 1, 4 * c);
+    let params: Vec<(String, Tensor)> = tape.store.params().map(|(n, t)| (n.to_string(), t)).collect();
+    assert_eq!(params.len(), 5 + 16 * 2 + 2 + 4);
+    // Every element of every parameter tensor (rows of the word table the batch never reads
+    // must come out exactly zero on both sides).
+    let inputs: Vec<Tensor> = params.iter().map(|(_, t)| *t).collect();
+    let build = |t: &mut Tape<f64>, _: &[Tensor]| three_task_loss(t, &bert, &sst, &para);
+    let worst = check_tape("tiny bert", &mut tape, &inputs, &build);
+    // The key bias's gradient is exactly zero in theory; the tape must find (almost) that.
+    let key_bias = tape.store.param("encoder.layer.1.attention.self.key.bias").unwrap();
+    let g: f64 = tape.store.read_grad(key_bias).unwrap().iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(g < 1e-12, "key bias gradient {g:e}");
+    println!("tiny BERT, {} parameter tensors: worst relative error {worst:.3e}", inputs.len());
+}
