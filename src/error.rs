@@ -16,6 +16,12 @@ pub enum Error {
     Tape(String),
     #[error("{0}")]
     Config(String),
+    /// No usable GPU, driver or libnvrtc; a failed launch or copy.
+    #[error("cuda: {0}")]
+    Cuda(String),
+    /// A kernel that does not compile: the NVRTC log names file and line.
+    #[error("kernel {file} does not compile for {arch}:\n{log}")]
+    Kernel { file: String, arch: String, log: String },
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -24,6 +24,7 @@ pub trait Float:
     + MulAssign
     + DivAssign
     + Sum
+    + crate::device::Element
 {
     const NAME: &'static str;
     const ZERO: Self;

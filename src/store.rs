@@ -3,11 +3,12 @@
 //! Parameters are named ranges, registered once; activations are bump-allocated per pass and
 //! released all at once by [`Store::reset_acts`].
 
-use crate::device::{Buffer, Device};
+use crate::device::{Buffer, Cuda, Device};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::tensor::{Arena, Shape, Tensor};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// What an op reads or writes: a tensor's values, or its gradient.
 #[derive(Clone, Copy, Debug)]
@@ -68,10 +69,10 @@ impl<F: Float> Store<F> {
         }
         let (arena, buf) = if trainable { (Arena::Param, &mut self.params) } else { (Arena::Frozen, &mut self.frozen) };
         let offset = buf.len();
-        buf.grow_to(offset + data.len());
-        buf.write(offset, data);
+        buf.grow_to(offset + data.len())?;
+        buf.write(offset, data)?;
         let len = self.params.len();
-        self.grads.grow_to(len);
+        self.grads.grow_to(len)?;
         let t = Tensor { arena, offset, shape, requires_grad: trainable };
         self.names.push((name.to_string(), t));
         Ok(t)
@@ -92,11 +93,11 @@ impl<F: Float> Store<F> {
     }
 
     /// A fresh activation; its contents are unspecified until an op writes all of it.
-    pub fn alloc_act(&mut self, shape: Shape, requires_grad: bool) -> Tensor {
+    pub fn alloc_act(&mut self, shape: Shape, requires_grad: bool) -> Result<Tensor> {
         let offset = self.act_len;
+        self.acts.grow_to(offset + shape.numel())?;
         self.act_len += shape.numel();
-        self.acts.grow_to(self.act_len);
-        Tensor { arena: Arena::Act, offset, shape, requires_grad }
+        Ok(Tensor { arena: Arena::Act, offset, shape, requires_grad })
     }
 
     /// A constant (labels, targets): an activation that takes no gradient.
@@ -108,8 +109,8 @@ impl<F: Float> Store<F> {
                 format!("shape {shape} needs {} values, got {}", shape.numel(), data.len()),
             ));
         }
-        let t = self.alloc_act(shape, false);
-        self.acts.write(t.offset, data);
+        let t = self.alloc_act(shape, false)?;
+        self.acts.write(t.offset, data)?;
         Ok(t)
     }
 
@@ -123,9 +124,9 @@ impl<F: Float> Store<F> {
             ));
         }
         let offset = self.int_len;
+        self.ints.grow_to(offset + data.len())?;
+        self.ints.write(offset, data)?;
         self.int_len += data.len();
-        self.ints.grow_to(self.int_len);
-        self.ints.write(offset, data);
         Ok(Tensor { arena: Arena::Int, offset, shape, requires_grad: false })
     }
 
@@ -140,30 +141,38 @@ impl<F: Float> Store<F> {
     }
 
     /// Zeroes the activation gradients of the current pass (called once before each backward).
-    pub fn zero_act_grads(&mut self) {
-        self.act_grads.grow_to(self.act_len);
-        self.act_grads.fill_zero(0..self.act_len);
+    pub fn zero_act_grads(&mut self) -> Result<()> {
+        self.act_grads.grow_to(self.act_len)?;
+        self.act_grads.fill_zero(0..self.act_len)
+    }
+
+    /// Fills every activation and activation gradient, in use or not, with `value`: tests poison
+    /// them with NaN so that an op that leaves part of its output unwritten is caught.
+    pub fn poison_acts(&mut self, value: F) -> Result<()> {
+        let (a, g) = (self.acts.len(), self.act_grads.len());
+        self.acts.fill(0..a, value)?;
+        self.act_grads.fill(0..g, value)
     }
 
     /// Zeroes every parameter gradient.
-    pub fn zero_grads(&mut self) {
+    pub fn zero_grads(&mut self) -> Result<()> {
         let n = self.grads.len();
-        self.grads.fill_zero(0..n);
+        self.grads.fill_zero(0..n)
     }
 
     pub fn read(&self, t: Tensor) -> Result<Vec<F>> {
         let (id, r) = self.locate(Slot::Val(t))?;
-        Ok(self.buf(id).read(r))
+        self.buf(id).read(r)
     }
 
     pub fn read_grad(&self, t: Tensor) -> Result<Vec<F>> {
         let (id, r) = self.locate(Slot::Grad(t))?;
-        Ok(self.buf(id).read(r))
+        self.buf(id).read(r)
     }
 
     pub fn read_ints(&self, t: Tensor) -> Result<Vec<i32>> {
         self.check_int(t)?;
-        Ok(self.ints.read(t.range()))
+        self.ints.read(t.range())
     }
 
     pub fn write(&mut self, t: Tensor, data: &[F]) -> Result<()> {
@@ -179,8 +188,7 @@ impl<F: Float> Store<F> {
         if data.len() != r.len() {
             return Err(Error::shape("write", format!("tensor has {} elements, data {}", r.len(), data.len())));
         }
-        self.buf_mut(id).write(r.start, data);
-        Ok(())
+        self.buf_mut(id).write(r.start, data)
     }
 
     /// The whole gradient arena (flat, in parameter layout).
@@ -247,17 +255,16 @@ impl<F: Float> Store<F> {
         Ok((id, r))
     }
 
-    /// Host views for a CPU op: integer inputs, float reads and float writes, all at once.
-    /// Each write must overlap no other slot; reads may share memory.
+    /// Locates every slot of an op's I/O and checks that no write overlaps another slot.
     #[allow(clippy::type_complexity)]
-    pub fn cpu_io<const I: usize, const R: usize, const W: usize>(
-        &mut self,
-        ints: [Tensor; I],
-        reads: [Slot; R],
-        writes: [Slot; W],
-    ) -> Result<([&[i32]; I], [&[F]; R], [&mut [F]; W])> {
+    fn check_io(
+        &self,
+        ints: &[Tensor],
+        reads: &[Slot],
+        writes: &[Slot],
+    ) -> Result<(Vec<(BufId, Range<usize>)>, Vec<(BufId, Range<usize>)>)> {
         for t in ints {
-            self.check_int(t)?;
+            self.check_int(*t)?;
             if t.range().end > self.ints.len() {
                 return Err(Error::Tape(format!("integer tensor {} lies outside its arena", t.shape)));
             }
@@ -271,6 +278,19 @@ impl<F: Float> Store<F> {
                 return Err(Error::Tape(format!("op writes {:?} while it reads or writes the same memory", writes[i])));
             }
         }
+        Ok((rl, wl))
+    }
+
+    /// Host views for a CPU op: integer inputs, float reads and float writes, all at once.
+    /// Each write must overlap no other slot; reads may share memory.
+    #[allow(clippy::type_complexity)]
+    pub fn cpu_io<const I: usize, const R: usize, const W: usize>(
+        &mut self,
+        ints: [Tensor; I],
+        reads: [Slot; R],
+        writes: [Slot; W],
+    ) -> Result<([&[i32]; I], [&[F]; R], [&mut [F]; W])> {
+        let (rl, wl) = self.check_io(&ints, &reads, &writes)?;
         let host = |b: &mut Buffer<F>| -> Result<*mut F> {
             b.cpu_mut()
                 .map(|s| s.as_mut_ptr())
@@ -304,6 +324,31 @@ impl<F: Float> Store<F> {
             });
             Ok((iv, rv, wv))
         }
+    }
+
+    /// Device addresses for a CUDA op's integer inputs, float reads and float writes, checked as
+    /// [`Store::cpu_io`] checks host views. The CUDA path computes in float32 only.
+    #[allow(clippy::type_complexity)]
+    pub fn cuda_io<const I: usize, const R: usize, const W: usize>(
+        &self,
+        ints: [Tensor; I],
+        reads: [Slot; R],
+        writes: [Slot; W],
+    ) -> Result<(Arc<Cuda>, [u64; I], [u64; R], [u64; W])> {
+        let Device::Cuda(dev) = &self.device else {
+            return Err(Error::Tape("cuda_io on a store that is not on a GPU".into()));
+        };
+        if F::NAME != "f32" {
+            return Err(Error::Cuda(format!("the CUDA path computes in f32; a {} tape runs on the CPU only", F::NAME)));
+        }
+        let (rl, wl) = self.check_io(&ints, &reads, &writes)?;
+        let fsize = std::mem::size_of::<F>() as u64;
+        let addr = |id: BufId, start: usize| self.buf(id).device_ptr().unwrap_or(0) + start as u64 * fsize;
+        let int_base = self.ints.device_ptr().unwrap_or(0);
+        let iv = std::array::from_fn(|i| int_base + ints[i].offset as u64 * 4);
+        let rv = std::array::from_fn(|i| addr(rl[i].0, rl[i].1.start));
+        let wv = std::array::from_fn(|i| addr(wl[i].0, wl[i].1.start));
+        Ok((dev.clone(), iv, rv, wv))
     }
 
     /// [`Store::cpu_io`] without integer inputs.

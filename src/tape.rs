@@ -63,7 +63,7 @@ impl<F: Float> Tape<F> {
     }
 
     /// A new activation that requires a gradient when any of `inputs` does.
-    pub(crate) fn output(&mut self, shape: Shape, inputs: &[Tensor]) -> Tensor {
+    pub(crate) fn output(&mut self, shape: Shape, inputs: &[Tensor]) -> Result<Tensor> {
         let requires_grad = inputs.iter().any(|t| t.requires_grad);
         self.store.alloc_act(shape, requires_grad)
     }
@@ -97,7 +97,7 @@ impl<F: Float> Tape<F> {
         if loss.arena != crate::tensor::Arena::Act || !loss.requires_grad {
             return Err(Error::Tape("backward from a value that depends on no parameter".into()));
         }
-        self.store.zero_act_grads();
+        self.store.zero_act_grads()?;
         self.store.write_grad(loss, &[scale])?;
         let ops = std::mem::take(&mut self.ops);
         let result = ops.iter().rev().try_for_each(|op| op.backward(&mut self.store));

@@ -38,7 +38,7 @@ fn loss(tape: &mut Tape<f64>, inputs: &[Tensor], build: &Build<'_>, weights: &[f
 fn check_tape(name: &str, tape: &mut Tape<f64>, inputs: &[Tensor], build: &Build<'_>) -> f64 {
     let mut rng = Rng::new(99);
     let weights: Vec<f64> = (0..1 << 16).map(|_| rng.normal()).collect();
-    tape.store.zero_grads();
+    tape.store.zero_grads().unwrap();
     tape.reset();
     let out = build(tape, inputs).unwrap();
     let l = project(tape, out, &weights).unwrap();

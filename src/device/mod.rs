@@ -1,22 +1,74 @@
-//! Where tensors live and ops run. Only the CPU exists so far; the CUDA variant slots in beside it
-//! (a `Cuda` arm in [`Device`] and [`Buffer`], and a launcher arm in each op's dispatch) without
-//! touching model code, which only ever sees [`Tensor`](crate::tensor::Tensor) handles.
+//! Where tensors live and ops run: the CPU (the reference path) or a CUDA GPU. Model code only
+//! sees [`Tensor`](crate::tensor::Tensor) handles; each op dispatches on the device it finds.
 
 mod buffer;
+pub mod cuda;
 pub mod kernels;
+pub mod nvrtc;
 
-pub use buffer::Buffer;
+pub use buffer::{Buffer, Element};
+pub use cuda::Cuda;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::error::Result;
+use std::sync::Arc;
+
+#[derive(Clone)]
 pub enum Device {
-    /// The reference path: plain loops, GEMMs through the `gemm` crate on `threads` threads.
+    /// The reference path: plain loops, GEMMs through the `gemm` crate on all cores.
     Cpu,
+    Cuda(Arc<Cuda>),
+}
+
+/// What the user asked for with `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// CUDA when a usable GPU is present, else the CPU (with a notice).
+    Auto,
+    Cpu,
+    Cuda,
 }
 
 impl Device {
+    /// Resolves `--device`: `cuda` fails with the reason when no usable GPU is present;
+    /// `auto` then falls back to the CPU and says why on stderr.
+    pub fn select(choice: DeviceChoice) -> Result<Device> {
+        match choice {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda => Ok(Device::Cuda(Cuda::open(0)?)),
+            DeviceChoice::Auto => match Cuda::open(0) {
+                Ok(c) => Ok(Device::Cuda(c)),
+                Err(e) => {
+                    eprintln!("note: running on the CPU ({e})");
+                    Ok(Device::Cpu)
+                }
+            },
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+            Device::Cuda(c) => format!("{c:?}"),
+        }
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            (Device::Cuda(a), Device::Cuda(b)) => a.ordinal == b.ordinal,
+            _ => false,
         }
     }
 }

@@ -32,9 +32,10 @@ impl<F: Float> Tape<F> {
         }
         let mut dims = lead.to_vec();
         dims.push(xs.iter().map(|x| x.shape.last()).sum());
-        let out = self.output(Shape::new(&dims)?, xs);
+        let out = self.output(Shape::new(&dims)?, xs)?;
         let total = out.shape.last();
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("concat")),
             Device::Cpu => {
                 let mut col = 0;
                 for &x in xs {
@@ -52,6 +53,7 @@ impl Concat {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let total = self.out.shape.last();
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("concat")),
             Device::Cpu => {
                 let mut col = 0;
                 for &x in &self.xs {

@@ -22,8 +22,9 @@ impl<F: Float> Tape<F> {
     pub fn cosine(&mut self, a: Tensor, b: Tensor) -> Result<Tensor> {
         same_shape("cosine", a, b)?;
         expect_rank("cosine", "a", a, 2)?;
-        let out = self.output(Shape::new(&[a.dims()[0]])?, &[a, b]);
+        let out = self.output(Shape::new(&[a.dims()[0]])?, &[a, b])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("cosine")),
             Device::Cpu => {
                 let ([av, bv], [o]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
                 cpu::forward(av, bv, o);
@@ -36,6 +37,7 @@ impl<F: Float> Tape<F> {
 impl Cosine {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("cosine")),
             Device::Cpu => {
                 // d/da needs (a, b), d/db needs (b, a): one routine, operands swapped.
                 for (x, other) in [(self.a, self.b), (self.b, self.a)] {

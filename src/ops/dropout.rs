@@ -28,9 +28,10 @@ impl<F: Float> Tape<F> {
             return Ok(x);
         }
         let (seed, stream) = (self.seed(), self.next_stream());
-        let mask = self.store.alloc_act(x.shape, false);
-        let out = self.output(x.shape, &[x]);
+        let mask = self.store.alloc_act(x.shape, false)?;
+        let out = self.output(x.shape, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("dropout")),
             Device::Cpu => {
                 let ([xv], [mv, ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(mask), Slot::Val(out)])?;
                 cpu::forward(xv, p, seed, stream, mv, ov);
@@ -46,6 +47,7 @@ impl Dropout {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("dropout")),
             Device::Cpu => {
                 let ([m, dy], [dx]) =
                     s.cpu_views([Slot::Val(self.mask), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;

@@ -63,8 +63,9 @@ pub struct Sum {
 impl<F: Float> Tape<F> {
     fn binary(&mut self, kind: BinaryKind, op: &'static str, a: Tensor, b: Tensor) -> Result<Tensor> {
         same_shape(op, a, b)?;
-        let out = self.output(a.shape, &[a, b]);
+        let out = self.output(a.shape, &[a, b])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([av, bv], [ov]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
                 cpu::binary(kind, av, bv, ov);
@@ -88,8 +89,9 @@ impl<F: Float> Tape<F> {
     }
 
     fn unary(&mut self, kind: UnaryKind, x: Tensor) -> Result<Tensor> {
-        let out = self.output(x.shape, &[x]);
+        let out = self.output(x.shape, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::unary(kind, xv, ov);
@@ -114,8 +116,9 @@ impl<F: Float> Tape<F> {
                 format!("bias {} does not match the last dimension of x {}", bias.shape, x.shape),
             ));
         }
-        let out = self.output(x.shape, &[x, bias]);
+        let out = self.output(x.shape, &[x, bias])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([xv, bv], [ov]) = self.store.cpu_views([Slot::Val(x), Slot::Val(bias)], [Slot::Val(out)])?;
                 cpu::bias_add(xv, bv, ov);
@@ -126,8 +129,9 @@ impl<F: Float> Tape<F> {
 
     /// `c · x`.
     pub fn scale(&mut self, x: Tensor, c: f64) -> Result<Tensor> {
-        let out = self.output(x.shape, &[x]);
+        let out = self.output(x.shape, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::scale(F::from_f64(c), xv, ov);
@@ -138,8 +142,9 @@ impl<F: Float> Tape<F> {
 
     /// The sum of all elements, as a scalar.
     pub fn sum(&mut self, x: Tensor) -> Result<Tensor> {
-        let out = self.output(Shape::scalar(), &[x]);
+        let out = self.output(Shape::scalar(), &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 ov[0] = xv.iter().copied().sum();
@@ -153,6 +158,7 @@ impl Binary {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let (a, b, out) = (self.a, self.b, self.out);
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 // One operand at a time: a and b may be the same tensor (x + x, x · x).
                 if a.requires_grad {
@@ -175,6 +181,7 @@ impl Unary {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([xv, yv, dy], [dx]) =
                     s.cpu_views([Slot::Val(self.x), Slot::Val(self.out), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
@@ -188,6 +195,7 @@ impl Unary {
 impl BiasAdd {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 if self.x.requires_grad {
                     let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
@@ -209,6 +217,7 @@ impl Scale {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 let c = F::from_f64(self.c);
@@ -225,6 +234,7 @@ impl Sum {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
             Device::Cpu => {
                 let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 dx.iter_mut().for_each(|g| *g += dy[0]);

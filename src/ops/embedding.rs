@@ -53,8 +53,9 @@ impl<F: Float> Tape<F> {
         let (ids_v, types_v) = (self.store.read_ints(ids)?, self.store.read_ints(type_ids)?);
         check_ids(&ids_v, word.dims()[0], "token id")?;
         check_ids(&types_v, types.dims()[0], "token type id")?;
-        let out = self.output(Shape::new(&[b, t, c])?, &[word, pos, types]);
+        let out = self.output(Shape::new(&[b, t, c])?, &[word, pos, types])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("embedding")),
             Device::Cpu => {
                 let ([iv, tv], [w, p, ty], [o]) = self.store.cpu_io(
                     [ids, type_ids],
@@ -79,6 +80,7 @@ impl Embedding {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let t = self.ids.dims()[1];
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("embedding")),
             Device::Cpu => {
                 for (table, which) in [(self.word, Table::Word), (self.pos, Table::Position), (self.types, Table::Type)]
                 {

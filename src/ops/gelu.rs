@@ -16,8 +16,12 @@ pub struct Gelu {
 
 impl<F: Float> Tape<F> {
     pub fn gelu(&mut self, x: Tensor) -> Result<Tensor> {
-        let out = self.output(x.shape, &[x]);
+        let out = self.output(x.shape, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::forward(&dev, xp, op, x.numel())?;
+            }
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::forward(xv, ov);
@@ -33,12 +37,44 @@ impl Gelu {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => {
+                let (dev, [], [xp, dyp], [dxp]) =
+                    s.cuda_io([], [Slot::Val(self.x), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::backward(&dev, xp, dyp, dxp, self.x.numel())?;
+            }
             Device::Cpu => {
                 let ([xv, dy], [dx]) = s.cpu_views([Slot::Val(self.x), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 cpu::backward(xv, dy, dx);
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/gelu.cu; pointers are device addresses of f32 buffers.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::Result;
+
+    const FILE: &str = "gelu.cu";
+
+    /// out (n) = gelu(x (n)).
+    pub fn forward(dev: &Cuda, x: u64, out: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        dev.launch(FILE, "gelu_forward", grid, block, 0, &[Arg::Ptr(x), Arg::Ptr(out), Arg::U64(n as u64)])
+    }
+
+    /// dx (n) += dy (n) · gelu'(x (n)).
+    pub fn backward(dev: &Cuda, x: u64, dy: u64, dx: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        dev.launch(
+            FILE,
+            "gelu_backward",
+            grid,
+            block,
+            0,
+            &[Arg::Ptr(x), Arg::Ptr(dy), Arg::Ptr(dx), Arg::U64(n as u64)],
+        )
     }
 }
 

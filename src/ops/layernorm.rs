@@ -29,10 +29,11 @@ impl<F: Float> Tape<F> {
             ));
         }
         let rows = Shape::new(&[x.shape.rows()])?;
-        let mean = self.store.alloc_act(rows, false);
-        let rstd = self.store.alloc_act(rows, false);
-        let out = self.output(x.shape, &[x, gamma, beta]);
+        let mean = self.store.alloc_act(rows, false)?;
+        let rstd = self.store.alloc_act(rows, false)?;
+        let out = self.output(x.shape, &[x, gamma, beta])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("layernorm")),
             Device::Cpu => {
                 let ([xv, g, b], [o, m, r]) = self.store.cpu_views(
                     [Slot::Val(x), Slot::Val(gamma), Slot::Val(beta)],
@@ -55,6 +56,7 @@ impl LayerNorm {
             Slot::Grad(self.out),
         ];
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("layernorm")),
             Device::Cpu => {
                 if self.x.requires_grad {
                     let ([x, g, m, r, dy], [dx]) = s.cpu_views(saved, [Slot::Grad(self.x)])?;

@@ -50,9 +50,10 @@ impl<F: Float> Tape<F> {
         if let Some((i, &l)) = lv.iter().enumerate().find(|&(_, &l)| l < 0 || l as usize >= k) {
             return Err(Error::value(op, format!("label {l} of row {i} is outside the {k} classes 0..{k}")));
         }
-        let probs = self.store.alloc_act(logits.shape, false);
-        let out = self.output(Shape::scalar(), &[logits]);
+        let probs = self.store.alloc_act(logits.shape, false)?;
+        let out = self.output(Shape::scalar(), &[logits])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
             Device::Cpu => {
                 let ([l], [x], [p, o]) =
                     self.store.cpu_io([labels], [Slot::Val(logits)], [Slot::Val(probs), Slot::Val(out)])?;
@@ -64,8 +65,9 @@ impl<F: Float> Tape<F> {
 
     pub fn bce_with_logits(&mut self, logits: Tensor, targets: Tensor) -> Result<Tensor> {
         check_pair("bce_with_logits", logits, targets)?;
-        let out = self.output(Shape::scalar(), &[logits]);
+        let out = self.output(Shape::scalar(), &[logits])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
             Device::Cpu => {
                 let ([x, y], [o]) = self.store.cpu_views([Slot::Val(logits), Slot::Val(targets)], [Slot::Val(out)])?;
                 o[0] = cpu::bce(x, y);
@@ -76,8 +78,9 @@ impl<F: Float> Tape<F> {
 
     pub fn mse(&mut self, pred: Tensor, target: Tensor) -> Result<Tensor> {
         check_pair("mse", pred, target)?;
-        let out = self.output(Shape::scalar(), &[pred]);
+        let out = self.output(Shape::scalar(), &[pred])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
             Device::Cpu => {
                 let ([p, y], [o]) = self.store.cpu_views([Slot::Val(pred), Slot::Val(target)], [Slot::Val(out)])?;
                 o[0] = cpu::mse(p, y);
@@ -108,6 +111,7 @@ impl CrossEntropy {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
             Device::Cpu => {
                 let ([l], [p, dl], [dx]) =
                     s.cpu_io([self.labels], [Slot::Val(self.probs), Slot::Grad(self.out)], [Slot::Grad(self.logits)])?;
@@ -124,6 +128,7 @@ impl BceWithLogits {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
             Device::Cpu => {
                 let ([x, y, dl], [dx]) = s.cpu_views(
                     [Slot::Val(self.logits), Slot::Val(self.targets), Slot::Grad(self.out)],
@@ -142,6 +147,7 @@ impl Mse {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
             Device::Cpu => {
                 let ([p, y, dl], [dp]) = s.cpu_views(
                     [Slot::Val(self.pred), Slot::Val(self.target), Slot::Grad(self.out)],

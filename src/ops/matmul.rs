@@ -84,8 +84,9 @@ impl<F: Float> Tape<F> {
     /// `op(a) · op(b)`; see the module doc for the accepted shapes.
     pub fn matmul(&mut self, a: Tensor, b: Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
         let (dims, shape) = MatDims::infer(a.shape, b.shape, trans_a, trans_b)?;
-        let out = self.output(shape, &[a, b]);
+        let out = self.output(shape, &[a, b])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("matmul")),
             Device::Cpu => {
                 let ([av, bv], [ov]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
                 cpu::forward(&dims, av, bv, ov);
@@ -99,6 +100,7 @@ impl Matmul {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let (a, b, out, d) = (self.a, self.b, self.out, &self.dims);
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("matmul")),
             Device::Cpu => {
                 if a.requires_grad {
                     let ([bv, dy], [da]) = s.cpu_views([Slot::Val(b), Slot::Grad(out)], [Slot::Grad(a)])?;

@@ -88,3 +88,8 @@ pub(crate) fn expect_rank(op: &'static str, what: &str, t: Tensor, rank: usize) 
     }
     Ok(())
 }
+
+/// The error of an op whose CUDA kernel is not written yet.
+pub(crate) fn no_cuda_kernel(layer: &str) -> Error {
+    Error::Cuda(format!("{layer}: no CUDA kernel yet"))
+}

@@ -33,8 +33,9 @@ impl<F: Float> Tape<F> {
                 format!("{c} channels of x {} do not split into {heads} heads", x.shape),
             ));
         }
-        let out = self.output(Shape::new(&[b, heads, t, c / heads])?, &[x]);
+        let out = self.output(Shape::new(&[b, heads, t, c / heads])?, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("permute")),
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::permute(xv, [b, t, heads, c / heads], Direction::Split, false, ov);
@@ -47,8 +48,9 @@ impl<F: Float> Tape<F> {
         expect_rank("merge_heads", "x", x, 4)?;
         let d = x.dims();
         let (b, nh, t, hs) = (d[0], d[1], d[2], d[3]);
-        let out = self.output(Shape::new(&[b, t, nh * hs])?, &[x]);
+        let out = self.output(Shape::new(&[b, t, nh * hs])?, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("permute")),
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::permute(xv, [b, t, nh, hs], Direction::Merge, false, ov);
@@ -91,6 +93,7 @@ fn heads_backward<F: Float>(
         return Ok(());
     }
     match s.device {
+        Device::Cuda(_) => return Err(super::no_cuda_kernel("permute")),
         Device::Cpu => {
             let ([dy], [dx]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(x)])?;
             cpu::permute(dy, btnh, inverse, true, dx);

@@ -34,8 +34,9 @@ impl<F: Float> Tape<F> {
                 format!("mask {} does not fit x {} (needs [{b}, {t}])", mask.shape, x.shape),
             ));
         }
-        let out = self.output(Shape::new(&[b, c])?, &[x]);
+        let out = self.output(Shape::new(&[b, c])?, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
             Device::Cpu => {
                 let ([m], [xv], [o]) = self.store.cpu_io([mask], [Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::mean_pool(xv, m, t, o);
@@ -47,8 +48,9 @@ impl<F: Float> Tape<F> {
     pub fn first_token(&mut self, x: Tensor) -> Result<Tensor> {
         expect_rank("first_token", "x", x, 3)?;
         let (b, c) = (x.dims()[0], x.dims()[2]);
-        let out = self.output(Shape::new(&[b, c])?, &[x]);
+        let out = self.output(Shape::new(&[b, c])?, &[x])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
             Device::Cpu => {
                 let ([xv], [o]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 let tc = x.dims()[1] * c;
@@ -68,6 +70,7 @@ impl MeanPool {
         }
         let t = self.x.dims()[1];
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
             Device::Cpu => {
                 let ([m], [dy], [dx]) = s.cpu_io([self.mask], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 cpu::mean_pool_backward(dy, m, t, dx);
@@ -84,6 +87,7 @@ impl FirstToken {
         }
         let (t, c) = (self.x.dims()[1], self.x.dims()[2]);
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
             Device::Cpu => {
                 let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 for (i, g) in dy.chunks_exact(c).enumerate() {

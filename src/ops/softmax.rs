@@ -28,8 +28,9 @@ impl<F: Float> Tape<F> {
                 format!("mask {} does not fit scores {} (needs [{b}, {t}])", mask.shape, scores.shape),
             ));
         }
-        let probs = self.output(scores.shape, &[scores]);
+        let probs = self.output(scores.shape, &[scores])?;
         match self.store.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("softmax")),
             Device::Cpu => {
                 let ([m], [s], [p]) = self.store.cpu_io([mask], [Slot::Val(scores)], [Slot::Val(probs)])?;
                 cpu::forward(s, m, F::from_f64(scale), d[1] * d[2], t, p);
@@ -45,6 +46,7 @@ impl AttentionSoftmax {
             return Ok(());
         }
         match s.device {
+            Device::Cuda(_) => return Err(super::no_cuda_kernel("softmax")),
             Device::Cpu => {
                 let ([p, dp], [ds]) =
                     s.cpu_views([Slot::Val(self.probs), Slot::Grad(self.probs)], [Slot::Grad(self.scores)])?;

@@ -1,0 +1,219 @@
+//! The CUDA device: a context and one stream (cudarc, driver loaded at run time), the kernels
+//! compiled once per process through NVRTC and cached on disk, and the launcher every op uses.
+
+use super::kernels::KERNEL_SOURCES;
+use super::nvrtc;
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The oldest architecture we run on: tensor-core `mma.sync` for tf32 and bf16 needs sm_80.
+pub const MIN_ARCH: u32 = 80;
+
+pub struct Cuda {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub ordinal: usize,
+    pub name: String,
+    /// Compute capability as 10·major + minor (90 for an H100).
+    pub arch: u32,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+}
+
+impl std::fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cuda:{} ({}, sm_{})", self.ordinal, self.name, self.arch)
+    }
+}
+
+/// One kernel argument: device pointers are passed as plain 64-bit addresses.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg {
+    Ptr(u64),
+    I32(i32),
+    U32(u32),
+    U64(u64),
+    F32(f32),
+}
+
+fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::Cuda(format!("{what}: {e}"))
+}
+
+impl Cuda {
+    /// Opens GPU `ordinal`, or says why not: no driver, no GPU, an unsupported architecture, no libnvrtc.
+    pub fn open(ordinal: usize) -> Result<Arc<Cuda>> {
+        // SAFETY: loading libcuda runs its initialisers, which is what using it means.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::Cuda("no CUDA driver: libcuda.so could not be loaded".into()));
+        }
+        let count = CudaContext::device_count().map_err(driver_err("cuInit/cuDeviceGetCount"))?;
+        if count <= 0 {
+            return Err(Error::Cuda("the CUDA driver sees no GPU".into()));
+        }
+        if ordinal >= count as usize {
+            return Err(Error::Cuda(format!("GPU {ordinal} requested, but only {count} present")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver_err("creating a context"))?;
+        let (major, minor) = ctx.compute_capability().map_err(driver_err("compute capability"))?;
+        let arch = (major * 10 + minor) as u32;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        if arch < MIN_ARCH {
+            return Err(Error::Cuda(format!(
+                "{name} is sm_{arch}; the engine's kernels need sm_{MIN_ARCH} or newer (tensor-core mma.sync)"
+            )));
+        }
+        nvrtc::ensure_loaded()?;
+        // One stream for everything: cudarc's cross-stream event tracking is not needed.
+        // SAFETY: no other stream uses this context's allocations.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        Ok(Arc::new(Cuda {
+            ctx,
+            stream,
+            ordinal,
+            name,
+            arch,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The module of kernel file `file`, compiled (or read from the disk cache) on first use.
+    fn module(&self, file: &'static str) -> Result<Arc<CudaModule>> {
+        let mut modules = self.modules.lock().expect("module cache poisoned");
+        if let Some(m) = modules.get(file) {
+            return Ok(m.clone());
+        }
+        let cubin = compiled_cubin(file, self.arch)?;
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+            .map_err(|e| Error::Cuda(format!("loading {file} for sm_{}: {e}", self.arch)))?;
+        modules.insert(file, module.clone());
+        Ok(module)
+    }
+
+    pub fn function(&self, file: &'static str, name: &'static str) -> Result<CudaFunction> {
+        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(&(file, name)) {
+            return Ok(f.clone());
+        }
+        let f = self
+            .module(file)?
+            .load_function(name)
+            .map_err(|e| Error::Cuda(format!("kernel {name} not found in {file}: {e}")))?;
+        self.functions.lock().expect("function cache poisoned").insert((file, name), f.clone());
+        Ok(f)
+    }
+
+    /// Launches `file:name` on the stream. Launchers compute grid and block and check limits;
+    /// this checks the launch itself and names the kernel when it fails.
+    pub fn launch(
+        &self,
+        file: &'static str,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_bytes: u32,
+        args: &[Arg],
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(()); // empty problem
+        }
+        if grid.1 > 65535 || grid.2 > 65535 || block.0 * block.1 * block.2 > 1024 {
+            return Err(Error::Cuda(format!("{name}: launch grid {grid:?} block {block:?} exceeds device limits")));
+        }
+        let f = self.function(file, name)?;
+        let mut b = self.stream.launch_builder(&f);
+        for a in args {
+            match a {
+                Arg::Ptr(p) | Arg::U64(p) => b.arg(p),
+                Arg::I32(v) => b.arg(v),
+                Arg::U32(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: shared_bytes };
+        // SAFETY: the launcher that called us matched `args` to the kernel's signature and sized
+        // the grid to the buffers it passed.
+        unsafe { b.launch(cfg) }
+            .map_err(|e| Error::Cuda(format!("{file}:{name} grid {grid:?} block {block:?}: {e}")))?;
+        Ok(())
+    }
+
+    /// Waits for all queued work; surfaces asynchronous kernel faults.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_err("synchronize"))
+    }
+}
+
+/// Grid and block of a grid-stride loop over `n` elements: 256 threads a block, at most 8192
+/// blocks (plenty to fill any GPU; the loop covers the rest).
+pub fn grid_1d(n: usize) -> ((u32, u32, u32), (u32, u32, u32)) {
+    let blocks = n.div_ceil(256).clamp(1, 8192) as u32;
+    ((blocks, 1, 1), (256, 1, 1))
+}
+
+/// Every `.cuh` in kernels/, passed to NVRTC as in-memory headers.
+pub fn headers() -> Vec<(&'static str, &'static str)> {
+    KERNEL_SOURCES.iter().filter(|(n, _)| n.ends_with(".cuh")).copied().collect()
+}
+
+/// Every `.cu` in kernels/.
+pub fn kernel_files() -> Vec<(&'static str, &'static str)> {
+    KERNEL_SOURCES.iter().filter(|(n, _)| n.ends_with(".cu")).copied().collect()
+}
+
+/// The disk cache of compiled modules: $ENGINE_KERNEL_CACHE, else ~/.cache/engine/kernels.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("ENGINE_KERNEL_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("engine").join("kernels"))
+}
+
+/// The cubin of `file` for `sm_{arch}`: from the disk cache, keyed by the sources' hash, the
+/// architecture and the NVRTC version, or compiled now and stored (atomically).
+pub fn compiled_cubin(file: &'static str, arch: u32) -> Result<Vec<u8>> {
+    let source = KERNEL_SOURCES
+        .iter()
+        .find(|(n, _)| *n == file)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| Error::Cuda(format!("no kernel file {file} in kernels/")))?;
+    let hdrs = headers();
+    let (major, minor) = nvrtc::version()?;
+    let mut parts: Vec<&[u8]> = vec![source.as_bytes()];
+    for (n, s) in &hdrs {
+        parts.push(n.as_bytes());
+        parts.push(s.as_bytes());
+    }
+    let key = nvrtc::fnv1a(&parts);
+    let stem = file.trim_end_matches(".cu");
+    let path = cache_dir().map(|d| d.join(format!("{stem}-{key:016x}-sm{arch}-nvrtc{major}.{minor}.cubin")));
+    if let Some(p) = &path
+        && let Ok(bytes) = std::fs::read(p)
+    {
+        return Ok(bytes);
+    }
+    let compiled = nvrtc::compile(file, source, &hdrs, arch)?;
+    if let Some(p) = &path {
+        // A cache we cannot write is no error: the next run compiles again.
+        let _ = write_atomically(p, &compiled.cubin);
+    }
+    Ok(compiled.cubin)
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
