@@ -7,7 +7,16 @@ use crate::error::{Error, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// How float32 matmuls run on the GPU: plain float32 FMA (exact against the CPU path to ~1e-6),
+/// or tensor cores with tf32 inputs and float32 accumulation (faster, ~1e-3 relative).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPrecision {
+    F32 = 0,
+    Tf32 = 1,
+}
 
 /// The oldest architecture we run on: tensor-core `mma.sync` for tf32 and bf16 needs sm_80.
 pub const MIN_ARCH: u32 = 80;
@@ -19,6 +28,7 @@ pub struct Cuda {
     pub name: String,
     /// Compute capability as 10·major + minor (90 for an H100).
     pub arch: u32,
+    gemm_precision: AtomicU8,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
@@ -77,9 +87,21 @@ impl Cuda {
             ordinal,
             name,
             arch,
+            gemm_precision: AtomicU8::new(GemmPrecision::F32 as u8),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
         }))
+    }
+
+    pub fn gemm_precision(&self) -> GemmPrecision {
+        match self.gemm_precision.load(Ordering::Relaxed) {
+            1 => GemmPrecision::Tf32,
+            _ => GemmPrecision::F32,
+        }
+    }
+
+    pub fn set_gemm_precision(&self, p: GemmPrecision) {
+        self.gemm_precision.store(p as u8, Ordering::Relaxed);
     }
 
     /// The module of kernel file `file`, compiled (or read from the disk cache) on first use.
