@@ -10,6 +10,7 @@ pub mod error;
 pub mod float;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod store;
 pub mod tape;

@@ -196,6 +196,11 @@ impl<F: Float> Store<F> {
         &self.grads
     }
 
+    /// The trainable parameter arena and its gradients, for an optimizer step over both.
+    pub fn params_and_grads_mut(&mut self) -> (&mut Buffer<F>, &mut Buffer<F>) {
+        (&mut self.params, &mut self.grads)
+    }
+
     /// The whole trainable parameter arena.
     pub fn params_buffer(&self) -> &Buffer<F> {
         &self.params

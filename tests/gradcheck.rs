@@ -7,8 +7,8 @@
 //! one (1e-8) for a gradient that is zero in exact arithmetic, such as the attention key bias's
 //! (softmax ignores a constant added to a row of scores), where g_fd is rounding noise (~1e-9).
 
-use engine::model::bert::{Bert, ParamKind, init};
-use engine::model::{BertConfig, heads};
+mod common;
+use common::tiny_bert;
 use engine::rng::Rng;
 use engine::{Device, Result, Tape, Tensor};
 
@@ -216,108 +216,18 @@ fn losses() {
     });
 }
 
-/// The tiny BERT of the core issue: 2 layers, hidden 32, 4 heads, vocab 100.
-fn tiny_config() -> BertConfig {
-    BertConfig::tiny(100, 32, 2, 4, 37, 16)
-}
-
-/// The reference training step's three losses, summed: SST cross-entropy on the pooler output,
-/// Quora BCE on [u, v, |u−v|, u·v] of pooler outputs, STS MSE of 5·cos of mean-pooled states.
-fn three_task_loss(
-    t: &mut Tape<f64>,
-    bert: &Bert,
-    sst: &heads::LinearHead,
-    para: &heads::LinearHead,
-) -> Result<Tensor> {
-    let encode = |t: &mut Tape<f64>, ids: &[i32], types: &[i32], mask: &[i32], b: usize| -> Result<(Tensor, Tensor)> {
-        let tt = ids.len() / b;
-        let (ids, types, mask) = (t.ints(ids, &[b, tt])?, t.ints(types, &[b, tt])?, t.ints(mask, &[b, tt])?);
-        Ok((bert.forward(t, ids, types, mask)?, mask))
-    };
-    // SST: 3 sentences of 6 tokens, the last two padded.
-    let (h, _) = encode(
-        t,
-        &[2, 17, 45, 3, 0, 0, 2, 8, 8, 91, 60, 3, 2, 33, 3, 0, 0, 0],
-        &[0; 18],
-        &[1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-        3,
-    )?;
-    let pooled = bert.pool(t, h)?;
-    let logits = heads::classify(t, sst, pooled)?;
-    let labels = t.ints(&[4, 0, 2], &[3])?;
-    let l_sst = t.cross_entropy(logits, labels)?;
-    // Quora: each question on its own, 2 pairs of 5 tokens.
-    let (ha, _) = encode(t, &[2, 11, 12, 13, 3, 2, 70, 71, 3, 0], &[0; 10], &[1, 1, 1, 1, 1, 1, 1, 1, 1, 0], 2)?;
-    let (hb, _) = encode(t, &[2, 11, 99, 3, 0, 2, 70, 72, 73, 3], &[0; 10], &[1, 1, 1, 1, 0, 1, 1, 1, 1, 1], 2)?;
-    let (u, v) = (bert.pool(t, ha)?, bert.pool(t, hb)?);
-    let logits = heads::paraphrase_logits(t, para, u, v)?;
-    let y = t.constant(&[1.0, 0.0], &[2])?;
-    let l_para = t.bce_with_logits(logits, y)?;
-    // STS: mean pooling, token types 1 on the second sentence of a joint pair are exercised here.
-    let (ha, ma) = encode(
-        t,
-        &[2, 40, 41, 42, 3, 2, 50, 3, 0, 0],
-        &[0, 0, 0, 1, 1, 0, 0, 1, 0, 0],
-        &[1, 1, 1, 1, 1, 1, 1, 1, 0, 0],
-        2,
-    )?;
-    let (hb, mb) = encode(t, &[2, 40, 43, 3, 0, 2, 51, 52, 53, 3], &[0; 10], &[1, 1, 1, 1, 0, 1, 1, 1, 1, 1], 2)?;
-    let (a, b) = (t.mean_pool(ha, ma)?, t.mean_pool(hb, mb)?);
-    let score = heads::similarity(t, a, b)?;
-    let y = t.constant(&[3.8, 1.2], &[2])?;
-    let l_sts = t.mse(score, y)?;
-    let sum = t.add(l_sst, l_para)?;
-    t.add(sum, l_sts)
-}
-
 #[test]
 fn tiny_bert_three_losses_every_parameter() {
-    let cfg = tiny_config();
     let mut tape = Tape::<f64>::new(Device::Cpu);
     tape.set_training(true); // dropout on: its masks are fixed by the seed, so they are part of L
     tape.set_seed(1234);
-    let mut rng = Rng::new(3);
-    // Larger weights than BERT's 0.02 so that every nonlinearity is exercised away from linear.
-    let bert = Bert::register(
-        &mut tape.store,
-        &cfg,
-        true,
-        &mut |_, dims, kind| {
-            Ok(match kind {
-                ParamKind::Weight => init(&mut rng, dims, kind, 0.3),
-                _ => init::<f64>(&mut rng, dims, ParamKind::Weight, 0.3)
-                    .iter()
-                    .map(|v| v + if kind == ParamKind::NormGain { 1.0 } else { 0.0 })
-                    .collect(),
-            })
-        },
-        &|_| true,
-    )
-    .unwrap();
-    let c = cfg.hidden_size;
-    let mut head = |name: &str, out: usize, inp: usize| heads::LinearHead {
-        w: tape
-            .store
-            .add_param(
-                &format!("{name}.weight"),
-                &[out, inp],
-                &init::<f64>(&mut rng, &[out, inp], ParamKind::Weight, 0.3),
-                true,
-            )
-            .unwrap(),
-        b: tape
-            .store
-            .add_param(&format!("{name}.bias"), &[out], &init::<f64>(&mut rng, &[out], ParamKind::Weight, 0.3), true)
-            .unwrap(),
-    };
-    let sst = head("sst", 5, c);
-    let para = head("para", 1, 4 * c);
+    let model = tiny_bert::build(&mut tape, 3);
     let params: Vec<(String, Tensor)> = tape.store.params().map(|(n, t)| (n.to_string(), t)).collect();
     assert_eq!(params.len(), 5 + 16 * 2 + 2 + 4);
     // Every element of every parameter tensor (rows of the word table the batch never reads
     // must come out exactly zero on both sides).
     let inputs: Vec<Tensor> = params.iter().map(|(_, t)| *t).collect();
-    let build = |t: &mut Tape<f64>, _: &[Tensor]| three_task_loss(t, &bert, &sst, &para);
+    let build = |t: &mut Tape<f64>, _: &[Tensor]| tiny_bert::three_task_loss(t, &model);
     let worst = check_tape("tiny bert", &mut tape, &inputs, &build);
     // The key bias's gradient is exactly zero in theory; the tape must find (almost) that.
     let key_bias = tape.store.param("encoder.layer.1.attention.self.key.bias").unwrap();

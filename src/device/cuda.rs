@@ -166,6 +166,18 @@ impl Cuda {
         Ok(())
     }
 
+    /// GPU time of the work `f` queues, in milliseconds, between two CUDA events (benches).
+    pub fn time_ms(&self, f: impl FnOnce() -> Result<()>) -> Result<f32> {
+        let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(timed).map_err(driver_err("creating an event"))?;
+        let end = self.ctx.new_event(timed).map_err(driver_err("creating an event"))?;
+        start.record(&self.stream).map_err(driver_err("recording an event"))?;
+        f()?;
+        end.record(&self.stream).map_err(driver_err("recording an event"))?;
+        end.synchronize().map_err(driver_err("waiting for an event"))?;
+        start.elapsed_ms(&end).map_err(driver_err("reading an event"))
+    }
+
     /// Waits for all queued work; surfaces asynchronous kernel faults.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver_err("synchronize"))

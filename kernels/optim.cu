@@ -1,0 +1,69 @@
+// The optimizer over the flat parameter arena, and the reductions PCGrad needs.
+// CPU twins: src/optim.rs.
+#include "common.cuh"
+
+// One AdamW step, PyTorch's torch.optim.AdamW arithmetic (decoupled weight decay, bias
+// correction, eps outside the square root), in one pass over params, grads and both moments.
+// step_size = lr / (1 − β1^t) and bc2_sqrt = √(1 − β2^t) come from the host (computed in double).
+extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
+                                      float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt) {
+    GRID_STRIDE(i, n) {
+        float gi = g[i];
+        float pi = p[i] * (1.0f - lr * weight_decay);
+        float mi = m[i];
+        mi = mi + (1.0f - beta1) * (gi - mi);  // lerp, as PyTorch's exp_avg.lerp_
+        float vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = pi - step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+#define MAX_TASKS 8
+#define MAX_PAIRS (MAX_TASKS * (MAX_TASKS + 1) / 2)
+
+// All pairwise dot products g_i·g_j (i ≤ j) of k ≤ 8 flat gradients of length n (unused pointers
+// may be null), in one launch:
+// each block writes float partial sums of every pair to partials[block][pair]; the last block to
+// finish sums the partials in block order (double) into out[pair], so the result is
+// deterministic. `done` is a zeroed counter that the last block resets.
+extern "C" __global__ void pairwise_dots(const float* g0, const float* g1, const float* g2, const float* g3,
+                                         const float* g4, const float* g5, const float* g6, const float* g7, u32 k,
+                                         u64 n, float* partials, double* out, u32* done) {
+    const float* g[MAX_TASKS] = {g0, g1, g2, g3, g4, g5, g6, g7};
+    __shared__ float scratch[32];
+    __shared__ bool last;
+    const u32 pairs = k * (k + 1) / 2;
+    float acc[MAX_PAIRS];
+    for (u32 q = 0; q < MAX_PAIRS; q++) acc[q] = 0.0f;
+    GRID_STRIDE(e, n) {
+        float x[MAX_TASKS];
+        for (u32 t = 0; t < MAX_TASKS; t++) x[t] = t < k ? g[t][e] : 0.0f;
+        u32 q = 0;
+        for (u32 i = 0; i < MAX_TASKS; i++)
+            for (u32 j = i; j < MAX_TASKS; j++, q++) acc[q] += x[i] * x[j];
+    }
+    // Pair (i, j) of the k-task triangle sits at a different index than in the 8-task one.
+    u32 q8 = 0, q = 0;
+    for (u32 i = 0; i < MAX_TASKS; i++) {
+        for (u32 j = i; j < MAX_TASKS; j++, q8++) {
+            float s = block_sum(acc[q8], scratch);
+            if (i < k && j < k) {
+                if (threadIdx.x == 0) partials[(u64)blockIdx.x * pairs + q] = s;
+                q++;
+            }
+        }
+    }
+    __threadfence();
+    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (u32 p = threadIdx.x; p < pairs; p += blockDim.x) {
+        double s = 0.0;
+        for (u32 b = 0; b < gridDim.x; b++) s += (double)((volatile float*)partials)[(u64)b * pairs + p];
+        out[p] = s;
+    }
+    if (threadIdx.x == 0) *done = 0;
+}

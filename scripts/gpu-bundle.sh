@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds the GPU suite on this machine (no GPU needed) and bundles what a GPU host needs into
+# gpu-bundle/ (git-ignored): the GPU test binaries, the GPU benches and run.sh. The GPU host needs
+# no Rust and no network, only the NVIDIA driver and libnvrtc (a CUDA toolkit, or the PyPI wheel
+# that PyTorch brings). There, run everything with one command:
+#     bash gpu-bundle/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=gpu-bundle
+rm -rf "$out"
+mkdir -p "$out/bin"
+
+# Test binaries of the GPU suite, and the GPU benches, by name.
+tests=(kernels_compile cuda_parity cuda_parity_elementwise cuda_parity_layers cuda_parity_matmul cuda_parity_model cuda_parity_optim)
+benches=(gpu_gemm gpu_memory)
+
+list_executables() { # cargo subcommand → "name path" lines of the built executables
+  cargo "$@" --release --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])'
+}
+
+echo "gpu-bundle: building the test and bench binaries (release)"
+cargo test --release --no-run >/dev/null
+cargo bench --no-run >/dev/null
+{ list_executables test; list_executables bench; } | sort -u > "$out/.executables"
+for name in "${tests[@]}" "${benches[@]}"; do
+  path=$(awk -v n="$name" '$1 == n { print $2; exit }' "$out/.executables")
+  if [ -z "$path" ]; then
+    echo "gpu-bundle: no executable for $name" >&2
+    exit 1
+  fi
+  cp "$path" "$out/bin/$name"
+  strip --strip-debug "$out/bin/$name" 2>/dev/null || true
+done
+rm "$out/.executables"
+printf '%s\n' "${tests[@]}" > "$out/tests.txt"
+printf '%s\n' "${benches[@]}" > "$out/benches.txt"
+git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || echo unknown > "$out/commit.txt"
+cp scripts/gpu-run.sh "$out/run.sh"
+chmod +x "$out/run.sh"
+size=$(du -sm "$out" | cut -f1)
+echo "gpu-bundle: $out holds $(ls "$out/bin" | wc -l) binaries, ${size} MiB"
+if [ "$size" -ge 60 ]; then
+  echo "gpu-bundle: over the 60 MiB budget" >&2
+  exit 1
+fi

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the GPU suite bundled by scripts/gpu-bundle.sh, on a GPU host: every GPU test binary, then
+# the GPU benches; logs go to $OUT (or gpu-bundle/out); a short table comes last.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+logs="${OUT:-$here/out}"
+mkdir -p "$logs"
+export ENGINE_KERNEL_CACHE="${ENGINE_KERNEL_CACHE:-$here/kernel-cache}"
+
+# libnvrtc: the toolkit's, or the PyPI wheel PyTorch brings.
+if [ -z "${ENGINE_NVRTC_DIR:-}" ]; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda-13.0/lib64 /usr/lib/x86_64-linux-gnu; do
+    if ls "$d"/libnvrtc.so.1[23]* >/dev/null 2>&1; then export ENGINE_NVRTC_DIR="$d"; break; fi
+  done
+fi
+if [ -z "${ENGINE_NVRTC_DIR:-}" ] && command -v python3 >/dev/null; then
+  d=$(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+for base in site.getsitepackages() + [site.getusersitepackages()]:
+    for lib in glob.glob(os.path.join(base, "nvidia", "**", "libnvrtc.so.1[23]*"), recursive=True):
+        print(os.path.dirname(lib)); raise SystemExit
+PY
+)
+  [ -n "$d" ] && export ENGINE_NVRTC_DIR="$d"
+fi
+echo "commit $(cat "$here/commit.txt"), $(date -u +%FT%TZ), libnvrtc from ${ENGINE_NVRTC_DIR:-the loader path}"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+declare -a rows
+for t in $(cat "$here/tests.txt"); do
+  start=$(date +%s)
+  "$here/bin/$t" --test-threads=1 --nocapture > "$logs/$t.log" 2>&1
+  rc=$?
+  secs=$(( $(date +%s) - start ))
+  summary=$(grep -E "^test result:" "$logs/$t.log" | tail -1 | sed -E 's/test result: //; s/; finished in.*//')
+  skipped=$(grep -c "^skipped:" "$logs/$t.log")
+  status=$([ $rc -eq 0 ] && echo ok || echo FAILED)
+  [ "$skipped" -gt 0 ] && status="$status (skipped $skipped)"
+  rows+=("$(printf '%-26s %-16s %4ss  %s' "$t" "$status" "$secs" "${summary:-no summary}")")
+  if [ $rc -ne 0 ]; then grep -E "panicked|relative error|differs|FAILED" "$logs/$t.log" | head -20; fi
+done
+for b in $(cat "$here/benches.txt"); do
+  start=$(date +%s)
+  "$here/bin/$b" --bench > "$logs/$b.log" 2>&1
+  rc=$?
+  secs=$(( $(date +%s) - start ))
+  cat "$logs/$b.log"
+  rows+=("$(printf '%-26s %-16s %4ss' "$b (bench)" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" "$secs")")
+done
+echo
+echo "GPU suite"
+printf '%s\n' "${rows[@]}"

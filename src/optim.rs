@@ -1,0 +1,220 @@
+//! AdamW over the flat parameter arena (one fused pass, PyTorch's arithmetic), and the pairwise
+//! dot products of task gradients that PCGrad needs. CUDA kernels: kernels/optim.cu.
+
+use crate::device::{Buffer, Device};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::store::Store;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// PyTorch's defaults, but for weight decay 0.01 (the reference recipe's).
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+}
+
+/// `torch.optim.AdamW`: decoupled weight decay, bias-corrected moments, eps outside the sqrt.
+/// The moments mirror the trainable arena's layout.
+pub struct AdamW<F: Float> {
+    pub config: AdamWConfig,
+    /// Steps taken so far (the bias corrections use step + 1 for the next one).
+    pub step: u64,
+    pub m: Buffer<F>,
+    pub v: Buffer<F>,
+}
+
+/// The per-step constants: the host computes them in f64, both paths use them as F.
+struct StepConsts {
+    step_size: f64,
+    bc2_sqrt: f64,
+}
+
+impl<F: Float> AdamW<F> {
+    pub fn new(store: &Store<F>, config: AdamWConfig) -> Result<Self> {
+        let n = store.num_trainable();
+        let mut m = Buffer::new(&store.device);
+        let mut v = Buffer::new(&store.device);
+        m.grow_to(n)?;
+        v.grow_to(n)?;
+        m.fill_zero(0..n)?;
+        v.fill_zero(0..n)?;
+        Ok(AdamW { config, step: 0, m, v })
+    }
+
+    /// One step at learning rate `lr` over every trainable parameter, from the gradients in the store.
+    pub fn update(&mut self, store: &mut Store<F>, lr: f64) -> Result<()> {
+        let n = store.num_trainable();
+        if self.m.len() != n {
+            return Err(Error::Config(format!("AdamW moments hold {} values, the model {n}", self.m.len())));
+        }
+        self.step += 1;
+        let c = self.config;
+        let t = self.step as i32;
+        let k = StepConsts { step_size: lr / (1.0 - c.beta1.powi(t)), bc2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() };
+        let device = store.device.clone();
+        let (params, grads) = store.params_and_grads_mut();
+        match &device {
+            Device::Cpu => {
+                let (p, g) = (params.cpu_mut().expect("cpu buffer"), grads.cpu().expect("cpu buffer"));
+                let (m, v) = (self.m.cpu_mut().expect("cpu buffer"), self.v.cpu_mut().expect("cpu buffer"));
+                cpu::adamw(p, g, m, v, lr, &c, k.step_size, k.bc2_sqrt);
+            }
+            Device::Cuda(dev) => {
+                let ptr = |b: &Buffer<F>| b.device_ptr().unwrap_or(0);
+                cuda::adamw(
+                    dev,
+                    [ptr(params), ptr(grads), ptr(&self.m), ptr(&self.v)],
+                    n,
+                    lr,
+                    &c,
+                    k.step_size,
+                    k.bc2_sqrt,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every dot product g_i · g_j (i ≤ j) of the first `n` values of each buffer, as a symmetric
+/// k×k matrix (row-major), accumulated in f64 on the CPU and as f32 block sums added in f64 on
+/// the GPU. At most 8 buffers (tasks).
+pub fn pairwise_dots<F: Float>(device: &Device, grads: &[&Buffer<F>], n: usize) -> Result<Vec<f64>> {
+    let k = grads.len();
+    if k == 0 || k > 8 {
+        return Err(Error::Config(format!("pairwise_dots takes 1 to 8 gradients, got {k}")));
+    }
+    if let Some(g) = grads.iter().find(|g| g.len() < n) {
+        return Err(Error::Config(format!("pairwise_dots: a gradient holds {} values, fewer than {n}", g.len())));
+    }
+    let triangle = match device {
+        Device::Cpu => {
+            let views: Vec<&[F]> = grads.iter().map(|g| &g.cpu().expect("cpu buffer")[..n]).collect();
+            cpu::pairwise_dots(&views)
+        }
+        Device::Cuda(dev) => {
+            let ptrs: Vec<u64> = grads.iter().map(|g| g.device_ptr().unwrap_or(0)).collect();
+            cuda::pairwise_dots(dev, &ptrs, n)?
+        }
+    };
+    let mut full = vec![0.0; k * k];
+    let mut q = 0;
+    for i in 0..k {
+        for j in i..k {
+            full[i * k + j] = triangle[q];
+            full[j * k + i] = triangle[q];
+            q += 1;
+        }
+    }
+    Ok(full)
+}
+
+pub mod cpu {
+    use super::AdamWConfig;
+    use crate::float::Float;
+
+    /// The arithmetic of kernels/optim.cu `adamw_step`, element by element.
+    pub fn adamw<F: Float>(
+        p: &mut [F],
+        g: &[F],
+        m: &mut [F],
+        v: &mut [F],
+        lr: f64,
+        c: &AdamWConfig,
+        step_size: f64,
+        bc2_sqrt: f64,
+    ) {
+        let f = F::from_f64;
+        let (decay, b1, b2, eps) = (f(1.0 - lr * c.weight_decay), f(c.beta1), f(c.beta2), f(c.eps));
+        let (step_size, bc2_sqrt) = (f(step_size), f(bc2_sqrt));
+        for i in 0..p.len() {
+            let gi = g[i];
+            let pi = p[i] * decay;
+            let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
+            let vi = v[i] * b2 + (F::ONE - b2) * gi * gi;
+            let denom = vi.sqrt() / bc2_sqrt + eps;
+            p[i] = pi - step_size * (mi / denom);
+            m[i] = mi;
+            v[i] = vi;
+        }
+    }
+
+    /// The upper triangle (row by row) of the Gram matrix of `grads`, in f64.
+    pub fn pairwise_dots<F: Float>(grads: &[&[F]]) -> Vec<f64> {
+        let k = grads.len();
+        let mut out = Vec::with_capacity(k * (k + 1) / 2);
+        for i in 0..k {
+            for j in i..k {
+                out.push(grads[i].iter().zip(grads[j]).map(|(a, b)| a.to_f64() * b.to_f64()).sum());
+            }
+        }
+        out
+    }
+}
+
+/// Launchers of kernels/optim.cu.
+pub mod cuda {
+    use super::AdamWConfig;
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::{Error, Result};
+    use cudarc::driver::DevicePtr;
+
+    const FILE: &str = "optim.cu";
+
+    /// [p, g, m, v] (n each): one fused AdamW step.
+    pub fn adamw(
+        dev: &Cuda,
+        [p, g, m, v]: [u64; 4],
+        n: usize,
+        lr: f64,
+        c: &AdamWConfig,
+        step_size: f64,
+        bc2_sqrt: f64,
+    ) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let f = |x: f64| Arg::F32(x as f32);
+        let args = [
+            Arg::Ptr(p),
+            Arg::Ptr(g),
+            Arg::Ptr(m),
+            Arg::Ptr(v),
+            Arg::U64(n as u64),
+            f(lr),
+            f(c.beta1),
+            f(c.beta2),
+            f(c.eps),
+            f(c.weight_decay),
+            f(step_size),
+            f(bc2_sqrt),
+        ];
+        dev.launch(FILE, "adamw_step", grid, block, 0, &args)
+    }
+
+    /// The upper triangle of the Gram matrix of up to 8 gradients (n floats each), one launch.
+    pub fn pairwise_dots(dev: &Cuda, grads: &[u64], n: usize) -> Result<Vec<f64>> {
+        let k = grads.len();
+        let pairs = k * (k + 1) / 2;
+        let blocks = n.div_ceil(256).clamp(1, 1024);
+        let err = |e: cudarc::driver::DriverError| Error::Cuda(format!("pairwise_dots scratch: {e}"));
+        let partials = dev.stream.alloc_zeros::<f32>(blocks * pairs).map_err(err)?;
+        let out = dev.stream.alloc_zeros::<f64>(pairs).map_err(err)?;
+        let done = dev.stream.alloc_zeros::<u32>(1).map_err(err)?;
+        let addr = |p: u64| Arg::Ptr(p);
+        let mut args: Vec<Arg> = (0..8).map(|i| addr(grads.get(i).copied().unwrap_or(0))).collect();
+        args.push(Arg::U32(k as u32));
+        args.push(Arg::U64(n as u64));
+        args.push(addr(partials.device_ptr(&dev.stream).0));
+        args.push(addr(out.device_ptr(&dev.stream).0));
+        args.push(addr(done.device_ptr(&dev.stream).0));
+        dev.launch(FILE, "pairwise_dots", (blocks as u32, 1, 1), (256, 1, 1), 0, &args)?;
+        dev.stream.clone_dtoh(&out).map_err(err)
+    }
+}
