@@ -5,6 +5,7 @@
 // The CPU references mirror their kernels' index arithmetic and argument lists on purpose.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod float;
@@ -15,6 +16,7 @@ pub mod rng;
 pub mod store;
 pub mod tape;
 pub mod tensor;
+pub mod util;
 
 pub use device::Device;
 pub use error::{Error, Result};

@@ -238,16 +238,7 @@ pub fn compiled_cubin(file: &'static str, arch: u32) -> Result<Vec<u8>> {
     let compiled = nvrtc::compile(file, source, &hdrs, arch)?;
     if let Some(p) = &path {
         // A cache we cannot write is no error: the next run compiles again.
-        let _ = write_atomically(p, &compiled.cubin);
+        let _ = crate::util::write_atomically(p, &compiled.cubin);
     }
     Ok(compiled.cubin)
-}
-
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

@@ -22,6 +22,8 @@ pub struct BertConfig {
     pub attention_probs_dropout_prob: f64,
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    #[serde(default = "default_position_type")]
+    pub position_embedding_type: String,
 }
 
 fn default_positions() -> usize {
@@ -38,6 +40,9 @@ fn default_dropout() -> f64 {
 }
 fn default_act() -> String {
     "gelu".into()
+}
+fn default_position_type() -> String {
+    "absolute".into()
 }
 
 impl BertConfig {
@@ -68,6 +73,7 @@ impl BertConfig {
             hidden_dropout_prob: 0.1,
             attention_probs_dropout_prob: 0.1,
             hidden_act: "gelu".into(),
+            position_embedding_type: "absolute".into(),
         }
     }
 
@@ -81,6 +87,12 @@ impl BertConfig {
         }
         if self.hidden_act != "gelu" {
             return bad(format!("hidden_act {:?} is not supported (only BERT's exact \"gelu\")", self.hidden_act));
+        }
+        if self.position_embedding_type != "absolute" {
+            return bad(format!(
+                "position_embedding_type {:?} is not supported (only \"absolute\")",
+                self.position_embedding_type
+            ));
         }
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),

@@ -1,8 +1,11 @@
 //! The BERT encoder and the task heads, built from the tape's ops.
 
 pub mod bert;
+pub mod checkpoint;
 pub mod config;
 pub mod heads;
+pub mod safetensors;
 
 pub use bert::{Bert, linear};
+pub use checkpoint::Checkpoint;
 pub use config::BertConfig;

@@ -5,6 +5,7 @@
 //! Without a usable GPU, `gpu()` prints why and the test returns early (passes).
 #![allow(dead_code)] // each test file uses part of the harness
 
+pub mod golden;
 pub mod tiny_bert;
 
 use engine::device::Cuda;
