@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod device;
+pub mod embed;
 pub mod error;
 pub mod float;
 pub mod model;

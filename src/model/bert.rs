@@ -133,6 +133,24 @@ impl Bert {
 
     /// The encoder: ids, type_ids, mask (B, T) ints → last hidden state (B, T, C).
     pub fn forward<F: Float>(&self, tape: &mut Tape<F>, ids: Tensor, type_ids: Tensor, mask: Tensor) -> Result<Tensor> {
+        self.forward_layers(tape, ids, type_ids, mask, self.layers.len())
+    }
+
+    /// The hidden state after the first `n` encoder layers (0: the embeddings' output) (B, T, C).
+    pub fn forward_layers<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        ids: Tensor,
+        type_ids: Tensor,
+        mask: Tensor,
+        n: usize,
+    ) -> Result<Tensor> {
+        if n > self.layers.len() {
+            return Err(crate::error::Error::Config(format!(
+                "layer {n} asked of a model with {} layers",
+                self.layers.len()
+            )));
+        }
         let cfg = &self.config;
         let (eps, p_hidden, p_attn) = (cfg.layer_norm_eps, cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob);
         let e = &self.emb;
@@ -140,7 +158,7 @@ impl Bert {
         let x = tape.layernorm(x, e.ln_g, e.ln_b, eps)?;
         let mut x = tape.dropout(x, p_hidden)?;
         let scale = 1.0 / (cfg.head_size() as f64).sqrt();
-        for l in &self.layers {
+        for l in &self.layers[..n] {
             let heads = cfg.num_attention_heads;
             let q = linear(tape, x, l.q_w, l.q_b)?;
             let q = tape.split_heads(q, heads)?; // (B, NH, T, HS)

@@ -156,7 +156,7 @@ pub fn write(
         offset = end;
     }
     let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("header serialises");
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' '); // the format pads the header to 8 bytes with spaces
     }
     let mut bytes = Vec::with_capacity(8 + json.len() + offset);

@@ -1,0 +1,89 @@
+//! `engine embed`: sentence embeddings of a text file, one JSON line per input line.
+//! An input line is a sentence, or two sentences separated by a tab (a pair, encoded jointly).
+
+use crate::data::{Input, Tokenizer};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::model::Checkpoint;
+use crate::tape::Tape;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// How token states become one vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pooling {
+    /// The [CLS] token's state.
+    Cls,
+    /// The mean over real (unpadded) tokens.
+    Mean,
+    /// BERT's pooler: tanh(W · h_[CLS] + b).
+    Pooler,
+}
+
+pub struct EmbedOptions {
+    pub model: PathBuf,
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub pooling: Pooling,
+    /// Hidden state after this many layers; None: the last.
+    pub layer: Option<usize>,
+    pub batch_size: usize,
+    pub max_len: usize,
+    pub device: Device,
+    pub quiet: bool,
+}
+
+/// Embeds every line of the input; writes the output atomically. Returns the number of lines.
+pub fn embed(o: &EmbedOptions) -> Result<usize> {
+    if o.batch_size == 0 {
+        return Err(Error::Config("--batch-size must be at least 1".into()));
+    }
+    let text =
+        std::fs::read_to_string(&o.input).map_err(|e| Error::Config(format!("--input {}: {e}", o.input.display())))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let ckpt = Checkpoint::open(&o.model)?;
+    let mut tok = Tokenizer::from_dir(&o.model)?;
+    let mut tape = Tape::<f32>::new(o.device.clone());
+    let bert = ckpt.load_bert(&mut tape.store, &|_| false)?;
+    if o.pooling == Pooling::Pooler && bert.pooler.is_none() {
+        return Err(Error::Config(format!("--pooling pooler: {} has no pooler weights", o.model.display())));
+    }
+    let layers = o.layer.unwrap_or(bert.layers.len());
+    if layers > bert.layers.len() {
+        return Err(Error::Config(format!("--layer {layers}: the model has {} layers", bert.layers.len())));
+    }
+    let mut out = Vec::with_capacity(text.len() * 8);
+    for (b, chunk) in lines.chunks(o.batch_size).enumerate() {
+        let inputs: Vec<Input> = chunk
+            .iter()
+            .map(|l| match l.split_once('\t') {
+                Some((a, b)) => Input::Pair(a, b),
+                None => Input::Single(l),
+            })
+            .collect();
+        let e = tok.encode(&inputs, o.max_len)?;
+        tape.reset();
+        let dims = [e.batch, e.len];
+        let (ids, types, mask) =
+            (tape.ints(&e.ids, &dims)?, tape.ints(&e.type_ids, &dims)?, tape.ints(&e.mask, &dims)?);
+        let h = bert.forward_layers(&mut tape, ids, types, mask, layers)?;
+        let v = match o.pooling {
+            Pooling::Cls => tape.first_token(h)?,
+            Pooling::Mean => tape.mean_pool(h, mask)?,
+            Pooling::Pooler => bert.pool(&mut tape, h)?,
+        };
+        let values = tape.store.read(v)?;
+        let c = v.shape.last();
+        for (line, row) in chunk.iter().zip(values.chunks_exact(c)) {
+            let record = serde_json::json!({ "text": line, "embedding": row });
+            serde_json::to_writer(&mut out, &record).map_err(|e| Error::Config(format!("writing JSON: {e}")))?;
+            out.push(b'\n');
+        }
+        if !o.quiet && (b + 1) % 20 == 0 {
+            eprintln!("embed: {} of {} lines", ((b + 1) * o.batch_size).min(lines.len()), lines.len());
+        }
+    }
+    crate::util::write_atomically(&o.output, &out)?;
+    let _ = std::io::stderr().flush();
+    Ok(lines.len())
+}

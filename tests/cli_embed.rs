@@ -1,0 +1,124 @@
+//! `engine embed` through the binary: the golden sentences' mean-pooled and pooler embeddings
+//! (max |Δ| ≤ 1e-4 against Hugging Face), pairs encoded jointly, and one clear error line for
+//! bad input with nothing written.
+
+mod common;
+use common::golden::{golden, model_dir};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn engine(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("engine-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Embeds `lines` with `pooling`; returns (text, embedding) per output line.
+fn embed(lines: &[String], pooling: &str, tag: &str) -> Vec<(String, Vec<f32>)> {
+    let (input, output) = (tmp(&format!("{tag}.txt")), tmp(&format!("{tag}.jsonl")));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let model = model_dir();
+    let out = engine(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--pooling",
+        pooling,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+    ]);
+    assert!(out.status.success(), "engine embed failed: {}", String::from_utf8_lossy(&out.stderr));
+    read_jsonl(&output)
+}
+
+fn read_jsonl(path: &Path) -> Vec<(String, Vec<f32>)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let e = v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            (v["text"].as_str().unwrap().to_string(), e)
+        })
+        .collect()
+}
+
+fn assert_close(got: &[(String, Vec<f32>)], want: &[f32], what: &str) {
+    let flat: Vec<f32> = got.iter().flat_map(|(_, e)| e.iter().copied()).collect();
+    assert_eq!(flat.len(), want.len(), "{what}: size");
+    let d = flat.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("{what}: max |Δ| {d:.2e}");
+    assert!(d <= 1e-4, "{what}: max |Δ| {d:e}");
+}
+
+#[test]
+fn embed_reproduces_the_golden_singles() {
+    let g = golden();
+    let singles = g.strings("/singles"); // includes the empty sentence and a non-ASCII one
+    let mean = embed(&singles, "mean", "singles-mean");
+    assert_eq!(mean.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(), singles, "texts in input order");
+    assert_close(&mean, &g.f32("single.mean_pooled"), "single.mean_pooled");
+    let pooler = embed(&singles, "pooler", "singles-pooler");
+    assert_close(&pooler, &g.f32("single.pooler_output"), "single.pooler_output");
+}
+
+#[test]
+fn embed_encodes_tab_separated_pairs_jointly() {
+    let g = golden();
+    let pairs: Vec<String> = g.pairs().iter().map(|(a, b)| format!("{a}\t{b}")).collect();
+    let mean = embed(&pairs, "mean", "pairs-mean");
+    assert_close(&mean, &g.f32("pair.mean_pooled"), "pair.mean_pooled");
+    let pooler = embed(&pairs, "pooler", "pairs-pooler");
+    assert_close(&pooler, &g.f32("pair.pooler_output"), "pair.pooler_output");
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_writes_nothing() {
+    let output = tmp("never.jsonl");
+    let out =
+        engine(&["embed", "--input", "/nonexistent/in.txt", "--output", output.to_str().unwrap(), "--device", "cpu"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: --input /nonexistent/in.txt"), "{err}");
+    assert!(!output.exists());
+
+    let input = tmp("ok.txt");
+    std::fs::write(&input, "a sentence\n").unwrap();
+    let out = engine(&[
+        "embed",
+        "--model",
+        "/nonexistent/model",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model does not exist"));
+    assert!(!output.exists());
+
+    let out = engine(&[
+        "embed",
+        "--pooling",
+        "max",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'max'"));
+}
