@@ -35,7 +35,14 @@ impl<F: Float> Tape<F> {
         let out = self.output(Shape::new(&dims)?, xs)?;
         let total = out.shape.last();
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("concat")),
+            Device::Cuda(_) => {
+                let mut col = 0;
+                for &x in xs {
+                    let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                    cuda::forward(&dev, xp, op, out.shape.rows(), x.shape.last(), total, col)?;
+                    col += x.shape.last();
+                }
+            }
             Device::Cpu => {
                 let mut col = 0;
                 for &x in xs {
@@ -53,7 +60,18 @@ impl Concat {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let total = self.out.shape.last();
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("concat")),
+            Device::Cuda(_) => {
+                // One input at a time, as on the CPU: a repeated input accumulates launch after launch.
+                let mut col = 0;
+                for &x in &self.xs {
+                    let w = x.shape.last();
+                    if x.requires_grad {
+                        let (dev, [], [dyp], [dxp]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(x)])?;
+                        cuda::backward(&dev, dyp, dxp, self.out.shape.rows(), w, total, col)?;
+                    }
+                    col += w;
+                }
+            }
             Device::Cpu => {
                 let mut col = 0;
                 for &x in &self.xs {
@@ -67,6 +85,51 @@ impl Concat {
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/concat.cu; pointers are device addresses of f32 buffers.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::{Error, Result};
+
+    const FILE: &str = "concat.cu";
+
+    fn launch(
+        dev: &Cuda,
+        name: &'static str,
+        ptrs: [u64; 2],
+        rows: usize,
+        w: usize,
+        total: usize,
+        col: usize,
+    ) -> Result<()> {
+        if col + w > total {
+            return Err(Error::Cuda(format!(
+                "{FILE}:{name}: columns {col}..{} of ({rows}, {w}) lie outside the ({rows}, {total}) concatenation",
+                col + w
+            )));
+        }
+        let (grid, block) = grid_1d(rows * w);
+        let args = [
+            Arg::Ptr(ptrs[0]),
+            Arg::Ptr(ptrs[1]),
+            Arg::U64(rows as u64),
+            Arg::U64(w as u64),
+            Arg::U64(total as u64),
+            Arg::U64(col as u64),
+        ];
+        dev.launch(FILE, name, grid, block, 0, &args)
+    }
+
+    /// src (rows, w) → columns col..col+w of dst (rows, total).
+    pub fn forward(dev: &Cuda, src: u64, dst: u64, rows: usize, w: usize, total: usize, col: usize) -> Result<()> {
+        launch(dev, "concat_forward", [src, dst], rows, w, total, col)
+    }
+
+    /// dx (rows, w) += columns col..col+w of dy (rows, total).
+    pub fn backward(dev: &Cuda, dy: u64, dx: u64, rows: usize, w: usize, total: usize, col: usize) -> Result<()> {
+        launch(dev, "concat_backward", [dy, dx], rows, w, total, col)
     }
 }
 

@@ -24,7 +24,11 @@ impl<F: Float> Tape<F> {
         expect_rank("cosine", "a", a, 2)?;
         let out = self.output(Shape::new(&[a.dims()[0]])?, &[a, b])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("cosine")),
+            Device::Cuda(_) => {
+                let (dev, [], [ap, bp], [op]) =
+                    self.store.cuda_io([], [Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
+                cuda::forward(&dev, ap, bp, op, a.dims()[0], a.dims()[1])?;
+            }
             Device::Cpu => {
                 let ([av, bv], [o]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
                 cpu::forward(av, bv, o);
@@ -37,7 +41,17 @@ impl<F: Float> Tape<F> {
 impl Cosine {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("cosine")),
+            Device::Cuda(_) => {
+                // As on the CPU: d/da from (a, b), then d/db from (b, a), one launch each.
+                let (rows, c) = (self.a.dims()[0], self.a.dims()[1]);
+                for (x, other) in [(self.a, self.b), (self.b, self.a)] {
+                    if x.requires_grad {
+                        let (dev, [], [xp, op, dyp], [dxp]) =
+                            s.cuda_io([], [Slot::Val(x), Slot::Val(other), Slot::Grad(self.out)], [Slot::Grad(x)])?;
+                        cuda::backward(&dev, xp, op, dyp, dxp, rows, c)?;
+                    }
+                }
+            }
             Device::Cpu => {
                 // d/da needs (a, b), d/db needs (b, a): one routine, operands swapped.
                 for (x, other) in [(self.a, self.b), (self.b, self.a)] {
@@ -50,6 +64,34 @@ impl Cosine {
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/cosine.cu; pointers are device addresses of f32 buffers. One block per row
+/// (grid-stride over rows), its threads over channels, dot products by block sums.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda};
+    use crate::error::Result;
+
+    const FILE: &str = "cosine.cu";
+
+    fn launch(dev: &Cuda, name: &'static str, ptrs: &[u64], rows: usize, c: usize) -> Result<()> {
+        let grid = (rows.min(65535) as u32, 1, 1);
+        // Whole warps (block_sum needs them), up to 256 threads.
+        let block = (c.div_ceil(32).clamp(1, 8) as u32 * 32, 1, 1);
+        let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::Ptr(p)).collect();
+        args.extend([Arg::U64(rows as u64), Arg::U64(c as u64)]);
+        dev.launch(FILE, name, grid, block, 0, &args)
+    }
+
+    /// a, b (B, C) → out (B) = a·b / (max(‖a‖, eps) · max(‖b‖, eps)).
+    pub fn forward(dev: &Cuda, a: u64, b: u64, out: u64, rows: usize, c: usize) -> Result<()> {
+        launch(dev, "cosine_forward", &[a, b, out], rows, c)
+    }
+
+    /// dx (B, C) += dy (B) · d cos(x, y)/dx, for x, y (B, C).
+    pub fn backward(dev: &Cuda, x: u64, y: u64, dy: u64, dx: u64, rows: usize, c: usize) -> Result<()> {
+        launch(dev, "cosine_backward", &[x, y, dy, dx], rows, c)
     }
 }
 

@@ -31,7 +31,11 @@ impl<F: Float> Tape<F> {
         let mask = self.store.alloc_act(x.shape, false)?;
         let out = self.output(x.shape, &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("dropout")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [mp, op]) =
+                    self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(mask), Slot::Val(out)])?;
+                cuda::forward(&dev, xp, p, seed, stream, mp, op, x.numel())?;
+            }
             Device::Cpu => {
                 let ([xv], [mv, ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(mask), Slot::Val(out)])?;
                 cpu::forward(xv, p, seed, stream, mv, ov);
@@ -47,7 +51,11 @@ impl Dropout {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("dropout")),
+            Device::Cuda(_) => {
+                let (dev, [], [mp, dy], [dx]) =
+                    s.cuda_io([], [Slot::Val(self.mask), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::backward(&dev, mp, dy, dx, self.x.numel())?;
+            }
             Device::Cpu => {
                 let ([m, dy], [dx]) =
                     s.cpu_views([Slot::Val(self.mask), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
@@ -61,6 +69,46 @@ impl Dropout {
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/dropout.cu; pointers are device addresses of f32 buffers.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::Result;
+
+    const FILE: &str = "dropout.cu";
+
+    /// mask (n) = 1/(1 − p) where hash_uniform(seed, stream, i) ≥ p, else 0; out (n) = x (n) · mask.
+    /// The same mask as [`super::cpu::forward`]: p is compared in f64 (passed as its bits) and the
+    /// kept value is rounded to f32 here, on the host, exactly as the CPU path rounds it.
+    pub fn forward(dev: &Cuda, x: u64, p: f64, seed: u64, stream: u64, mask: u64, out: u64, n: usize) -> Result<()> {
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let (grid, block) = grid_1d(n);
+        let args = [
+            Arg::Ptr(x),
+            Arg::Ptr(mask),
+            Arg::Ptr(out),
+            Arg::U64(p.to_bits()),
+            Arg::F32(keep),
+            Arg::U64(seed),
+            Arg::U64(stream),
+            Arg::U64(n as u64),
+        ];
+        dev.launch(FILE, "dropout_forward", grid, block, 0, &args)
+    }
+
+    /// dx (n) += dy (n) · mask (n).
+    pub fn backward(dev: &Cuda, mask: u64, dy: u64, dx: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        dev.launch(
+            FILE,
+            "dropout_backward",
+            grid,
+            block,
+            0,
+            &[Arg::Ptr(mask), Arg::Ptr(dy), Arg::Ptr(dx), Arg::U64(n as u64)],
+        )
     }
 }
 

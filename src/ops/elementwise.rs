@@ -65,7 +65,11 @@ impl<F: Float> Tape<F> {
         same_shape(op, a, b)?;
         let out = self.output(a.shape, &[a, b])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [ap, bp], [op]) =
+                    self.store.cuda_io([], [Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
+                cuda::binary(&dev, kind, ap, bp, op, out.numel())?;
+            }
             Device::Cpu => {
                 let ([av, bv], [ov]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
                 cpu::binary(kind, av, bv, ov);
@@ -91,7 +95,10 @@ impl<F: Float> Tape<F> {
     fn unary(&mut self, kind: UnaryKind, x: Tensor) -> Result<Tensor> {
         let out = self.output(x.shape, &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::unary(&dev, kind, xp, op, out.numel())?;
+            }
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::unary(kind, xv, ov);
@@ -118,7 +125,11 @@ impl<F: Float> Tape<F> {
         }
         let out = self.output(x.shape, &[x, bias])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp, bp], [op]) =
+                    self.store.cuda_io([], [Slot::Val(x), Slot::Val(bias)], [Slot::Val(out)])?;
+                cuda::bias_add(&dev, xp, bp, op, x.shape.rows(), x.shape.last())?;
+            }
             Device::Cpu => {
                 let ([xv, bv], [ov]) = self.store.cpu_views([Slot::Val(x), Slot::Val(bias)], [Slot::Val(out)])?;
                 cpu::bias_add(xv, bv, ov);
@@ -131,7 +142,10 @@ impl<F: Float> Tape<F> {
     pub fn scale(&mut self, x: Tensor, c: f64) -> Result<Tensor> {
         let out = self.output(x.shape, &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::scale(&dev, c as f32, xp, op, out.numel())?;
+            }
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::scale(F::from_f64(c), xv, ov);
@@ -144,7 +158,10 @@ impl<F: Float> Tape<F> {
     pub fn sum(&mut self, x: Tensor) -> Result<Tensor> {
         let out = self.output(Shape::scalar(), &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::sum(&dev, xp, op, x.numel())?;
+            }
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 ov[0] = xv.iter().copied().sum();
@@ -158,7 +175,17 @@ impl Binary {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let (a, b, out) = (self.a, self.b, self.out);
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                // One operand at a time: a and b may be the same tensor (x + x, x · x).
+                if a.requires_grad {
+                    let (dev, [], [bp, dy], [da]) = s.cuda_io([], [Slot::Val(b), Slot::Grad(out)], [Slot::Grad(a)])?;
+                    cuda::binary_backward(&dev, self.kind, false, bp, dy, da, out.numel())?;
+                }
+                if b.requires_grad {
+                    let (dev, [], [ap, dy], [db]) = s.cuda_io([], [Slot::Val(a), Slot::Grad(out)], [Slot::Grad(b)])?;
+                    cuda::binary_backward(&dev, self.kind, true, ap, dy, db, out.numel())?;
+                }
+            }
             Device::Cpu => {
                 // One operand at a time: a and b may be the same tensor (x + x, x · x).
                 if a.requires_grad {
@@ -181,7 +208,14 @@ impl Unary {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp, yp, dy], [dx]) = s.cuda_io(
+                    [],
+                    [Slot::Val(self.x), Slot::Val(self.out), Slot::Grad(self.out)],
+                    [Slot::Grad(self.x)],
+                )?;
+                cuda::unary_backward(&dev, self.kind, xp, yp, dy, dx, self.x.numel())?;
+            }
             Device::Cpu => {
                 let ([xv, yv, dy], [dx]) =
                     s.cpu_views([Slot::Val(self.x), Slot::Val(self.out), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
@@ -195,7 +229,16 @@ impl Unary {
 impl BiasAdd {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                if self.x.requires_grad {
+                    let (dev, [], [dy], [dx]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                    cuda::accumulate(&dev, 1.0, dy, dx, self.x.numel())?;
+                }
+                if self.bias.requires_grad {
+                    let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.bias)])?;
+                    cuda::bias_backward(&dev, dy, db, self.out.shape.rows(), self.out.shape.last())?;
+                }
+            }
             Device::Cpu => {
                 if self.x.requires_grad {
                     let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
@@ -217,7 +260,10 @@ impl Scale {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [dy], [dx]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::accumulate(&dev, self.c as f32, dy, dx, self.x.numel())?;
+            }
             Device::Cpu => {
                 let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 let c = F::from_f64(self.c);
@@ -234,13 +280,138 @@ impl Sum {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("elementwise")),
+            Device::Cuda(_) => {
+                let (dev, [], [dy], [dx]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::sum_backward(&dev, dy, dx, self.x.numel())?;
+            }
             Device::Cpu => {
                 let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 dx.iter_mut().for_each(|g| *g += dy[0]);
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/elementwise.cu; pointers are device addresses of f32 buffers.
+pub mod cuda {
+    use super::{BinaryKind, UnaryKind};
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::{Error, Result};
+
+    const FILE: &str = "elementwise.cu";
+    /// Rows of threads per block of the column-sum kernel (`COL_ROW_LANES` in the kernel).
+    pub const COL_ROW_LANES: u32 = 16;
+
+    fn binary_id(kind: BinaryKind) -> i32 {
+        match kind {
+            BinaryKind::Add => 0,
+            BinaryKind::Sub => 1,
+            BinaryKind::Mul => 2,
+        }
+    }
+
+    fn unary_id(kind: UnaryKind) -> i32 {
+        match kind {
+            UnaryKind::Abs => 0,
+            UnaryKind::Tanh => 1,
+        }
+    }
+
+    /// out (n) = a (n) ∘ b (n); a and b may be the same buffer.
+    pub fn binary(dev: &Cuda, kind: BinaryKind, a: u64, b: u64, out: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let args = [Arg::I32(binary_id(kind)), Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(out), Arg::U64(n as u64)];
+        dev.launch(FILE, "binary_forward", grid, block, 0, &args)
+    }
+
+    /// The gradient of one operand, as [`super::cpu::binary_backward`]: dx (n) += ∂(a ∘ b)/∂operand · dy (n);
+    /// `other` (n) is the other operand's value, `second` says the operand is b.
+    pub fn binary_backward(
+        dev: &Cuda,
+        kind: BinaryKind,
+        second: bool,
+        other: u64,
+        dy: u64,
+        dx: u64,
+        n: usize,
+    ) -> Result<()> {
+        match kind {
+            BinaryKind::Add => accumulate(dev, 1.0, dy, dx, n),
+            BinaryKind::Sub => accumulate(dev, if second { -1.0 } else { 1.0 }, dy, dx, n),
+            BinaryKind::Mul => {
+                let (grid, block) = grid_1d(n);
+                let args = [Arg::Ptr(other), Arg::Ptr(dy), Arg::Ptr(dx), Arg::U64(n as u64)];
+                dev.launch(FILE, "mul_backward", grid, block, 0, &args)
+            }
+        }
+    }
+
+    /// dst (n) += c · src (n).
+    pub fn accumulate(dev: &Cuda, c: f32, src: u64, dst: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        dev.launch(FILE, "accumulate", grid, block, 0, &[Arg::F32(c), Arg::Ptr(src), Arg::Ptr(dst), Arg::U64(n as u64)])
+    }
+
+    /// out (n) = f(x (n)).
+    pub fn unary(dev: &Cuda, kind: UnaryKind, x: u64, out: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let args = [Arg::I32(unary_id(kind)), Arg::Ptr(x), Arg::Ptr(out), Arg::U64(n as u64)];
+        dev.launch(FILE, "unary_forward", grid, block, 0, &args)
+    }
+
+    /// dx (n) += dy (n) · f'(x (n)), with y (n) = f(x) as saved by the forward.
+    pub fn unary_backward(dev: &Cuda, kind: UnaryKind, x: u64, y: u64, dy: u64, dx: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let args = [Arg::I32(unary_id(kind)), Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(dy), Arg::Ptr(dx), Arg::U64(n as u64)];
+        dev.launch(FILE, "unary_backward", grid, block, 0, &args)
+    }
+
+    /// out (rows, cols) = x (rows, cols) + bias (cols). Blocks of 256 threads cover 256 columns of
+    /// a row; gridDim.y blocks stride over the rows (at most 8192 blocks in all).
+    pub fn bias_add(dev: &Cuda, x: u64, bias: u64, out: u64, rows: usize, cols: usize) -> Result<()> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let gx = cols.div_ceil(256).min(8192);
+        let gy = rows.min((8192 / gx).max(1)).min(65535);
+        let args = [Arg::Ptr(x), Arg::Ptr(bias), Arg::Ptr(out), Arg::U64(rows as u64), Arg::U64(cols as u64)];
+        dev.launch(FILE, "bias_add_forward", (gx as u32, gy as u32, 1), (256, 1, 1), 0, &args)
+    }
+
+    /// db (cols) += Σ_rows dy (rows, cols), in a fixed order (no atomics). One block of
+    /// 32 × [`COL_ROW_LANES`] threads per 32 columns, each looping over all rows.
+    pub fn bias_backward(dev: &Cuda, dy: u64, db: u64, rows: usize, cols: usize) -> Result<()> {
+        let blocks = cols.div_ceil(32);
+        if blocks > i32::MAX as usize {
+            return Err(Error::Cuda(format!("bias_backward: {cols} columns need more than 2³¹ blocks")));
+        }
+        let args = [Arg::Ptr(dy), Arg::Ptr(db), Arg::U64(rows as u64), Arg::U64(cols as u64)];
+        dev.launch(FILE, "bias_backward", (blocks as u32, 1, 1), (32, COL_ROW_LANES, 1), 0, &args)
+    }
+
+    /// out (n) = c · x (n).
+    pub fn scale(dev: &Cuda, c: f32, x: u64, out: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        dev.launch(
+            FILE,
+            "scale_forward",
+            grid,
+            block,
+            0,
+            &[Arg::F32(c), Arg::Ptr(x), Arg::Ptr(out), Arg::U64(n as u64)],
+        )
+    }
+
+    /// out () = Σ x (n): one block of 1024 threads (deterministic; written even when n = 0).
+    pub fn sum(dev: &Cuda, x: u64, out: u64, n: usize) -> Result<()> {
+        dev.launch(FILE, "sum_forward", (1, 1, 1), (1024, 1, 1), 0, &[Arg::Ptr(x), Arg::Ptr(out), Arg::U64(n as u64)])
+    }
+
+    /// dx (n) += dy ().
+    pub fn sum_backward(dev: &Cuda, dy: u64, dx: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        dev.launch(FILE, "sum_backward", grid, block, 0, &[Arg::Ptr(dy), Arg::Ptr(dx), Arg::U64(n as u64)])
     }
 }
 

@@ -33,7 +33,14 @@ impl<F: Float> Tape<F> {
         let rstd = self.store.alloc_act(rows, false)?;
         let out = self.output(x.shape, &[x, gamma, beta])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("layernorm")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp, gp, bp], [op, mp, rp]) = self.store.cuda_io(
+                    [],
+                    [Slot::Val(x), Slot::Val(gamma), Slot::Val(beta)],
+                    [Slot::Val(out), Slot::Val(mean), Slot::Val(rstd)],
+                )?;
+                cuda::forward(&dev, xp, gp, bp, eps as f32, op, mp, rp, x.shape.rows(), c)?;
+            }
             Device::Cpu => {
                 let ([xv, g, b], [o, m, r]) = self.store.cpu_views(
                     [Slot::Val(x), Slot::Val(gamma), Slot::Val(beta)],
@@ -56,7 +63,30 @@ impl LayerNorm {
             Slot::Grad(self.out),
         ];
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("layernorm")),
+            Device::Cuda(_) => {
+                let (rows, c) = (self.x.shape.rows(), self.x.shape.last());
+                if self.x.requires_grad {
+                    let (dev, [], [x, g, m, r, dy], [dx]) = s.cuda_io([], saved, [Slot::Grad(self.x)])?;
+                    cuda::backward_x(&dev, x, g, m, r, dy, dx, rows, c)?;
+                }
+                let params = [Slot::Val(self.x), Slot::Val(self.mean), Slot::Val(self.rstd), Slot::Grad(self.out)];
+                match (self.gamma.requires_grad, self.beta.requires_grad) {
+                    (true, true) => {
+                        let (dev, [], [x, m, r, dy], [dg, db]) =
+                            s.cuda_io([], params, [Slot::Grad(self.gamma), Slot::Grad(self.beta)])?;
+                        cuda::backward_params(&dev, x, m, r, dy, dg, db, rows, c)?;
+                    }
+                    (true, false) => {
+                        let (dev, [], [x, m, r, dy], [dg]) = s.cuda_io([], params, [Slot::Grad(self.gamma)])?;
+                        cuda::backward_params(&dev, x, m, r, dy, dg, 0, rows, c)?;
+                    }
+                    (false, true) => {
+                        let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.beta)])?;
+                        crate::ops::elementwise::cuda::bias_backward(&dev, dy, db, rows, c)?;
+                    }
+                    (false, false) => {}
+                }
+            }
             Device::Cpu => {
                 if self.x.requires_grad {
                     let ([x, g, m, r, dy], [dx]) = s.cpu_views(saved, [Slot::Grad(self.x)])?;
@@ -73,6 +103,118 @@ impl LayerNorm {
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/layernorm.cu; pointers are device addresses of f32 buffers.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda};
+    use crate::error::{Error, Result};
+
+    const FILE: &str = "layernorm.cu";
+    /// Warps (rows) per block of the row kernels (`ROW_WARPS` in the kernel).
+    const ROW_WARPS: usize = 8;
+    /// Rows of threads per block of the parameter-gradient kernel (`COL_ROW_LANES` in the kernel).
+    const COL_ROW_LANES: u32 = 16;
+
+    /// Blocks of the one-warp-per-row kernels: enough for every row, at most 65535 (warps then
+    /// stride over the rows).
+    fn row_blocks(rows: usize) -> u32 {
+        rows.div_ceil(ROW_WARPS).clamp(1, 65535) as u32
+    }
+
+    /// out (rows, c) = (x − mean) · rstd · gamma (c) + beta (c), with mean (rows) and rstd (rows)
+    /// saved. One warp per row; any c ≥ 1.
+    pub fn forward(
+        dev: &Cuda,
+        x: u64,
+        gamma: u64,
+        beta: u64,
+        eps: f32,
+        out: u64,
+        mean: u64,
+        rstd: u64,
+        rows: usize,
+        c: usize,
+    ) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        if c == 0 {
+            return Err(Error::Cuda(format!("layernorm_forward: rows of 0 elements (x ({rows}, 0))")));
+        }
+        let args = [
+            Arg::Ptr(x),
+            Arg::Ptr(gamma),
+            Arg::Ptr(beta),
+            Arg::Ptr(out),
+            Arg::Ptr(mean),
+            Arg::Ptr(rstd),
+            Arg::F32(eps),
+            Arg::U64(rows as u64),
+            Arg::U64(c as u64),
+        ];
+        dev.launch(FILE, "layernorm_forward", (row_blocks(rows), 1, 1), (32 * ROW_WARPS as u32, 1, 1), 0, &args)
+    }
+
+    /// dx (rows, c) += rstd · (dn − mean(dn) − n̂ · mean(dn · n̂)), dn = dy · gamma (c),
+    /// n̂ = (x − mean) · rstd. One warp per row.
+    pub fn backward_x(
+        dev: &Cuda,
+        x: u64,
+        gamma: u64,
+        mean: u64,
+        rstd: u64,
+        dy: u64,
+        dx: u64,
+        rows: usize,
+        c: usize,
+    ) -> Result<()> {
+        if rows == 0 || c == 0 {
+            return Ok(());
+        }
+        let args = [
+            Arg::Ptr(x),
+            Arg::Ptr(gamma),
+            Arg::Ptr(mean),
+            Arg::Ptr(rstd),
+            Arg::Ptr(dy),
+            Arg::Ptr(dx),
+            Arg::U64(rows as u64),
+            Arg::U64(c as u64),
+        ];
+        dev.launch(FILE, "layernorm_backward_x", (row_blocks(rows), 1, 1), (32 * ROW_WARPS as u32, 1, 1), 0, &args)
+    }
+
+    /// dgamma (c) += Σ_rows dy · n̂ and dbeta (c) += Σ_rows dy, over x, dy (rows, c); either
+    /// pointer may be 0 (that parameter takes no gradient). Fixed summation order, no atomics:
+    /// one block of 32 × 16 threads per 32 columns, each looping over all rows.
+    pub fn backward_params(
+        dev: &Cuda,
+        x: u64,
+        mean: u64,
+        rstd: u64,
+        dy: u64,
+        dgamma: u64,
+        dbeta: u64,
+        rows: usize,
+        c: usize,
+    ) -> Result<()> {
+        let blocks = c.div_ceil(32);
+        if blocks > i32::MAX as usize {
+            return Err(Error::Cuda(format!("layernorm_backward_params: {c} columns need more than 2³¹ blocks")));
+        }
+        let args = [
+            Arg::Ptr(x),
+            Arg::Ptr(mean),
+            Arg::Ptr(rstd),
+            Arg::Ptr(dy),
+            Arg::Ptr(dgamma),
+            Arg::Ptr(dbeta),
+            Arg::U64(rows as u64),
+            Arg::U64(c as u64),
+        ];
+        dev.launch(FILE, "layernorm_backward_params", (blocks as u32, 1, 1), (32, COL_ROW_LANES, 1), 0, &args)
     }
 }
 

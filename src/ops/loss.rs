@@ -53,7 +53,11 @@ impl<F: Float> Tape<F> {
         let probs = self.store.alloc_act(logits.shape, false)?;
         let out = self.output(Shape::scalar(), &[logits])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
+            Device::Cuda(_) => {
+                let (dev, [lp], [xp], [pp, op]) =
+                    self.store.cuda_io([labels], [Slot::Val(logits)], [Slot::Val(probs), Slot::Val(out)])?;
+                cuda::cross_entropy_forward(&dev, xp, lp, pp, op, logits.dims()[0], k)?;
+            }
             Device::Cpu => {
                 let ([l], [x], [p, o]) =
                     self.store.cpu_io([labels], [Slot::Val(logits)], [Slot::Val(probs), Slot::Val(out)])?;
@@ -67,7 +71,11 @@ impl<F: Float> Tape<F> {
         check_pair("bce_with_logits", logits, targets)?;
         let out = self.output(Shape::scalar(), &[logits])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp, yp], [op]) =
+                    self.store.cuda_io([], [Slot::Val(logits), Slot::Val(targets)], [Slot::Val(out)])?;
+                cuda::bce_forward(&dev, xp, yp, op, logits.numel())?;
+            }
             Device::Cpu => {
                 let ([x, y], [o]) = self.store.cpu_views([Slot::Val(logits), Slot::Val(targets)], [Slot::Val(out)])?;
                 o[0] = cpu::bce(x, y);
@@ -80,7 +88,11 @@ impl<F: Float> Tape<F> {
         check_pair("mse", pred, target)?;
         let out = self.output(Shape::scalar(), &[pred])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
+            Device::Cuda(_) => {
+                let (dev, [], [pp, yp], [op]) =
+                    self.store.cuda_io([], [Slot::Val(pred), Slot::Val(target)], [Slot::Val(out)])?;
+                cuda::mse_forward(&dev, pp, yp, op, pred.numel())?;
+            }
             Device::Cpu => {
                 let ([p, y], [o]) = self.store.cpu_views([Slot::Val(pred), Slot::Val(target)], [Slot::Val(out)])?;
                 o[0] = cpu::mse(p, y);
@@ -111,7 +123,12 @@ impl CrossEntropy {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
+            Device::Cuda(_) => {
+                let (dev, [lp], [pp, dlp], [dxp]) =
+                    s.cuda_io([self.labels], [Slot::Val(self.probs), Slot::Grad(self.out)], [Slot::Grad(self.logits)])?;
+                let (b, k) = (self.logits.dims()[0], self.logits.dims()[1]);
+                cuda::cross_entropy_backward(&dev, pp, lp, dlp, dxp, b, k)?;
+            }
             Device::Cpu => {
                 let ([l], [p, dl], [dx]) =
                     s.cpu_io([self.labels], [Slot::Val(self.probs), Slot::Grad(self.out)], [Slot::Grad(self.logits)])?;
@@ -128,7 +145,14 @@ impl BceWithLogits {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp, yp, dlp], [dxp]) = s.cuda_io(
+                    [],
+                    [Slot::Val(self.logits), Slot::Val(self.targets), Slot::Grad(self.out)],
+                    [Slot::Grad(self.logits)],
+                )?;
+                cuda::bce_backward(&dev, xp, yp, dlp, dxp, self.logits.numel())?;
+            }
             Device::Cpu => {
                 let ([x, y, dl], [dx]) = s.cpu_views(
                     [Slot::Val(self.logits), Slot::Val(self.targets), Slot::Grad(self.out)],
@@ -147,7 +171,14 @@ impl Mse {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("loss")),
+            Device::Cuda(_) => {
+                let (dev, [], [pp, yp, dlp], [dpp]) = s.cuda_io(
+                    [],
+                    [Slot::Val(self.pred), Slot::Val(self.target), Slot::Grad(self.out)],
+                    [Slot::Grad(self.pred)],
+                )?;
+                cuda::mse_backward(&dev, pp, yp, dlp, dpp, self.pred.numel())?;
+            }
             Device::Cpu => {
                 let ([p, y, dl], [dp]) = s.cpu_views(
                     [Slot::Val(self.pred), Slot::Val(self.target), Slot::Grad(self.out)],
@@ -157,6 +188,81 @@ impl Mse {
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/loss.cu; pointers are device addresses (f32 buffers, i32 labels). A forward
+/// runs one block that writes the scalar mean loss (a block sum: deterministic); a backward reads
+/// the scalar upstream gradient dl (1) on the device and accumulates, one thread per element.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::{Error, Result};
+
+    const FILE: &str = "loss.cu";
+    /// Threads of the one block of a forward (whole warps, for block_sum).
+    const FORWARD_THREADS: u32 = 256;
+
+    fn forward(dev: &Cuda, name: &'static str, args: &[Arg]) -> Result<()> {
+        dev.launch(FILE, name, (1, 1, 1), (FORWARD_THREADS, 1, 1), 0, args)
+    }
+
+    /// logits (B, K), labels (B) int in 0..K → probs (B, K) softmax rows, out (1) mean loss.
+    pub fn cross_entropy_forward(
+        dev: &Cuda,
+        x: u64,
+        labels: u64,
+        probs: u64,
+        out: u64,
+        b: usize,
+        k: usize,
+    ) -> Result<()> {
+        let name = "cross_entropy_forward";
+        if k == 0 {
+            return Err(Error::Cuda(format!("{FILE}:{name}: logits ({b}, {k}) have no classes")));
+        }
+        let args =
+            [Arg::Ptr(x), Arg::Ptr(labels), Arg::Ptr(probs), Arg::Ptr(out), Arg::U64(b as u64), Arg::U64(k as u64)];
+        forward(dev, name, &args)
+    }
+
+    /// dx (B, K) += dl (1) · (probs (B, K) − onehot(labels (B))) / B.
+    pub fn cross_entropy_backward(
+        dev: &Cuda,
+        probs: u64,
+        labels: u64,
+        dl: u64,
+        dx: u64,
+        b: usize,
+        k: usize,
+    ) -> Result<()> {
+        let (grid, block) = grid_1d(b * k);
+        let args =
+            [Arg::Ptr(probs), Arg::Ptr(labels), Arg::Ptr(dl), Arg::Ptr(dx), Arg::U64(b as u64), Arg::U64(k as u64)];
+        dev.launch(FILE, "cross_entropy_backward", grid, block, 0, &args)
+    }
+
+    /// logits, targets (n) → out (1) = mean [max(x, 0) − x·y + ln(1 + e^−|x|)].
+    pub fn bce_forward(dev: &Cuda, x: u64, y: u64, out: u64, n: usize) -> Result<()> {
+        forward(dev, "bce_forward", &[Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(out), Arg::U64(n as u64)])
+    }
+
+    /// dx (n) += dl (1) · (σ(x) − y) / n.
+    pub fn bce_backward(dev: &Cuda, x: u64, y: u64, dl: u64, dx: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let args = [Arg::Ptr(x), Arg::Ptr(y), Arg::Ptr(dl), Arg::Ptr(dx), Arg::U64(n as u64)];
+        dev.launch(FILE, "bce_backward", grid, block, 0, &args)
+    }
+
+    /// pred, target (n) → out (1) = mean (pred − target)².
+    pub fn mse_forward(dev: &Cuda, p: u64, y: u64, out: u64, n: usize) -> Result<()> {
+        forward(dev, "mse_forward", &[Arg::Ptr(p), Arg::Ptr(y), Arg::Ptr(out), Arg::U64(n as u64)])
+    }
+
+    /// dp (n) += dl (1) · 2 (p − y) / n.
+    pub fn mse_backward(dev: &Cuda, p: u64, y: u64, dl: u64, dp: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let args = [Arg::Ptr(p), Arg::Ptr(y), Arg::Ptr(dl), Arg::Ptr(dp), Arg::U64(n as u64)];
+        dev.launch(FILE, "mse_backward", grid, block, 0, &args)
     }
 }
 

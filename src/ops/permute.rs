@@ -35,7 +35,10 @@ impl<F: Float> Tape<F> {
         }
         let out = self.output(Shape::new(&[b, heads, t, c / heads])?, &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("permute")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::permute(&dev, xp, [b, t, heads, c / heads], Direction::Split, false, op)?;
+            }
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::permute(xv, [b, t, heads, c / heads], Direction::Split, false, ov);
@@ -50,7 +53,10 @@ impl<F: Float> Tape<F> {
         let (b, nh, t, hs) = (d[0], d[1], d[2], d[3]);
         let out = self.output(Shape::new(&[b, t, nh * hs])?, &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("permute")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::permute(&dev, xp, [b, t, nh, hs], Direction::Merge, false, op)?;
+            }
             Device::Cpu => {
                 let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::permute(xv, [b, t, nh, hs], Direction::Merge, false, ov);
@@ -93,13 +99,52 @@ fn heads_backward<F: Float>(
         return Ok(());
     }
     match s.device {
-        Device::Cuda(_) => return Err(super::no_cuda_kernel("permute")),
+        Device::Cuda(_) => {
+            let (dev, [], [dyp], [dxp]) = s.cuda_io([], [Slot::Grad(out)], [Slot::Grad(x)])?;
+            cuda::permute(&dev, dyp, btnh, inverse, true, dxp)?;
+        }
         Device::Cpu => {
             let ([dy], [dx]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(x)])?;
             cpu::permute(dy, btnh, inverse, true, dx);
         }
     }
     Ok(())
+}
+
+/// Launchers of kernels/permute.cu; pointers are device addresses of f32 buffers.
+pub mod cuda {
+    use super::Direction;
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::Result;
+
+    const FILE: &str = "permute.cu";
+
+    /// Split: src (B, T, NH, HS) → dst (B, NH, T, HS); merge: the reverse. `accumulate` adds into
+    /// dst instead of writing it (backward). One thread per element of dst.
+    pub fn permute(
+        dev: &Cuda,
+        src: u64,
+        [b, t, nh, hs]: [usize; 4],
+        dir: Direction,
+        accumulate: bool,
+        dst: u64,
+    ) -> Result<()> {
+        let name = match dir {
+            Direction::Split => "split_heads",
+            Direction::Merge => "merge_heads",
+        };
+        let (grid, block) = grid_1d(b * t * nh * hs);
+        let args = [
+            Arg::Ptr(src),
+            Arg::Ptr(dst),
+            Arg::U64(b as u64),
+            Arg::U64(t as u64),
+            Arg::U64(nh as u64),
+            Arg::U64(hs as u64),
+            Arg::I32(accumulate as i32),
+        ];
+        dev.launch(FILE, name, grid, block, 0, &args)
+    }
 }
 
 pub mod cpu {

@@ -36,7 +36,10 @@ impl<F: Float> Tape<F> {
         }
         let out = self.output(Shape::new(&[b, c])?, &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
+            Device::Cuda(_) => {
+                let (dev, [mp], [xp], [op]) = self.store.cuda_io([mask], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::mean_pool_forward(&dev, xp, mp, op, [b, t, c])?;
+            }
             Device::Cpu => {
                 let ([m], [xv], [o]) = self.store.cpu_io([mask], [Slot::Val(x)], [Slot::Val(out)])?;
                 cpu::mean_pool(xv, m, t, o);
@@ -50,7 +53,10 @@ impl<F: Float> Tape<F> {
         let (b, c) = (x.dims()[0], x.dims()[2]);
         let out = self.output(Shape::new(&[b, c])?, &[x])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::first_token_forward(&dev, xp, op, [b, x.dims()[1], c])?;
+            }
             Device::Cpu => {
                 let ([xv], [o]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
                 let tc = x.dims()[1] * c;
@@ -68,9 +74,12 @@ impl MeanPool {
         if !self.x.requires_grad {
             return Ok(());
         }
-        let t = self.x.dims()[1];
+        let (b, t, c) = (self.x.dims()[0], self.x.dims()[1], self.x.dims()[2]);
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
+            Device::Cuda(_) => {
+                let (dev, [mp], [dyp], [dxp]) = s.cuda_io([self.mask], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::mean_pool_backward(&dev, dyp, mp, dxp, [b, t, c])?;
+            }
             Device::Cpu => {
                 let ([m], [dy], [dx]) = s.cpu_io([self.mask], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 cpu::mean_pool_backward(dy, m, t, dx);
@@ -87,7 +96,10 @@ impl FirstToken {
         }
         let (t, c) = (self.x.dims()[1], self.x.dims()[2]);
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("pooling")),
+            Device::Cuda(_) => {
+                let (dev, [], [dyp], [dxp]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::first_token_backward(&dev, dyp, dxp, [self.x.dims()[0], t, c])?;
+            }
             Device::Cpu => {
                 let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
                 for (i, g) in dy.chunks_exact(c).enumerate() {
@@ -97,6 +109,64 @@ impl FirstToken {
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/pooling.cu; pointers are device addresses (f32 buffers, i32 mask).
+/// Every kernel runs one thread per (b, channel) of the pooled (B, C).
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda, grid_1d};
+    use crate::error::{Error, Result};
+
+    const FILE: &str = "pooling.cu";
+
+    fn launch(dev: &Cuda, name: &'static str, ptrs: [u64; 3], [b, t, c]: [usize; 3]) -> Result<()> {
+        let (grid, block) = grid_1d(b * c);
+        let [p0, p1, p2] = ptrs;
+        dev.launch(
+            FILE,
+            name,
+            grid,
+            block,
+            0,
+            &[Arg::Ptr(p0), Arg::Ptr(p1), Arg::Ptr(p2), Arg::U64(b as u64), Arg::U64(t as u64), Arg::U64(c as u64)],
+        )
+    }
+
+    fn launch2(dev: &Cuda, name: &'static str, ptrs: [u64; 2], [b, t, c]: [usize; 3]) -> Result<()> {
+        if b * c > 0 && t == 0 {
+            return Err(Error::Cuda(format!("{FILE}:{name}: x ({b}, {t}, {c}) has no first token")));
+        }
+        let (grid, block) = grid_1d(b * c);
+        let [p0, p1] = ptrs;
+        dev.launch(
+            FILE,
+            name,
+            grid,
+            block,
+            0,
+            &[Arg::Ptr(p0), Arg::Ptr(p1), Arg::U64(b as u64), Arg::U64(t as u64), Arg::U64(c as u64)],
+        )
+    }
+
+    /// x (B, T, C), mask (B, T) int → out (B, C) = Σ_t mask·x / max(Σ_t mask, 1e-9).
+    pub fn mean_pool_forward(dev: &Cuda, x: u64, mask: u64, out: u64, btc: [usize; 3]) -> Result<()> {
+        launch(dev, "mean_pool_forward", [x, mask, out], btc)
+    }
+
+    /// dx (B, T, C) += dy (B, C) / max(Σ_t mask, 1e-9) at the tokens where mask (B, T) ≠ 0.
+    pub fn mean_pool_backward(dev: &Cuda, dy: u64, mask: u64, dx: u64, btc: [usize; 3]) -> Result<()> {
+        launch(dev, "mean_pool_backward", [dy, mask, dx], btc)
+    }
+
+    /// x (B, T, C) → out (B, C) = x[:, 0, :]; T ≥ 1.
+    pub fn first_token_forward(dev: &Cuda, x: u64, out: u64, btc: [usize; 3]) -> Result<()> {
+        launch2(dev, "first_token_forward", [x, out], btc)
+    }
+
+    /// dx[:, 0, :] (of (B, T, C)) += dy (B, C); T ≥ 1.
+    pub fn first_token_backward(dev: &Cuda, dy: u64, dx: u64, btc: [usize; 3]) -> Result<()> {
+        launch2(dev, "first_token_backward", [dy, dx], btc)
     }
 }
 

@@ -30,7 +30,10 @@ impl<F: Float> Tape<F> {
         }
         let probs = self.output(scores.shape, &[scores])?;
         match self.store.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("softmax")),
+            Device::Cuda(_) => {
+                let (dev, [mp], [sp], [pp]) = self.store.cuda_io([mask], [Slot::Val(scores)], [Slot::Val(probs)])?;
+                cuda::forward(&dev, sp, mp, scale as f32, d[0], d[1] * d[2], t, pp)?;
+            }
             Device::Cpu => {
                 let ([m], [s], [p]) = self.store.cpu_io([mask], [Slot::Val(scores)], [Slot::Val(probs)])?;
                 cpu::forward(s, m, F::from_f64(scale), d[1] * d[2], t, p);
@@ -46,7 +49,12 @@ impl AttentionSoftmax {
             return Ok(());
         }
         match s.device {
-            Device::Cuda(_) => return Err(super::no_cuda_kernel("softmax")),
+            Device::Cuda(_) => {
+                let (dev, [], [p, dp], [ds]) =
+                    s.cuda_io([], [Slot::Val(self.probs), Slot::Grad(self.probs)], [Slot::Grad(self.scores)])?;
+                let shape = self.scores.shape;
+                cuda::backward(&dev, p, dp, self.scale as f32, shape.rows(), shape.last(), ds)?;
+            }
             Device::Cpu => {
                 let ([p, dp], [ds]) =
                     s.cpu_views([Slot::Val(self.probs), Slot::Grad(self.probs)], [Slot::Grad(self.scores)])?;
@@ -54,6 +62,61 @@ impl AttentionSoftmax {
             }
         }
         Ok(())
+    }
+}
+
+/// Launchers of kernels/softmax.cu; pointers are device addresses of f32 buffers, the mask's of
+/// i32. One warp per row of t keys, 8 rows a block; any t.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda};
+    use crate::error::{Error, Result};
+
+    const FILE: &str = "softmax.cu";
+    /// Warps (rows) per block (`ROW_WARPS` in the kernel).
+    const ROW_WARPS: usize = 8;
+
+    fn row_blocks(rows: usize) -> u32 {
+        rows.div_ceil(ROW_WARPS).clamp(1, 65535) as u32
+    }
+
+    /// p (b, rows_per_batch, t) = softmax over the keys that mask (b, t) keeps of scale · s (b,
+    /// rows_per_batch, t); rows_per_batch = NH · T for scores (B, NH, T, T).
+    pub fn forward(
+        dev: &Cuda,
+        s: u64,
+        mask: u64,
+        scale: f32,
+        b: usize,
+        rows_per_batch: usize,
+        t: usize,
+        p: u64,
+    ) -> Result<()> {
+        let rows = b * rows_per_batch;
+        if rows == 0 || t == 0 {
+            return Ok(());
+        }
+        let args = [
+            Arg::Ptr(s),
+            Arg::Ptr(mask),
+            Arg::Ptr(p),
+            Arg::F32(scale),
+            Arg::U64(rows as u64),
+            Arg::U64(rows_per_batch as u64),
+            Arg::U64(t as u64),
+        ];
+        dev.launch(FILE, "softmax_forward", (row_blocks(rows), 1, 1), (32 * ROW_WARPS as u32, 1, 1), 0, &args)
+            .map_err(|e| Error::Cuda(format!("attention softmax of ({b}, {rows_per_batch}, {t}): {e}")))
+    }
+
+    /// ds (rows, t) += scale · p ⊙ (dp − Σ_j dp · p), p and dp (rows, t).
+    pub fn backward(dev: &Cuda, p: u64, dp: u64, scale: f32, rows: usize, t: usize, ds: u64) -> Result<()> {
+        if rows == 0 || t == 0 {
+            return Ok(());
+        }
+        let args =
+            [Arg::Ptr(p), Arg::Ptr(dp), Arg::Ptr(ds), Arg::F32(scale), Arg::U64(rows as u64), Arg::U64(t as u64)];
+        dev.launch(FILE, "softmax_backward", (row_blocks(rows), 1, 1), (32 * ROW_WARPS as u32, 1, 1), 0, &args)
+            .map_err(|e| Error::Cuda(format!("attention softmax backward of ({rows}, {t}): {e}")))
     }
 }
 
