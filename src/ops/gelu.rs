@@ -80,26 +80,33 @@ pub mod cuda {
 
 pub mod cpu {
     use crate::float::Float;
+    use crate::ops::PAR_CHUNK;
+    use rayon::prelude::*;
 
     const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
     /// 1/√(2π)
     const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
+    /// out = ½x(1 + erf(x/√2)), in parallel chunks.
     pub fn forward<F: Float>(x: &[F], out: &mut [F]) {
         let (half, r2) = (F::from_f64(0.5), F::from_f64(FRAC_1_SQRT_2));
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = half * v * (F::ONE + (v * r2).erf());
-        }
+        out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, x)| {
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = half * v * (F::ONE + (v * r2).erf());
+            }
+        });
     }
 
-    /// dx += dy · (Φ(x) + x·φ(x)).
+    /// dx += dy · (Φ(x) + x·φ(x)), in parallel chunks.
     pub fn backward<F: Float>(x: &[F], dy: &[F], dx: &mut [F]) {
         let (half, r2, c) = (F::from_f64(0.5), F::from_f64(FRAC_1_SQRT_2), F::from_f64(INV_SQRT_2PI));
-        for i in 0..dx.len() {
-            let v = x[i];
-            let cdf = half * (F::ONE + (v * r2).erf());
-            let pdf = c * (-half * v * v).exp();
-            dx[i] += dy[i] * (cdf + v * pdf);
-        }
+        dx.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).zip(dy.par_chunks(PAR_CHUNK)).for_each(|((dx, x), dy)| {
+            for i in 0..dx.len() {
+                let v = x[i];
+                let cdf = half * (F::ONE + (v * r2).erf());
+                let pdf = c * (-half * v * v).exp();
+                dx[i] += dy[i] * (cdf + v * pdf);
+            }
+        });
     }
 }
