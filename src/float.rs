@@ -52,7 +52,7 @@ pub trait Float:
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.336_54, 88.722_83);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4; // ln 2 split in two for an exact product
     let p = 1.987_569_1e-4f32;
     let p = p * r + 1.398_199_9e-3;
@@ -82,7 +82,17 @@ pub fn erf_f32(x: f32) -> f32 {
     let z = x * x;
     // 2/√π · x · Σ_{n ≤ 9} (−1)ⁿ zⁿ / (n! (2n+1)), z = x², by Horner from the highest term
     let mut s = -1.0 / 6_894_720.0;
-    for c in [1.0 / 685_440.0, -1.0 / 75_600.0, 1.0 / 9_360.0, -1.0 / 1_320.0, 1.0 / 216.0, -1.0 / 42.0, 0.1, -1.0 / 3.0, 1.0] {
+    for c in [
+        1.0 / 685_440.0,
+        -1.0 / 75_600.0,
+        1.0 / 9_360.0,
+        -1.0 / 1_320.0,
+        1.0 / 216.0,
+        -1.0 / 42.0,
+        0.1,
+        -1.0 / 3.0,
+        1.0,
+    ] {
         s = s * z + c;
     }
     let near = std::f32::consts::FRAC_2_SQRT_PI * x * s;

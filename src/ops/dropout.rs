@@ -114,13 +114,23 @@ pub mod cuda {
 
 pub mod cpu {
     use crate::float::Float;
+    use crate::ops::PAR_CHUNK;
     use crate::rng::hash_uniform;
+    use rayon::prelude::*;
 
+    /// In parallel chunks; element i's draw depends on i only, so chunking changes nothing.
     pub fn forward<F: Float>(x: &[F], p: f64, seed: u64, stream: u64, mask: &mut [F], out: &mut [F]) {
         let keep = F::from_f64(1.0 / (1.0 - p));
-        for i in 0..x.len() {
-            mask[i] = if hash_uniform(seed, stream, i as u64) >= p { keep } else { F::ZERO };
-            out[i] = x[i] * mask[i];
-        }
+        mask.par_chunks_mut(PAR_CHUNK)
+            .zip(out.par_chunks_mut(PAR_CHUNK))
+            .zip(x.par_chunks(PAR_CHUNK))
+            .enumerate()
+            .for_each(|(ci, ((mask, out), x))| {
+                for i in 0..x.len() {
+                    let index = (ci * PAR_CHUNK + i) as u64;
+                    mask[i] = if hash_uniform(seed, stream, index) >= p { keep } else { F::ZERO };
+                    out[i] = x[i] * mask[i];
+                }
+            });
     }
 }

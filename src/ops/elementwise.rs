@@ -415,19 +415,32 @@ pub mod cuda {
     }
 }
 
+/// The CPU references; loops over large tensors run in parallel chunks (results do not depend on
+/// the chunking: every element is computed on its own).
 pub mod cpu {
     use super::{BinaryKind, UnaryKind};
     use crate::float::Float;
+    use crate::ops::{PAR_CHUNK, rows_per_chunk};
+    use rayon::prelude::*;
+
+    /// `f(out chunk, a chunk, b chunk)` over aligned parallel chunks.
+    fn zip3<F: Float>(out: &mut [F], a: &[F], b: &[F], f: impl Fn(&mut [F], &[F], &[F]) + Sync) {
+        out.par_chunks_mut(PAR_CHUNK)
+            .zip(a.par_chunks(PAR_CHUNK))
+            .zip(b.par_chunks(PAR_CHUNK))
+            .for_each(|((o, a), b)| f(o, a, b));
+    }
 
     pub fn binary<F: Float>(kind: BinaryKind, a: &[F], b: &[F], out: &mut [F]) {
-        let f: fn(F, F) -> F = match kind {
-            BinaryKind::Add => |x: F, y: F| x + y,
-            BinaryKind::Sub => |x: F, y: F| x - y,
-            BinaryKind::Mul => |x: F, y: F| x * y,
-        };
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(x, y);
-        }
+        zip3(out, a, b, |out, a, b| {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                *o = match kind {
+                    BinaryKind::Add => x + y,
+                    BinaryKind::Sub => x - y,
+                    BinaryKind::Mul => x * y,
+                };
+            }
+        });
     }
 
     /// The gradient of one operand: `other` is the other operand's value; `second` says whether
@@ -436,22 +449,26 @@ pub mod cpu {
         match kind {
             BinaryKind::Add => accumulate(dy, dx),
             BinaryKind::Sub if !second => accumulate(dy, dx),
-            BinaryKind::Sub => dx.iter_mut().zip(dy).for_each(|(g, &d)| *g -= d),
-            BinaryKind::Mul => {
+            BinaryKind::Sub => dx.par_chunks_mut(PAR_CHUNK).zip(dy.par_chunks(PAR_CHUNK)).for_each(|(dx, dy)| {
+                dx.iter_mut().zip(dy).for_each(|(g, &d)| *g -= d);
+            }),
+            BinaryKind::Mul => zip3(dx, dy, other, |dx, dy, other| {
                 for ((g, &d), &o) in dx.iter_mut().zip(dy).zip(other) {
                     *g += d * o;
                 }
-            }
+            }),
         }
     }
 
     pub fn unary<F: Float>(kind: UnaryKind, x: &[F], out: &mut [F]) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = match kind {
-                UnaryKind::Abs => v.abs(),
-                UnaryKind::Tanh => v.tanh(),
-            };
-        }
+        out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(out, x)| {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = match kind {
+                    UnaryKind::Abs => v.abs(),
+                    UnaryKind::Tanh => v.tanh(),
+                };
+            }
+        });
     }
 
     pub fn unary_backward<F: Float>(kind: UnaryKind, x: &[F], y: &[F], dy: &[F], dx: &mut [F]) {
@@ -465,16 +482,21 @@ pub mod cpu {
     }
 
     pub fn accumulate<F: Float>(src: &[F], dst: &mut [F]) {
-        dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+        dst.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(dst, src)| {
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+        });
     }
 
     pub fn bias_add<F: Float>(x: &[F], bias: &[F], out: &mut [F]) {
         let n = bias.len();
-        for (orow, xrow) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-            for j in 0..n {
-                orow[j] = xrow[j] + bias[j];
+        let chunk = rows_per_chunk(n) * n;
+        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| {
+            for (orow, xrow) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                for j in 0..n {
+                    orow[j] = xrow[j] + bias[j];
+                }
             }
-        }
+        });
     }
 
     /// dbias (N) += Σ_rows dy (rows, N).

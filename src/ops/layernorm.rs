@@ -220,8 +220,20 @@ pub mod cuda {
 
 pub mod cpu {
     use crate::float::Float;
+    use crate::ops::rows_per_chunk;
+    use rayon::prelude::*;
 
+    /// Rows in parallel chunks.
     pub fn forward<F: Float>(x: &[F], g: &[F], b: &[F], eps: F, out: &mut [F], mean: &mut [F], rstd: &mut [F]) {
+        let c = g.len();
+        let rows = rows_per_chunk(c);
+        out.par_chunks_mut(rows * c)
+            .zip(x.par_chunks(rows * c))
+            .zip(mean.par_chunks_mut(rows).zip(rstd.par_chunks_mut(rows)))
+            .for_each(|((out, x), (mean, rstd))| forward_rows(x, g, b, eps, out, mean, rstd));
+    }
+
+    fn forward_rows<F: Float>(x: &[F], g: &[F], b: &[F], eps: F, out: &mut [F], mean: &mut [F], rstd: &mut [F]) {
         let c = g.len();
         let n = F::from_usize(c);
         for (row, (xr, or)) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)).enumerate() {
@@ -237,7 +249,17 @@ pub mod cpu {
     }
 
     /// dx += rstd · (dn − mean(dn) − n̂ · mean(dn · n̂)), with dn = dy · gamma, n̂ the normalised x.
+    /// Rows in parallel chunks.
     pub fn backward_x<F: Float>(x: &[F], g: &[F], mean: &[F], rstd: &[F], dy: &[F], dx: &mut [F]) {
+        let c = g.len();
+        let rows = rows_per_chunk(c);
+        dx.par_chunks_mut(rows * c)
+            .zip(x.par_chunks(rows * c).zip(dy.par_chunks(rows * c)))
+            .zip(mean.par_chunks(rows).zip(rstd.par_chunks(rows)))
+            .for_each(|((dx, (x, dy)), (mean, rstd))| backward_x_rows(x, g, mean, rstd, dy, dx));
+    }
+
+    fn backward_x_rows<F: Float>(x: &[F], g: &[F], mean: &[F], rstd: &[F], dy: &[F], dx: &mut [F]) {
         let c = g.len();
         let n = F::from_usize(c);
         for row in 0..mean.len() {

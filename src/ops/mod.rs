@@ -97,3 +97,8 @@ pub(crate) fn no_cuda_kernel(layer: &str) -> Error {
 /// Elements per parallel chunk in the CPU references' elementwise loops: large enough that each
 /// chunk's work dwarfs rayon's scheduling, small enough to spread a layer's tensor over the cores.
 pub(crate) const PAR_CHUNK: usize = 1 << 15;
+
+/// Rows of `row_len` elements per parallel chunk (at least one).
+pub(crate) fn rows_per_chunk(row_len: usize) -> usize {
+    (PAR_CHUNK / row_len.max(1)).max(1)
+}

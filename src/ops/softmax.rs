@@ -122,10 +122,30 @@ pub mod cuda {
 
 pub mod cpu {
     use crate::float::Float;
+    use crate::ops::rows_per_chunk;
+    use rayon::prelude::*;
 
-    /// `rows_per_batch` rows of `t` keys share batch item b's mask row.
+    /// `rows_per_batch` rows of `t` keys share batch item b's mask row. Rows run in parallel chunks.
     pub fn forward<F: Float>(s: &[F], mask: &[i32], scale: F, rows_per_batch: usize, t: usize, p: &mut [F]) {
-        for (row, (sr, pr)) in s.chunks_exact(t).zip(p.chunks_exact_mut(t)).enumerate() {
+        let chunk = rows_per_chunk(t) * t;
+        p.par_chunks_mut(chunk)
+            .zip(s.par_chunks(chunk))
+            .enumerate()
+            .for_each(|(ci, (p, s))| forward_rows(s, mask, scale, rows_per_batch, t, ci * chunk / t.max(1), p));
+    }
+
+    /// Rows first_row.. of the softmax (s and p hold just those rows).
+    fn forward_rows<F: Float>(
+        s: &[F],
+        mask: &[i32],
+        scale: F,
+        rows_per_batch: usize,
+        t: usize,
+        first_row: usize,
+        p: &mut [F],
+    ) {
+        for (r, (sr, pr)) in s.chunks_exact(t).zip(p.chunks_exact_mut(t)).enumerate() {
+            let row = first_row + r;
             let mr = &mask[(row / rows_per_batch) * t..][..t];
             let mut max = None::<F>;
             for j in 0..t {
@@ -150,13 +170,16 @@ pub mod cpu {
         }
     }
 
-    /// ds += scale · p ⊙ (dp − Σ_j dp·p).
+    /// ds += scale · p ⊙ (dp − Σ_j dp·p), rows in parallel chunks.
     pub fn backward<F: Float>(p: &[F], dp: &[F], scale: F, t: usize, ds: &mut [F]) {
-        for ((pr, dpr), dsr) in p.chunks_exact(t).zip(dp.chunks_exact(t)).zip(ds.chunks_exact_mut(t)) {
-            let dot: F = pr.iter().zip(dpr).map(|(&a, &b)| a * b).sum();
-            for j in 0..t {
-                dsr[j] += scale * pr[j] * (dpr[j] - dot);
+        let chunk = rows_per_chunk(t) * t;
+        ds.par_chunks_mut(chunk).zip(p.par_chunks(chunk)).zip(dp.par_chunks(chunk)).for_each(|((ds, p), dp)| {
+            for ((pr, dpr), dsr) in p.chunks_exact(t).zip(dp.chunks_exact(t)).zip(ds.chunks_exact_mut(t)) {
+                let dot: F = pr.iter().zip(dpr).map(|(&a, &b)| a * b).sum();
+                for j in 0..t {
+                    dsr[j] += scale * pr[j] * (dpr[j] - dot);
+                }
             }
-        }
+        });
     }
 }
