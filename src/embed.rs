@@ -38,8 +38,11 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
     if o.batch_size == 0 {
         return Err(Error::Config("--batch-size must be at least 1".into()));
     }
-    let text =
-        std::fs::read_to_string(&o.input).map_err(|e| Error::Config(format!("--input {}: {e}", o.input.display())))?;
+    let text = if o.input.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| Error::Config(format!("--input -: reading stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(&o.input).map_err(|e| Error::Config(format!("--input {}: {e}", o.input.display())))?
+    };
     let lines: Vec<&str> = text.lines().collect();
     let ckpt = Checkpoint::open(&o.model)?;
     let mut tok = Tokenizer::from_dir(&o.model)?;

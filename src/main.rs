@@ -27,7 +27,7 @@ enum Command {
         /// How token states become one vector.
         #[arg(long, value_enum, default_value_t = Pooling::Mean)]
         pooling: Pooling,
-        /// Text file, one sentence (or tab-separated pair) per line.
+        /// Text file, one sentence (or tab-separated pair) per line; `-` reads standard input.
         #[arg(long)]
         input: PathBuf,
         /// Output file (JSON lines), written atomically.
