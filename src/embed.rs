@@ -78,9 +78,10 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
         let values = tape.store.read(v)?;
         let c = v.shape.last();
         for (line, row) in chunk.iter().zip(values.chunks_exact(c)) {
-            let record = serde_json::json!({ "text": line, "embedding": row });
-            serde_json::to_writer(&mut out, &record).map_err(|e| Error::Config(format!("writing JSON: {e}")))?;
-            out.push(b'\n');
+            // Written field by field to keep "text" first, as documented.
+            let text = serde_json::to_string(line).expect("a string serialises");
+            let embedding = serde_json::to_string(row).expect("floats serialise");
+            writeln!(out, "{{\"text\":{text},\"embedding\":{embedding}}}").expect("writing to memory");
         }
         if !o.quiet && (b + 1) % 20 == 0 {
             eprintln!("embed: {} of {} lines", ((b + 1) * o.batch_size).min(lines.len()), lines.len());
