@@ -16,6 +16,11 @@ pub enum Error {
     Tape(String),
     #[error("{0}")]
     Config(String),
+    /// Bad input data: a missing or empty file, a wrong header, a malformed record. `at` says where:
+    /// the file with the CLI flag that named it (`--sst-train data/ids-sst-train.csv`), or
+    /// `file:line` for a record.
+    #[error("{at}: {detail}")]
+    Data { at: String, detail: String },
     /// No usable GPU, driver or libnvrtc; a failed launch or copy.
     #[error("cuda: {0}")]
     Cuda(String),

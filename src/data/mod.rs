@@ -1,5 +1,10 @@
-//! Inputs: tokenization into padded id batches (and, with fine-tuning, the CS224N readers).
+//! Inputs: the CS224N task files and prediction files, and tokenization into padded id batches.
 
+pub mod cs224n;
 pub mod tokenizer;
 
+pub use cs224n::{
+    Dataset, Example, Kind, Label, Prediction, Skipped, Split, Task, format_predictions, read, read_predictions,
+    write_predictions,
+};
 pub use tokenizer::{Encoded, Input, Tokenizer};
