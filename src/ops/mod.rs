@@ -89,11 +89,6 @@ pub(crate) fn expect_rank(op: &'static str, what: &str, t: Tensor, rank: usize) 
     Ok(())
 }
 
-/// The error of an op whose CUDA kernel is not written yet.
-pub(crate) fn no_cuda_kernel(layer: &str) -> Error {
-    Error::Cuda(format!("{layer}: no CUDA kernel yet"))
-}
-
 /// Elements per parallel chunk in the CPU references' elementwise loops: large enough that each
 /// chunk's work dwarfs rayon's scheduling, small enough to spread a layer's tensor over the cores.
 pub(crate) const PAR_CHUNK: usize = 1 << 15;
