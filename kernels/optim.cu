@@ -4,11 +4,13 @@
 
 // One AdamW step, PyTorch's torch.optim.AdamW arithmetic (decoupled weight decay, bias
 // correction, eps outside the square root), in one pass over params, grads and both moments.
-// step_size = lr / (1 − β1^t) and bc2_sqrt = √(1 − β2^t) come from the host (computed in double).
+// step_size = lr / (1 − β1^t) and bc2_sqrt = √(1 − β2^t) come from the host (computed in double);
+// grad_scale multiplies every gradient first (gradient clipping; 1 otherwise).
 extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
-                                      float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt) {
+                                      float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt,
+                                      float grad_scale) {
     GRID_STRIDE(i, n) {
-        float gi = g[i];
+        float gi = g[i] * grad_scale;
         float pi = p[i] * (1.0f - lr * weight_decay);
         float mi = m[i];
         mi = mi + (1.0f - beta1) * (gi - mi);  // lerp, as PyTorch's exp_avg.lerp_

@@ -9,16 +9,7 @@ use crate::tape::Tape;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// How token states become one vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Pooling {
-    /// The [CLS] token's state.
-    Cls,
-    /// The mean over real (unpadded) tokens.
-    Mean,
-    /// BERT's pooler: tanh(W · h_[CLS] + b).
-    Pooler,
-}
+pub use crate::model::bert::Pooling;
 
 pub struct EmbedOptions {
     pub model: PathBuf,
@@ -39,7 +30,8 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
         return Err(Error::Config("--batch-size must be at least 1".into()));
     }
     let text = if o.input.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| Error::Config(format!("--input -: reading stdin: {e}")))?
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Error::Config(format!("--input -: reading stdin: {e}")))?
     } else {
         std::fs::read_to_string(&o.input).map_err(|e| Error::Config(format!("--input {}: {e}", o.input.display())))?
     };
@@ -70,11 +62,7 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
         let (ids, types, mask) =
             (tape.ints(&e.ids, &dims)?, tape.ints(&e.type_ids, &dims)?, tape.ints(&e.mask, &dims)?);
         let h = bert.forward_layers(&mut tape, ids, types, mask, layers)?;
-        let v = match o.pooling {
-            Pooling::Cls => tape.first_token(h)?,
-            Pooling::Mean => tape.mean_pool(h, mask)?,
-            Pooling::Pooler => bert.pool(&mut tape, h)?,
-        };
+        let v = bert.sentence_vector(&mut tape, h, mask, o.pooling)?;
         let values = tape.store.read(v)?;
         let c = v.shape.last();
         for (line, row) in chunk.iter().zip(values.chunks_exact(c)) {

@@ -17,6 +17,7 @@ pub mod rng;
 pub mod store;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 pub mod util;
 
 pub use device::Device;

@@ -1,9 +1,12 @@
 //! The `engine` command line: parse, call the library, print. Errors print as one line.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use engine::data::cs224n::{Split, Task};
 use engine::device::{Device, DeviceChoice};
 use engine::embed::{EmbedOptions, Pooling, embed};
 use engine::model::checkpoint::default_model_dir;
+use engine::train::options::{LrSchedule, PairEncoding, Schedule};
+use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -13,6 +16,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print the compute device `--device auto` picks, and why.
@@ -47,6 +52,242 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Fine-tune a BERT checkpoint on several CS224N tasks at once; reports dev scores, keeps the
+    /// best checkpoint (out/best), writes predictions (out/predictions), metrics.jsonl and curves.svg.
+    Finetune(FinetuneCli),
+    /// Evaluate a fine-tuned checkpoint: dev scores, or test predictions, for every task it has.
+    Eval {
+        /// A folder written by `engine finetune` (out/best or out/last).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, value_enum, default_value_t = SplitArg::Dev)]
+        split: SplitArg,
+        #[command(flatten)]
+        data: DataFlags,
+        /// Where the prediction files go (default: CHECKPOINT/predictions).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Predict one task's file (CS224N format in) with a fine-tuned checkpoint (CS224N format out).
+    Predict {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        task: Task,
+        /// A CS224N file of the task (labels, if any, are ignored).
+        #[arg(long)]
+        input: PathBuf,
+        /// The prediction file to write (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SplitArg {
+    Dev,
+    Test,
+}
+
+/// Where the task files are: the CS224N names under --data-dir, each overridable.
+#[derive(Args, Clone, Debug)]
+struct DataFlags {
+    /// Folder with the CS224N files (ids-sst-train.csv, quora-dev.csv, …).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    sst_train: Option<PathBuf>,
+    #[arg(long)]
+    sst_dev: Option<PathBuf>,
+    #[arg(long)]
+    sst_test: Option<PathBuf>,
+    #[arg(long)]
+    quora_train: Option<PathBuf>,
+    #[arg(long)]
+    quora_dev: Option<PathBuf>,
+    #[arg(long)]
+    quora_test: Option<PathBuf>,
+    #[arg(long)]
+    sts_train: Option<PathBuf>,
+    #[arg(long)]
+    sts_dev: Option<PathBuf>,
+    #[arg(long)]
+    sts_test: Option<PathBuf>,
+    #[arg(long)]
+    cfimdb_train: Option<PathBuf>,
+    #[arg(long)]
+    cfimdb_dev: Option<PathBuf>,
+    #[arg(long)]
+    cfimdb_test: Option<PathBuf>,
+}
+
+impl DataFlags {
+    /// Every (task, split) file, with the flag that names it (or --data-dir's default).
+    fn files(&self) -> Vec<DataFile> {
+        let given = |t: Task, s: Split| -> Option<&PathBuf> {
+            match (t, s) {
+                (Task::Sst, Split::Train) => self.sst_train.as_ref(),
+                (Task::Sst, Split::Dev) => self.sst_dev.as_ref(),
+                (Task::Sst, Split::Test) => self.sst_test.as_ref(),
+                (Task::Quora, Split::Train) => self.quora_train.as_ref(),
+                (Task::Quora, Split::Dev) => self.quora_dev.as_ref(),
+                (Task::Quora, Split::Test) => self.quora_test.as_ref(),
+                (Task::Sts, Split::Train) => self.sts_train.as_ref(),
+                (Task::Sts, Split::Dev) => self.sts_dev.as_ref(),
+                (Task::Sts, Split::Test) => self.sts_test.as_ref(),
+                (Task::Cfimdb, Split::Train) => self.cfimdb_train.as_ref(),
+                (Task::Cfimdb, Split::Dev) => self.cfimdb_dev.as_ref(),
+                (Task::Cfimdb, Split::Test) => self.cfimdb_test.as_ref(),
+            }
+        };
+        let mut out = Vec::new();
+        for task in Task::ALL {
+            for split in [Split::Train, Split::Dev, Split::Test] {
+                let flag = format!("--{}-{}", task.name(), split.name());
+                let (path, flag) = match given(task, split) {
+                    Some(p) => (p.clone(), flag),
+                    None => (task.path(&self.data_dir, split), format!("{flag} (default under --data-dir)")),
+                };
+                out.push(DataFile { task, split, path, flag });
+            }
+        }
+        out
+    }
+}
+
+/// `engine finetune`'s flags. Defaults are the reference recipe.
+#[derive(Args, Debug)]
+struct FinetuneCli {
+    /// Tasks to train together: any of sst, quora, sts, cfimdb.
+    #[arg(long, value_delimiter = ',', default_value = "sst,quora,sts")]
+    tasks: Vec<Task>,
+    #[command(flatten)]
+    data: DataFlags,
+    /// The BERT checkpoint to start from (default: weights/all-MiniLM-L6-v2).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output folder: best/, last/, predictions/, metrics.jsonl, curves.svg.
+    #[arg(long, default_value = "runs/finetune")]
+    out: PathBuf,
+    /// Continue a run from its out/last folder (its options and weights are used).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Sentence vector the heads read.
+    #[arg(long, value_enum, default_value_t = Pooling::Mean)]
+    pooling: Pooling,
+    #[arg(long, value_enum, default_value_t = PairEncoding::Joint)]
+    pair_encoding: PairEncoding,
+    /// Add a GELU hidden layer of this width to every linear head (0: none).
+    #[arg(long, default_value_t = 0)]
+    head_hidden: usize,
+    #[arg(long, value_enum, default_value_t = Schedule::RoundRobin)]
+    schedule: Schedule,
+    /// Loss weights, e.g. sst=1,quora=0.5,sts=1 (unnamed tasks: 1).
+    #[arg(long, value_delimiter = ',')]
+    task_weights: Vec<String>,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Decoupled weight decay, on every parameter.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// AdamW's β1,β2.
+    #[arg(long, value_delimiter = ',', default_value = "0.9,0.999")]
+    betas: Vec<f64>,
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+    #[arg(long, value_enum, default_value_t = LrSchedule::Linear)]
+    lr_schedule: LrSchedule,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 0.0)]
+    grad_clip: f64,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Examples per task per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Dropout before each head.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    #[arg(long, default_value_t = 11711)]
+    seed: u64,
+    /// Freeze the embeddings and the bottom N encoder layers.
+    #[arg(long, default_value_t = 0)]
+    freeze_layers: usize,
+    /// Stop after this many optimizer steps (0: all epochs); the schedule spans them.
+    #[arg(long, default_value_t = 0)]
+    max_steps: usize,
+    /// Evaluate on dev every N steps besides each epoch's end.
+    #[arg(long, default_value_t = 0)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    /// Stop after N steps as an interruption would (out/last is saved; continue with --resume).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// Refuse malformed data records instead of skipping them.
+    #[arg(long)]
+    strict: bool,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// No progress output on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl FinetuneCli {
+    fn options(&self) -> anyhow::Result<TrainOptions> {
+        let mut weights = vec![1.0; self.tasks.len()];
+        for w in &self.task_weights {
+            let (name, value) =
+                w.split_once('=').ok_or_else(|| anyhow::anyhow!("--task-weights {w:?}: expected task=weight"))?;
+            let task: Task = name.parse()?;
+            let i = self
+                .tasks
+                .iter()
+                .position(|&t| t == task)
+                .ok_or_else(|| anyhow::anyhow!("--task-weights: {task} is not in --tasks"))?;
+            weights[i] =
+                value.parse().map_err(|_| anyhow::anyhow!("--task-weights {w:?}: {value:?} is not a number"))?;
+        }
+        if self.betas.len() != 2 {
+            anyhow::bail!("--betas takes two values, e.g. 0.9,0.999");
+        }
+        Ok(TrainOptions {
+            tasks: self.tasks.clone(),
+            task_weights: weights,
+            pooling: self.pooling,
+            pair_encoding: self.pair_encoding,
+            head_hidden: self.head_hidden,
+            schedule: self.schedule,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            beta1: self.betas[0],
+            beta2: self.betas[1],
+            eps: 1e-8,
+            warmup_ratio: self.warmup_ratio,
+            lr_schedule: self.lr_schedule,
+            grad_clip: self.grad_clip,
+            grad_accum: self.grad_accum,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            max_len: self.max_len,
+            dropout: self.dropout,
+            seed: self.seed,
+            freeze_layers: self.freeze_layers,
+            max_steps: self.max_steps,
+            eval_every: self.eval_every,
+            log_every: self.log_every,
+        })
+    }
 }
 
 fn main() {
@@ -75,6 +316,67 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = EmbedOptions { model, input, output, pooling, layer, batch_size, max_len, device, quiet };
             let n = embed(&opts)?;
             println!("embedded {n} lines into {}", opts.output.display());
+        }
+        Command::Finetune(f) => {
+            let opts = f.options()?;
+            opts.validate()?;
+            let model = match &f.model {
+                Some(m) => m.clone(),
+                None if f.resume.is_some() => PathBuf::new(),
+                None => default_model_dir()?,
+            };
+            let args = FinetuneArgs {
+                opts,
+                model,
+                files: f.data.files(),
+                out: f.out.clone(),
+                resume: f.resume.clone(),
+                device: Device::select(f.device)?,
+                quiet: f.quiet,
+                strict: f.strict,
+                stop_after: f.stop_after,
+            };
+            let s = engine::train::finetune(&args)?;
+            if s.stopped_early {
+                println!("stopped after step {}; resume with --resume {}", s.steps, f.out.join("last").display());
+            } else {
+                print!("{}", engine::train::report::table(&s.best, s.best_combined, s.best_step));
+                println!(
+                    "{} steps in {:.0} s; predictions in {}",
+                    s.steps,
+                    s.seconds,
+                    f.out.join("predictions").display()
+                );
+            }
+        }
+        Command::Eval { checkpoint, split, data, out, device } => {
+            let split = if split == SplitArg::Dev { Split::Dev } else { Split::Test };
+            let out = out.unwrap_or_else(|| checkpoint.join("predictions"));
+            let scores = engine::train::evaluate::evaluate_checkpoint(
+                &checkpoint,
+                split,
+                &data.files(),
+                &out,
+                Device::select(device)?,
+            )?;
+            if !scores.is_empty() {
+                let c = engine::train::evaluate::combined(&scores);
+                print!(
+                    "{}",
+                    engine::train::report::table(&scores, c, 0).replacen("best dev scores (step 0)", "dev scores", 1)
+                );
+            }
+            println!("predictions in {}", out.display());
+        }
+        Command::Predict { checkpoint, task, input, output, device } => {
+            let text = engine::train::evaluate::predict_file(&checkpoint, task, &input, Device::select(device)?)?;
+            match output {
+                Some(path) => {
+                    engine::util::write_atomically(&path, text.as_bytes())?;
+                    println!("predictions in {}", path.display());
+                }
+                None => print!("{text}"),
+            }
         }
     }
     Ok(())

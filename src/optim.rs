@@ -51,6 +51,11 @@ impl<F: Float> AdamW<F> {
 
     /// One step at learning rate `lr` over every trainable parameter, from the gradients in the store.
     pub fn update(&mut self, store: &mut Store<F>, lr: f64) -> Result<()> {
+        self.update_scaled(store, lr, 1.0)
+    }
+
+    /// One step with every gradient multiplied by `grad_scale` first (gradient clipping).
+    pub fn update_scaled(&mut self, store: &mut Store<F>, lr: f64, grad_scale: f64) -> Result<()> {
         let n = store.num_trainable();
         if self.m.len() != n {
             return Err(Error::Config(format!("AdamW moments hold {} values, the model {n}", self.m.len())));
@@ -65,7 +70,7 @@ impl<F: Float> AdamW<F> {
             Device::Cpu => {
                 let (p, g) = (params.cpu_mut().expect("cpu buffer"), grads.cpu().expect("cpu buffer"));
                 let (m, v) = (self.m.cpu_mut().expect("cpu buffer"), self.v.cpu_mut().expect("cpu buffer"));
-                cpu::adamw(p, g, m, v, lr, &c, k.step_size, k.bc2_sqrt);
+                cpu::adamw(p, g, m, v, lr, &c, k.step_size, k.bc2_sqrt, grad_scale);
             }
             Device::Cuda(dev) => {
                 let ptr = |b: &Buffer<F>| b.device_ptr().unwrap_or(0);
@@ -77,11 +82,21 @@ impl<F: Float> AdamW<F> {
                     &c,
                     k.step_size,
                     k.bc2_sqrt,
+                    grad_scale,
                 )?;
             }
         }
         Ok(())
     }
+}
+
+/// The L2 norm of the whole gradient arena (for clipping).
+pub fn grad_norm<F: Float>(store: &Store<F>) -> Result<f64> {
+    let n = store.num_trainable();
+    if n == 0 {
+        return Ok(0.0);
+    }
+    Ok(pairwise_dots(&store.device, &[store.grads()], n)?[0].sqrt())
 }
 
 /// Every dot product g_i · g_j (i ≤ j) of the first `n` values of each buffer, as a symmetric
@@ -131,12 +146,14 @@ pub mod cpu {
         c: &AdamWConfig,
         step_size: f64,
         bc2_sqrt: f64,
+        grad_scale: f64,
     ) {
         let f = F::from_f64;
+        let scale = f(grad_scale);
         let (decay, b1, b2, eps) = (f(1.0 - lr * c.weight_decay), f(c.beta1), f(c.beta2), f(c.eps));
         let (step_size, bc2_sqrt) = (f(step_size), f(bc2_sqrt));
         for i in 0..p.len() {
-            let gi = g[i];
+            let gi = g[i] * scale;
             let pi = p[i] * decay;
             let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
             let vi = v[i] * b2 + (F::ONE - b2) * gi * gi;
@@ -178,6 +195,7 @@ pub mod cuda {
         c: &AdamWConfig,
         step_size: f64,
         bc2_sqrt: f64,
+        grad_scale: f64,
     ) -> Result<()> {
         let (grid, block) = grid_1d(n);
         let f = |x: f64| Arg::F32(x as f32);
@@ -194,6 +212,7 @@ pub mod cuda {
             f(c.weight_decay),
             f(step_size),
             f(bc2_sqrt),
+            f(grad_scale),
         ];
         dev.launch(FILE, "adamw_step", grid, block, 0, &args)
     }

@@ -49,6 +49,18 @@ pub struct Bert {
     pub pooler: Option<Pooler>,
 }
 
+/// How token states (B, T, C) become one vector per sequence (B, C).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The [CLS] token's state.
+    Cls,
+    /// The mean over real (unpadded) tokens.
+    Mean,
+    /// BERT's pooler: tanh(W · h_[CLS] + b).
+    Pooler,
+}
+
 /// Supplies a parameter's values from its name, dimensions and kind.
 pub type ParamSource<'a, F> = dyn FnMut(&str, &[usize], ParamKind) -> Result<Vec<F>> + 'a;
 
@@ -194,6 +206,23 @@ impl Bert {
         let cls = tape.first_token(hidden)?;
         let y = linear(tape, cls, p.w, p.b)?;
         tape.tanh(y)
+    }
+}
+
+impl Bert {
+    /// One vector per sequence from the hidden state (B, T, C) and the mask (B, T).
+    pub fn sentence_vector<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        hidden: Tensor,
+        mask: Tensor,
+        pooling: Pooling,
+    ) -> Result<Tensor> {
+        match pooling {
+            Pooling::Cls => tape.first_token(hidden),
+            Pooling::Mean => tape.mean_pool(hidden, mask),
+            Pooling::Pooler => self.pool(tape, hidden),
+        }
     }
 }
 

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 /// Where `weights/fetch.sh` puts the default checkpoint, relative to the repository.
 pub const DEFAULT_MODEL: &str = "weights/all-MiniLM-L6-v2";
 
-/// Tensors of heads other than the encoder's, and buffers, that a BERT checkpoint may carry.
-const IGNORED_PREFIXES: [&str; 6] =
-    ["cls.", "classifier.", "qa_outputs.", "lm_head.", "embeddings.position_ids", "embeddings.token_type_ids"];
+/// Tensors of heads other than the encoder's (ours are `head.*`, loaded by the fine-tuning code),
+/// and buffers, that a BERT checkpoint may carry.
+const IGNORED_PREFIXES: [&str; 7] =
+    ["cls.", "classifier.", "qa_outputs.", "lm_head.", "embeddings.position_ids", "embeddings.token_type_ids", "head."];
 
 /// The default checkpoint folder: ./weights/all-MiniLM-L6-v2, else the one in this source tree.
 pub fn default_model_dir() -> Result<PathBuf> {

@@ -138,12 +138,11 @@ impl SafeTensors {
     }
 }
 
+/// A named f32 tensor to write: (name, shape, values).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Writes f32 tensors as a safetensors file, atomically (a temporary file, then a rename).
-pub fn write(
-    path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
+pub fn write(path: &Path, tensors: &[NamedTensor], metadata: &BTreeMap<String, String>) -> Result<()> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialise"));

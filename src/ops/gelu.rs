@@ -100,13 +100,15 @@ pub mod cpu {
     /// dx += dy · (Φ(x) + x·φ(x)), in parallel chunks.
     pub fn backward<F: Float>(x: &[F], dy: &[F], dx: &mut [F]) {
         let (half, r2, c) = (F::from_f64(0.5), F::from_f64(FRAC_1_SQRT_2), F::from_f64(INV_SQRT_2PI));
-        dx.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).zip(dy.par_chunks(PAR_CHUNK)).for_each(|((dx, x), dy)| {
-            for i in 0..dx.len() {
-                let v = x[i];
-                let cdf = half * (F::ONE + (v * r2).erf());
-                let pdf = c * (-half * v * v).exp();
-                dx[i] += dy[i] * (cdf + v * pdf);
-            }
-        });
+        dx.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).zip(dy.par_chunks(PAR_CHUNK)).for_each(
+            |((dx, x), dy)| {
+                for i in 0..dx.len() {
+                    let v = x[i];
+                    let cdf = half * (F::ONE + (v * r2).erf());
+                    let pdf = c * (-half * v * v).exp();
+                    dx[i] += dy[i] * (cdf + v * pdf);
+                }
+            },
+        );
     }
 }

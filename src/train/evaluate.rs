@@ -1,0 +1,194 @@
+//! Evaluation: predictions over a dataset, accuracy and Pearson correlation, the combined score.
+
+use super::model::MultiTaskModel;
+use crate::data::Tokenizer;
+use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
+use crate::error::Result;
+use crate::tape::Tape;
+
+/// One task's dev (or test) metric: accuracy for classes and Quora, Pearson r for STS.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    pub task: Task,
+    pub value: f64,
+}
+
+impl Score {
+    /// The metric's name in reports.
+    pub fn metric(&self) -> &'static str {
+        match self.task.kind() {
+            Kind::Regression => "pearson",
+            _ => "accuracy",
+        }
+    }
+
+    /// Its part of the combined score: accuracy as is, Pearson mapped to (r + 1)/2.
+    pub fn normalised(&self) -> f64 {
+        match self.task.kind() {
+            Kind::Regression => (self.value + 1.0) / 2.0,
+            _ => self.value,
+        }
+    }
+}
+
+/// The CS224N combined score: the mean over tasks of accuracy, or (r + 1)/2 for STS.
+pub fn combined(scores: &[Score]) -> f64 {
+    if scores.is_empty() {
+        return 0.0;
+    }
+    scores.iter().map(Score::normalised).sum::<f64>() / scores.len() as f64
+}
+
+/// Pearson's correlation coefficient (0 when either side is constant).
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx == 0.0 || syy == 0.0 { 0.0 } else { sxy / (sxx * syy).sqrt() }
+}
+
+/// The metric of `predictions` against the examples' labels (None without labels).
+pub fn score(task: Task, examples: &[Example], predictions: &[Prediction]) -> Option<Score> {
+    let labels: Vec<Label> = examples.iter().filter_map(|e| e.label).collect();
+    if labels.len() != examples.len() || labels.is_empty() {
+        return None;
+    }
+    let value = match task.kind() {
+        Kind::Regression => {
+            let p: Vec<f64> = predictions.iter().map(|p| if let Prediction::Score(s) = p { *s } else { 0.0 }).collect();
+            let y: Vec<f64> = labels.iter().map(|l| l.as_f32() as f64).collect();
+            pearson(&p, &y)
+        }
+        _ => {
+            let right = predictions
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| match (p, l) {
+                    (Prediction::Class(c), Label::Class(y)) => c == y,
+                    (Prediction::Binary(b), Label::Binary(y)) => *b == (*y > 0.5),
+                    _ => false,
+                })
+                .count();
+            right as f64 / labels.len() as f64
+        }
+    };
+    Some(Score { task, value })
+}
+
+/// Predictions by example id, in the examples' order.
+pub type Predictions = Vec<(String, Prediction)>;
+
+/// Predictions for every example, in order, with dropout off; and the metric when labelled.
+pub fn predict(
+    model: &MultiTaskModel,
+    tape: &mut Tape<f32>,
+    tok: &mut Tokenizer,
+    task: Task,
+    examples: &[Example],
+    batch_size: usize,
+) -> Result<(Predictions, Option<Score>)> {
+    let was_training = tape.is_training();
+    tape.set_training(false);
+    let mut out = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let batch = model.batch(tok, task, &refs)?;
+        tape.reset();
+        let y = model.forward(tape, &batch)?;
+        let values = tape.store.read(y)?;
+        let preds = MultiTaskModel::predictions(task, &values, chunk.len());
+        out.extend(chunk.iter().map(|e| e.id.clone()).zip(preds));
+    }
+    tape.reset();
+    tape.set_training(was_training);
+    let preds: Vec<Prediction> = out.iter().map(|(_, p)| *p).collect();
+    let s = score(task, examples, &preds);
+    Ok((out, s))
+}
+
+/// A fine-tuned checkpoint ready to predict: the model, its tokenizer and a tape.
+pub struct Loaded {
+    pub model: MultiTaskModel,
+    pub tok: Tokenizer,
+    pub tape: Tape<f32>,
+}
+
+/// Loads a folder written by `engine finetune` (weights, heads, options, tokenizer).
+pub fn load_checkpoint(dir: &std::path::Path, device: crate::device::Device) -> Result<Loaded> {
+    let opts = super::checkpoint::load_options(dir)?;
+    let ckpt = crate::model::Checkpoint::open(dir)?;
+    let tok = Tokenizer::from_dir(dir)?;
+    let mut tape = Tape::<f32>::new(device);
+    let bert = ckpt.load_bert(&mut tape.store, &|_| false)?;
+    let model = MultiTaskModel::new(bert, &mut tape.store, &opts, super::model::HeadSource::Saved(&ckpt.tensors))?;
+    Ok(Loaded { model, tok, tape })
+}
+
+/// `engine eval`: predictions of `split` for every task of the checkpoint, written under `out`;
+/// returns the scores (dev only: test files have no labels).
+pub fn evaluate_checkpoint(
+    dir: &std::path::Path,
+    split: crate::data::cs224n::Split,
+    files: &[super::trainer::DataFile],
+    out: &std::path::Path,
+    device: crate::device::Device,
+) -> Result<Vec<Score>> {
+    let mut l = load_checkpoint(dir, device)?;
+    let mut sets = Vec::new();
+    for &task in &l.model.tasks.clone() {
+        let f = files
+            .iter()
+            .find(|f| f.task == task && f.split == split)
+            .ok_or_else(|| crate::Error::Config(format!("no {task} {} file", split.name())))?;
+        sets.push((task, crate::data::cs224n::read(task, &f.path, split, &f.flag, false)?));
+    }
+    let refs: Vec<(Task, &crate::data::cs224n::Dataset)> = sets.iter().map(|(t, d)| (*t, d)).collect();
+    let batch = l.model.opts.batch_size * 2;
+    super::trainer::write_predictions(&l.model, &mut l.tape, &mut l.tok, &refs, out, batch)
+}
+
+/// `engine predict`: the prediction file (CS224N layout) of `task` for a CS224N file.
+pub fn predict_file(
+    dir: &std::path::Path,
+    task: Task,
+    input: &std::path::Path,
+    device: crate::device::Device,
+) -> Result<String> {
+    let mut l = load_checkpoint(dir, device)?;
+    let data = crate::data::cs224n::read(task, input, crate::data::cs224n::Split::Test, "--input", false)?;
+    let batch = l.model.opts.batch_size * 2;
+    let (preds, _) = predict(&l.model, &mut l.tape, &mut l.tok, task, &data.examples, batch)?;
+    crate::data::cs224n::format_predictions(task, &preds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pearson_of_known_series() {
+        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        let r = pearson(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]);
+        assert!((r - 0.8).abs() < 1e-12, "{r}");
+        assert_eq!(pearson(&[1.0, 1.0], &[2.0, 3.0]), 0.0);
+    }
+
+    #[test]
+    fn combined_maps_pearson_to_zero_one() {
+        let s = [
+            Score { task: Task::Sst, value: 0.5 },
+            Score { task: Task::Quora, value: 0.8 },
+            Score { task: Task::Sts, value: 0.6 },
+        ];
+        assert!((combined(&s) - (0.5 + 0.8 + 0.8) / 3.0).abs() < 1e-12);
+    }
+}

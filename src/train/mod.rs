@@ -1,0 +1,13 @@
+//! Multi-task fine-tuning: options, the plan of steps, the model with its heads, the loop,
+//! evaluation, checkpoints and reports.
+
+pub mod checkpoint;
+pub mod evaluate;
+pub mod model;
+pub mod options;
+pub mod report;
+pub mod schedule;
+pub mod trainer;
+
+pub use options::TrainOptions;
+pub use trainer::{DataFile, FinetuneArgs, Summary, finetune};

@@ -1,0 +1,224 @@
+//! The multi-task model: one BERT encoder shared by every task, and a head per task.
+//! Single-sentence tasks (SST, CFIMDB): pooled → dropout → [linear → GELU → dropout] → linear(K),
+//! cross-entropy. Pair tasks read `[CLS] a [SEP] b [SEP]` jointly (pooled → … → linear(1)) or each
+//! sentence alone (Quora: linear on [u, v, |u−v|, u·v]; STS: 5·cos(mean a, mean b), no parameters).
+//! Quora: BCE with logits; STS: MSE against the 0–5 score.
+
+use super::options::{PairEncoding, TrainOptions};
+use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
+use crate::data::{Encoded, Input, Tokenizer};
+use crate::error::{Error, Result};
+use crate::model::bert::{Bert, linear};
+use crate::model::heads::LinearHead;
+use crate::model::safetensors::SafeTensors;
+use crate::rng::Rng;
+use crate::store::Store;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+/// A task's head: optional GELU hidden layer, then the output layer; STS read separately has none.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskHead {
+    pub hidden: Option<LinearHead>,
+    pub out: Option<LinearHead>,
+}
+
+pub struct MultiTaskModel {
+    pub bert: Bert,
+    pub tasks: Vec<Task>,
+    pub heads: Vec<TaskHead>,
+    pub opts: TrainOptions,
+}
+
+/// One batch of one task, tokenized.
+pub struct Batch {
+    pub task: Task,
+    /// Single sentences, or joint pairs.
+    pub joint: Option<Encoded>,
+    /// Each side of a pair, read separately.
+    pub sides: Option<(Encoded, Encoded)>,
+    pub labels: Vec<Label>,
+    pub ids: Vec<String>,
+}
+
+/// Where a head's values come from: a fresh initialisation or a saved checkpoint.
+pub enum HeadSource<'a> {
+    Init(&'a mut Rng),
+    Saved(&'a SafeTensors),
+}
+
+fn output_width(task: Task) -> usize {
+    match task.kind() {
+        Kind::Classes(k) => k as usize,
+        Kind::Binary | Kind::Regression => 1,
+    }
+}
+
+impl MultiTaskModel {
+    /// Registers the heads of `opts.tasks` on top of `bert`.
+    pub fn new(
+        bert: Bert,
+        store: &mut Store<f32>,
+        opts: &TrainOptions,
+        mut source: HeadSource<'_>,
+    ) -> Result<MultiTaskModel> {
+        let c = bert.config.hidden_size;
+        let mut heads = Vec::new();
+        for &task in &opts.tasks {
+            let separate = task.is_pair() && opts.pair_encoding == PairEncoding::Separate;
+            if separate && task == Task::Sts {
+                heads.push(TaskHead { hidden: None, out: None });
+                continue;
+            }
+            let mut input = if separate { 4 * c } else { c };
+            let mut add = |name: String, inp: usize, out: usize| -> Result<LinearHead> {
+                let (w, b) = match &mut source {
+                    HeadSource::Init(rng) => {
+                        // PyTorch's nn.Linear initialisation: U(−1/√in, 1/√in) for both.
+                        let bound = 1.0 / (inp as f64).sqrt();
+                        let w: Vec<f32> = (0..out * inp).map(|_| rng.range(-bound, bound) as f32).collect();
+                        let b: Vec<f32> = (0..out).map(|_| rng.range(-bound, bound) as f32).collect();
+                        (w, b)
+                    }
+                    HeadSource::Saved(st) => (st.f32(&format!("{name}.weight"))?, st.f32(&format!("{name}.bias"))?),
+                };
+                if w.len() != out * inp || b.len() != out {
+                    return Err(Error::Config(format!("{name}: saved head has the wrong size for these options")));
+                }
+                Ok(LinearHead {
+                    w: store.add_param(&format!("{name}.weight"), &[out, inp], &w, true)?,
+                    b: store.add_param(&format!("{name}.bias"), &[out], &b, true)?,
+                })
+            };
+            let hidden = if opts.head_hidden > 0 {
+                let h = add(format!("head.{}.hidden", task.name()), input, opts.head_hidden)?;
+                input = opts.head_hidden;
+                Some(h)
+            } else {
+                None
+            };
+            let out = add(format!("head.{}", task.name()), input, output_width(task))?;
+            heads.push(TaskHead { hidden, out: Some(out) });
+        }
+        Ok(MultiTaskModel { bert, tasks: opts.tasks.clone(), heads, opts: opts.clone() })
+    }
+
+    fn head(&self, task: Task) -> Result<&TaskHead> {
+        let i = self
+            .tasks
+            .iter()
+            .position(|&t| t == task)
+            .ok_or_else(|| Error::Config(format!("the model has no {task} head")))?;
+        Ok(&self.heads[i])
+    }
+
+    /// Tokenizes examples into a batch for `task` (labels kept when present).
+    pub fn batch(&self, tok: &mut Tokenizer, task: Task, examples: &[&Example]) -> Result<Batch> {
+        let max_len = self.opts.max_len;
+        let separate = task.is_pair() && self.opts.pair_encoding == PairEncoding::Separate;
+        let (joint, sides) = if separate {
+            let a: Vec<Input> = examples.iter().map(|e| Input::Single(&e.a)).collect();
+            let b: Vec<Input> = examples.iter().map(|e| Input::Single(e.b.as_deref().unwrap_or(""))).collect();
+            (None, Some((tok.encode(&a, max_len)?, tok.encode(&b, max_len)?)))
+        } else {
+            let x: Vec<Input> = examples.iter().map(|e| e.input()).collect();
+            (Some(tok.encode(&x, max_len)?), None)
+        };
+        let labels = examples.iter().filter_map(|e| e.label).collect();
+        let ids = examples.iter().map(|e| e.id.clone()).collect();
+        Ok(Batch { task, joint, sides, labels, ids })
+    }
+
+    fn encode(&self, tape: &mut Tape<f32>, e: &Encoded) -> Result<(Tensor, Tensor)> {
+        let dims = [e.batch, e.len];
+        let (ids, types, mask) =
+            (tape.ints(&e.ids, &dims)?, tape.ints(&e.type_ids, &dims)?, tape.ints(&e.mask, &dims)?);
+        Ok((self.bert.forward(tape, ids, types, mask)?, mask))
+    }
+
+    fn pooled(&self, tape: &mut Tape<f32>, e: &Encoded) -> Result<Tensor> {
+        let (h, mask) = self.encode(tape, e)?;
+        self.bert.sentence_vector(tape, h, mask, self.opts.pooling)
+    }
+
+    /// dropout → [linear → GELU → dropout] → linear
+    fn apply_head(&self, tape: &mut Tape<f32>, head: &TaskHead, x: Tensor) -> Result<Tensor> {
+        let p = self.opts.dropout;
+        let mut x = tape.dropout(x, p)?;
+        if let Some(h) = head.hidden {
+            x = linear(tape, x, h.w, h.b)?;
+            x = tape.gelu(x)?;
+            x = tape.dropout(x, p)?;
+        }
+        let out = head.out.ok_or_else(|| Error::Config("head without an output layer".into()))?;
+        linear(tape, x, out.w, out.b)
+    }
+
+    /// The task's outputs: logits (B, K) for classes, logits (B, 1) for Quora, scores for STS.
+    pub fn forward(&self, tape: &mut Tape<f32>, b: &Batch) -> Result<Tensor> {
+        let head = *self.head(b.task)?;
+        match (&b.joint, &b.sides) {
+            (Some(e), _) => {
+                let x = self.pooled(tape, e)?;
+                self.apply_head(tape, &head, x)
+            }
+            (None, Some((ea, eb))) if b.task == Task::Sts => {
+                let (ha, ma) = self.encode(tape, ea)?;
+                let (hb, mb) = self.encode(tape, eb)?;
+                let (u, v) = (tape.mean_pool(ha, ma)?, tape.mean_pool(hb, mb)?);
+                crate::model::heads::similarity(tape, u, v)
+            }
+            (None, Some((ea, eb))) => {
+                let (u, v) = (self.pooled(tape, ea)?, self.pooled(tape, eb)?);
+                let diff = tape.sub(u, v)?;
+                let absdiff = tape.abs(diff)?;
+                let prod = tape.mul(u, v)?;
+                let features = tape.concat(&[u, v, absdiff, prod])?;
+                self.apply_head(tape, &head, features)
+            }
+            (None, None) => Err(Error::Config("an empty batch".into())),
+        }
+    }
+
+    /// The task's loss on `outputs` (mean over the batch).
+    pub fn loss(&self, tape: &mut Tape<f32>, b: &Batch, outputs: Tensor) -> Result<Tensor> {
+        if b.labels.len() != b.ids.len() {
+            return Err(Error::Config(format!("{}: a batch without labels cannot be trained on", b.task)));
+        }
+        match b.task.kind() {
+            Kind::Classes(_) => {
+                let labels: Vec<i32> = b.labels.iter().map(|l| l.as_f32() as i32).collect();
+                let labels = tape.ints(&labels, &[labels.len()])?;
+                tape.cross_entropy(outputs, labels)
+            }
+            Kind::Binary => {
+                let y: Vec<f32> = b.labels.iter().map(|l| l.as_f32()).collect();
+                let y = tape.constant(&y, &[y.len()])?;
+                tape.bce_with_logits(outputs, y)
+            }
+            Kind::Regression => {
+                let y: Vec<f32> = b.labels.iter().map(|l| l.as_f32()).collect();
+                let y = tape.constant(&y, &[y.len()])?;
+                tape.mse(outputs, y)
+            }
+        }
+    }
+
+    /// Predictions from output values (as read from the tape).
+    pub fn predictions(task: Task, outputs: &[f32], batch: usize) -> Vec<Prediction> {
+        match task.kind() {
+            Kind::Classes(k) => outputs
+                .chunks_exact(k as usize)
+                .map(|row| {
+                    let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+                    Prediction::Class(best as u32)
+                })
+                .collect(),
+            Kind::Binary => outputs[..batch].iter().map(|&x| Prediction::Binary(x > 0.0)).collect(),
+            // The float32 score's shortest decimal, as the starter's numpy float32 prints it (3.2, not 3.200000047683716).
+            Kind::Regression => {
+                outputs[..batch].iter().map(|&x| Prediction::Score(x.to_string().parse().unwrap_or(x as f64))).collect()
+            }
+        }
+    }
+}

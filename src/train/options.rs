@@ -1,0 +1,155 @@
+//! Everything that defines a fine-tuning run. The defaults are the reference recipe (the PyTorch
+//! run of the fine-tuning issue: mean pooling, joint pair encoding, round-robin, batch 16 per
+//! task, AdamW lr 1e-4 with weight decay 0.01, 10% warmup then linear decay, dropout 0.1 before
+//! each head, max length 128, seed 11711). Saved beside every checkpoint as `train.json`.
+
+use crate::data::cs224n::Task;
+use crate::model::bert::Pooling;
+use serde::{Deserialize, Serialize};
+
+/// How a pair task (Quora, STS) reads its two sentences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PairEncoding {
+    /// `[CLS] a [SEP] b [SEP]` → pooled → linear.
+    Joint,
+    /// Each sentence alone: Quora linear on [u, v, |u−v|, u·v]; STS 5·cos(mean a, mean b).
+    Separate,
+}
+
+/// Which task each step trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// One batch of every task per step; an epoch ends when the largest task is used up.
+    RoundRobin,
+    /// One task per step, drawn with probability ∝ its size.
+    Proportional,
+    /// One task per step, p ∝ Nᵅ with α = 1 − 0.8(e−1)/(E−1) (Stickland & Murray 2019).
+    Annealed,
+    /// Task after task, each for all epochs, every task evaluated after each stage.
+    Sequential,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub tasks: Vec<Task>,
+    /// Loss weight per task (1 unless given), in `tasks` order.
+    pub task_weights: Vec<f64>,
+    pub pooling: Pooling,
+    pub pair_encoding: PairEncoding,
+    /// A GELU hidden layer of this width in every linear head (0: none).
+    pub head_hidden: usize,
+    pub schedule: Schedule,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub warmup_ratio: f64,
+    pub lr_schedule: LrSchedule,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+    pub grad_accum: usize,
+    pub epochs: usize,
+    /// Examples per task per batch.
+    pub batch_size: usize,
+    pub max_len: usize,
+    /// Dropout before each head (the encoder uses the checkpoint's own rates).
+    pub dropout: f64,
+    pub seed: u64,
+    /// Freeze the embeddings and the bottom N encoder layers.
+    pub freeze_layers: usize,
+    /// Stop after this many optimizer steps (0: run all epochs).
+    pub max_steps: usize,
+    /// Evaluate every N steps besides each epoch's end (0: only at epoch ends).
+    pub eval_every: usize,
+    /// Log running losses every N steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            tasks: vec![Task::Sst, Task::Quora, Task::Sts],
+            task_weights: vec![1.0; 3],
+            pooling: Pooling::Mean,
+            pair_encoding: PairEncoding::Joint,
+            head_hidden: 0,
+            schedule: Schedule::RoundRobin,
+            lr: 1e-4,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            warmup_ratio: 0.1,
+            lr_schedule: LrSchedule::Linear,
+            grad_clip: 0.0,
+            grad_accum: 1,
+            epochs: 1,
+            batch_size: 16,
+            max_len: 128,
+            dropout: 0.1,
+            seed: 11711,
+            freeze_layers: 0,
+            max_steps: 0,
+            eval_every: 0,
+            log_every: 10,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// The loss weight of `task`.
+    pub fn weight(&self, task: Task) -> f64 {
+        self.tasks.iter().position(|&t| t == task).map_or(1.0, |i| self.task_weights.get(i).copied().unwrap_or(1.0))
+    }
+
+    /// Checks ranges; the message names the flag.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if self.tasks.is_empty() {
+            return bad("--tasks: no task given".into());
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            if self.tasks[..i].contains(t) {
+                return bad(format!("--tasks: {t} given twice"));
+            }
+        }
+        if self.task_weights.len() != self.tasks.len()
+            || self.task_weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+        {
+            return bad("--task-weights: one non-negative weight per task".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("--dropout {} is outside [0, 1)", self.dropout));
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return bad(format!("--warmup-ratio {} is outside [0, 1]", self.warmup_ratio));
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 || self.epochs == 0 || self.log_every == 0 {
+            return bad("--batch-size, --grad-accum, --epochs and --log-every must be at least 1".into());
+        }
+        if self.max_len < 3 {
+            return bad(format!("--max-len {} leaves no room for a sentence", self.max_len));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return bad("--betas must lie in [0, 1)".into());
+        }
+        if self.grad_clip < 0.0 || self.weight_decay < 0.0 {
+            return bad("--grad-clip and --weight-decay must not be negative".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! What a run tells: one JSON line per logging step and per evaluation in metrics.jsonl, a
+//! progress line on stderr, the curves (curves.svg), and the final table on stdout.
+
+use super::evaluate::Score;
+use crate::data::cs224n::Task;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+/// One line of metrics.jsonl.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    /// Running mean losses per task since the previous record.
+    Train { step: usize, epoch: usize, lr: f64, loss: BTreeMap<String, f64>, elapsed_s: f64 },
+    /// Dev metrics per task and the combined score.
+    Eval { step: usize, epoch: usize, split: String, metrics: BTreeMap<String, f64>, combined: f64 },
+}
+
+impl Record {
+    pub fn step(&self) -> usize {
+        match self {
+            Record::Train { step, .. } | Record::Eval { step, .. } => *step,
+        }
+    }
+}
+
+/// Appends records to metrics.jsonl, keeping them in memory for the curves.
+pub struct Metrics {
+    path: std::path::PathBuf,
+    pub records: Vec<Record>,
+}
+
+impl Metrics {
+    /// Opens `path`; a resumed run keeps the records up to its step and drops later ones.
+    pub fn open(path: &Path, resume_step: Option<usize>) -> Result<Metrics> {
+        let mut records = Vec::new();
+        if let Some(step) = resume_step
+            && let Ok(text) = std::fs::read_to_string(path)
+        {
+            records = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+                .filter(|r| r.step() <= step)
+                .collect();
+        }
+        let m = Metrics { path: path.to_path_buf(), records };
+        m.rewrite()?;
+        Ok(m)
+    }
+
+    fn rewrite(&self) -> Result<()> {
+        let mut text = String::new();
+        for r in &self.records {
+            text += &serde_json::to_string(r).expect("records serialise");
+            text.push('\n');
+        }
+        crate::util::write_atomically(&self.path, text.as_bytes())
+    }
+
+    pub fn push(&mut self, r: Record) -> Result<()> {
+        let line = serde_json::to_string(&r).expect("records serialise") + "\n";
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(|source| Error::Io { path: self.path.display().to_string(), source })?;
+        f.write_all(line.as_bytes()).map_err(|source| Error::Io { path: self.path.display().to_string(), source })?;
+        self.records.push(r);
+        Ok(())
+    }
+}
+
+/// The progress line: step, steps/s, ETA, running loss per task. Redrawn in place on a terminal,
+/// printed as plain lines every `every` steps otherwise; silent with --quiet.
+pub struct Progress {
+    total: usize,
+    start: Instant,
+    first_step: usize,
+    quiet: bool,
+    tty: bool,
+    every: usize,
+}
+
+impl Progress {
+    pub fn new(total: usize, first_step: usize, quiet: bool, every: usize) -> Progress {
+        Progress {
+            total,
+            start: Instant::now(),
+            first_step,
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            every: every.max(1),
+        }
+    }
+
+    pub fn update(&self, step: usize, losses: &[(String, f64)]) {
+        if self.quiet || (!self.tty && !step.is_multiple_of(self.every) && step != self.total) {
+            return;
+        }
+        let done = step - self.first_step;
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = done as f64 / secs.max(1e-9);
+        let eta = (self.total - step) as f64 / rate.max(1e-9);
+        let width = 24;
+        let filled = (width * step / self.total.max(1)).min(width);
+        let bar: String = "=".repeat(filled) + &" ".repeat(width - filled);
+        let loss: Vec<String> = losses.iter().map(|(t, l)| format!("{t} {l:.3}")).collect();
+        let line =
+            format!("[{bar}] {step}/{} {rate:.2} steps/s ETA {} | loss {}", self.total, clock(eta), loss.join(" "));
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            if step == self.total {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A message on its own line (evaluations, checkpoints).
+    pub fn note(&self, msg: &str) {
+        if !self.quiet {
+            if self.tty {
+                eprint!("\r\x1b[2K");
+            }
+            eprintln!("{msg}");
+        }
+    }
+}
+
+fn clock(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, s / 60 % 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+}
+
+/// The final table: each task's dev metric and the combined score.
+pub fn table(scores: &[Score], combined: f64, step: usize) -> String {
+    let mut out = format!("best dev scores (step {step})\n{:<8} {:<10} {:>8}\n", "task", "metric", "value");
+    for s in scores {
+        out += &format!("{:<8} {:<10} {:>8.4}\n", s.task.name(), s.metric(), s.value);
+    }
+    out += &format!("{:<8} {:<10} {:>8.4}\n", "all", "combined", combined);
+    out
+}
+
+/// curves.svg: training loss per task (left) and dev metrics (right) over steps.
+pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<()> {
+    let (w, h, pad) = (1000.0, 420.0, 50.0);
+    let panel_w = (w - 3.0 * pad) / 2.0;
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    let max_step = records.iter().map(Record::step).max().unwrap_or(1).max(1) as f64;
+    let mut panel = |x0: f64, title: &str, series: Vec<(String, Vec<(f64, f64)>)>, fixed: Option<(f64, f64)>| {
+        let (y0, ph) = (pad, h - 2.0 * pad);
+        let all: Vec<f64> = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).collect();
+        let (lo, hi) = fixed.unwrap_or_else(|| {
+            let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if lo.is_finite() && hi > lo { (lo.min(0.0), hi * 1.05) } else { (0.0, 1.0) }
+        });
+        let sx = |s: f64| x0 + s / max_step * panel_w;
+        let sy = |v: f64| y0 + ph - (v - lo) / (hi - lo).max(1e-12) * ph;
+        svg += &format!("<text x=\"{}\" y=\"{}\" font-size=\"14\">{title}</text>\n", x0, y0 - 12.0);
+        svg += &format!(
+            "<rect x=\"{x0}\" y=\"{y0}\" width=\"{panel_w}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n"
+        );
+        for i in 0..=4 {
+            let v = lo + (hi - lo) * i as f64 / 4.0;
+            svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.2}</text>\n", x0 - 4.0, sy(v) + 4.0);
+        }
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">step {}</text>\n",
+            x0 + panel_w,
+            y0 + ph + 18.0,
+            max_step
+        );
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let c = colors[i % colors.len()];
+            let d: Vec<String> = pts.iter().map(|(s, v)| format!("{:.1},{:.1}", sx(*s), sy(*v))).collect();
+            if !d.is_empty() {
+                svg += &format!(
+                    "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+                    d.join(" ")
+                );
+            }
+            svg +=
+                &format!("<text x=\"{}\" y=\"{}\" fill=\"{c}\">{name}</text>\n", x0 + 8.0, y0 + 16.0 + 14.0 * i as f64);
+        }
+    };
+    let mut loss_series = Vec::new();
+    let mut eval_series = Vec::new();
+    for t in tasks {
+        let name = t.name().to_string();
+        let pts = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Train { step, loss, .. } => loss.get(&name).map(|l| (*step as f64, *l)),
+                _ => None,
+            })
+            .collect();
+        loss_series.push((name.clone(), pts));
+        let pts = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Eval { step, metrics, .. } => metrics.get(&name).map(|v| (*step as f64, *v)),
+                _ => None,
+            })
+            .collect();
+        eval_series.push((format!("{name} dev"), pts));
+    }
+    let combined = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Eval { step, combined, .. } => Some((*step as f64, *combined)),
+            _ => None,
+        })
+        .collect();
+    eval_series.push(("combined".to_string(), combined));
+    panel(pad, "training loss per task", loss_series, None);
+    panel(2.0 * pad + panel_w, "dev metrics (accuracy; Pearson r for STS)", eval_series, Some((-0.1, 1.0)));
+    svg += "</svg>\n";
+    crate::util::write_atomically(path, svg.as_bytes())
+}

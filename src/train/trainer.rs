@@ -1,0 +1,323 @@
+//! `engine finetune`: the multi-task training loop. Each step trains the tasks the plan names,
+//! each task's loss backward into the shared gradients (weighted), then one AdamW step at the
+//! scheduled learning rate; evaluation after every epoch (and every --eval-every steps) keeps the
+//! best checkpoint by combined dev score; predictions for dev and test come from the best one.
+
+use super::checkpoint::{self, TrainState};
+use super::evaluate::{self, Score};
+use super::model::{HeadSource, MultiTaskModel};
+use super::options::TrainOptions;
+use super::report::{self, Metrics, Progress, Record};
+use super::schedule::{Plan, batch_indices, lr_factor};
+use crate::data::Tokenizer;
+use crate::data::cs224n::{self, Dataset, Split, Task};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::model::Checkpoint;
+use crate::optim::{AdamW, AdamWConfig, grad_norm};
+use crate::rng::mix64;
+use crate::tape::Tape;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One data file: its task, split, path, and the flag that sets it (for error messages).
+#[derive(Clone, Debug)]
+pub struct DataFile {
+    pub task: Task,
+    pub split: Split,
+    pub path: PathBuf,
+    pub flag: String,
+}
+
+pub struct FinetuneArgs {
+    pub opts: TrainOptions,
+    /// The base checkpoint (or, with `resume`, ignored in favour of the checkpoint's own).
+    pub model: PathBuf,
+    pub files: Vec<DataFile>,
+    pub out: PathBuf,
+    pub resume: Option<PathBuf>,
+    pub device: Device,
+    pub quiet: bool,
+    pub strict: bool,
+    /// Stop (saving out/last) after this many steps, as an interruption would.
+    pub stop_after: Option<usize>,
+}
+
+/// What a run reports when it ends.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub best: Vec<Score>,
+    pub best_combined: f64,
+    pub best_step: usize,
+    pub steps: usize,
+    pub seconds: f64,
+    /// Every training loss recorded, (step, task, mean loss), for tests and reports.
+    pub losses: Vec<(usize, String, f64)>,
+    pub stopped_early: bool,
+}
+
+struct TaskData {
+    train: Dataset,
+    dev: Option<Dataset>,
+    test: Option<Dataset>,
+}
+
+fn load_data(args: &FinetuneArgs) -> Result<Vec<TaskData>> {
+    let file = |task: Task, split: Split| args.files.iter().find(|f| f.task == task && f.split == split);
+    let mut out = Vec::new();
+    for &task in &args.opts.tasks {
+        let read = |split: Split, required: bool| -> Result<Option<Dataset>> {
+            match file(task, split) {
+                Some(f) => cs224n::read(task, &f.path, split, &f.flag, args.strict).map(Some),
+                None if required => Err(Error::Config(format!("no {} {} file given", task, split.name()))),
+                None => Ok(None),
+            }
+        };
+        let train = read(Split::Train, true)?.expect("required");
+        let dev = read(Split::Dev, true)?;
+        // A missing test file only means no test predictions.
+        let test = match file(task, Split::Test) {
+            Some(f) if f.path.exists() => Some(cs224n::read(task, &f.path, Split::Test, &f.flag, args.strict)?),
+            _ => None,
+        };
+        out.push(TaskData { train, dev, test });
+    }
+    Ok(out)
+}
+
+/// Evaluates every task on its dev set; returns the scores and the combined score.
+fn evaluate_dev(
+    model: &MultiTaskModel,
+    tape: &mut Tape<f32>,
+    tok: &mut Tokenizer,
+    data: &[TaskData],
+    batch: usize,
+) -> Result<(Vec<Score>, f64)> {
+    let mut scores = Vec::new();
+    for (task, d) in model.tasks.iter().zip(data) {
+        if let Some(dev) = &d.dev {
+            let (_, s) = evaluate::predict(model, tape, tok, *task, &dev.examples, batch)?;
+            scores.extend(s);
+        }
+    }
+    let c = evaluate::combined(&scores);
+    Ok((scores, c))
+}
+
+/// Writes dev and test predictions of every task under `dir`, in the CS224N layout.
+pub fn write_predictions(
+    model: &MultiTaskModel,
+    tape: &mut Tape<f32>,
+    tok: &mut Tokenizer,
+    sets: &[(Task, &Dataset)],
+    dir: &Path,
+    batch: usize,
+) -> Result<Vec<Score>> {
+    let mut scores = Vec::new();
+    for (task, d) in sets {
+        let (preds, s) = evaluate::predict(model, tape, tok, *task, &d.examples, batch)?;
+        let name = task
+            .prediction_file_name(d.split)
+            .ok_or_else(|| Error::Config(format!("no prediction file for {task} {}", d.split.name())))?;
+        cs224n::write_predictions(*task, &dir.join(name), &preds)?;
+        scores.extend(s);
+    }
+    Ok(scores)
+}
+
+/// Fine-tunes; see the module doc.
+pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
+    let started = Instant::now();
+    // With --resume, the checkpoint's options and weights win; the data files still come from the flags.
+    let (opts, base) = match &args.resume {
+        Some(dir) => (checkpoint::load_options(dir)?, dir.clone()),
+        None => (args.opts.clone(), args.model.clone()),
+    };
+    opts.validate()?;
+    let data = load_data(args)?;
+    let ckpt = Checkpoint::open(&base)?;
+    let mut tok = Tokenizer::from_dir(&base)?;
+    let mut tape = Tape::<f32>::new(args.device.clone());
+    let frozen = opts.freeze_layers;
+    if frozen > ckpt.config.num_hidden_layers {
+        return Err(Error::Config(format!(
+            "--freeze-layers {frozen}: the model has {} layers",
+            ckpt.config.num_hidden_layers
+        )));
+    }
+    let trainable = |name: &str| {
+        if frozen == 0 {
+            return true;
+        }
+        if name.starts_with("embeddings.") {
+            return false;
+        }
+        let layer =
+            name.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok());
+        layer.is_none_or(|l| l >= frozen)
+    };
+    let bert = ckpt.load_bert(&mut tape.store, &trainable)?;
+    let mut init_rng = crate::rng::Rng::new(mix64(opts.seed ^ 0x4ead));
+    let source = if args.resume.is_some() { HeadSource::Saved(&ckpt.tensors) } else { HeadSource::Init(&mut init_rng) };
+    let model = MultiTaskModel::new(bert, &mut tape.store, &opts, source)?;
+    let adam = AdamWConfig { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weight_decay: opts.weight_decay };
+    let mut opt = AdamW::new(&tape.store, adam)?;
+    let mut state = match &args.resume {
+        Some(dir) => checkpoint::load_state(dir, &mut opt)?,
+        None => TrainState::default(),
+    };
+
+    let sizes: Vec<usize> = data.iter().map(|d| d.train.examples.len()).collect();
+    let plan = Plan::new(opts.schedule, &sizes, opts.batch_size, opts.epochs, opts.seed);
+    let micro_per_run = plan.micro_steps.len();
+    let planned_steps = micro_per_run.div_ceil(opts.grad_accum);
+    let total_steps = if opts.max_steps > 0 { opts.max_steps } else { planned_steps };
+    let warmup = (opts.warmup_ratio * total_steps as f64).round() as usize;
+    let (best_dir, last_dir, pred_dir) = checkpoint::out_paths(&args.out);
+    std::fs::create_dir_all(&args.out).map_err(|source| Error::Io { path: args.out.display().to_string(), source })?;
+    let mut metrics = Metrics::open(&args.out.join("metrics.jsonl"), args.resume.as_ref().map(|_| state.step))?;
+    let progress = Progress::new(total_steps, state.step, args.quiet, opts.log_every);
+    progress.note(&format!(
+        "finetune: {} on {:?}, {} steps ({} per epoch), {} trainable parameters",
+        opts.tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
+        args.device,
+        total_steps,
+        planned_steps.div_ceil(opts.epochs),
+        tape.store.num_trainable()
+    ));
+
+    // The batches each task has consumed so far: a function of the position alone.
+    let micro_at = |step: usize| step * opts.grad_accum;
+    let mut consumed = vec![0usize; opts.tasks.len()];
+    for m in 0..micro_at(state.step) {
+        for &t in &plan.micro_steps[m % micro_per_run] {
+            consumed[t] += 1;
+        }
+    }
+    let mut running = vec![(0.0f64, 0usize); opts.tasks.len()];
+    let mut losses = Vec::new();
+    let mut stopped_early = false;
+    tape.set_training(true);
+    while state.step < total_steps {
+        tape.store.zero_grads()?;
+        for a in 0..opts.grad_accum {
+            let micro = micro_at(state.step) + a;
+            if opts.max_steps == 0 && micro >= micro_per_run {
+                break;
+            }
+            for &ti in &plan.micro_steps[micro % micro_per_run] {
+                let task = opts.tasks[ti];
+                let examples = &data[ti].train.examples;
+                let idx = batch_indices(opts.seed, ti, examples.len(), opts.batch_size, consumed[ti]);
+                consumed[ti] += 1;
+                let refs: Vec<_> = idx.iter().map(|&i| &examples[i]).collect();
+                let batch = model.batch(&mut tok, task, &refs)?;
+                tape.reset();
+                tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56));
+                let out = model.forward(&mut tape, &batch)?;
+                let loss = model.loss(&mut tape, &batch, out)?;
+                tape.backward_scaled(loss, (opts.weight(task) / opts.grad_accum as f64) as f32)?;
+                let value = tape.store.read(loss)?[0] as f64;
+                if !value.is_finite() {
+                    return Err(Error::Config(format!(
+                        "{task} loss became {value} at step {}: lower --lr or set --grad-clip",
+                        state.step + 1
+                    )));
+                }
+                running[ti].0 += value;
+                running[ti].1 += 1;
+            }
+        }
+        let scale = if opts.grad_clip > 0.0 {
+            let norm = grad_norm(&tape.store)?;
+            if norm > opts.grad_clip { opts.grad_clip / (norm + 1e-6) } else { 1.0 }
+        } else {
+            1.0
+        };
+        let lr = opts.lr * lr_factor(opts.lr_schedule, state.step, warmup, total_steps);
+        opt.update_scaled(&mut tape.store, lr, scale)?;
+        state.step += 1;
+        state.adam_step = opt.step;
+        let micro_done = micro_at(state.step);
+        let epoch_index = plan.epoch_ends.iter().position(|&e| micro_done.min(micro_per_run) <= e).unwrap_or(0);
+        let epoch = plan.epoch_numbers.get(epoch_index).copied().unwrap_or(1)
+            + (micro_done.saturating_sub(1) / micro_per_run) * opts.epochs;
+        let current: Vec<(String, f64)> = opts
+            .tasks
+            .iter()
+            .zip(&running)
+            .filter(|(_, r)| r.1 > 0)
+            .map(|(t, r)| (t.name().to_string(), r.0 / r.1 as f64))
+            .collect();
+        progress.update(state.step, &current);
+        if state.step.is_multiple_of(opts.log_every) || state.step == total_steps {
+            for (t, l) in &current {
+                losses.push((state.step, t.clone(), *l));
+            }
+            metrics.push(Record::Train {
+                step: state.step,
+                epoch,
+                lr,
+                loss: current.iter().cloned().collect(),
+                elapsed_s: started.elapsed().as_secs_f64(),
+            })?;
+            running.iter_mut().for_each(|r| *r = (0.0, 0));
+        }
+        let epoch_end = (micro_done.is_multiple_of(micro_per_run) && micro_done > 0)
+            || plan.epoch_ends.iter().any(|&e| {
+                micro_at(state.step - 1) < e && e <= micro_done.min(micro_per_run) && micro_done <= micro_per_run
+            });
+        let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
+        if epoch_end || periodic || state.step == total_steps {
+            let (scores, combined) = evaluate_dev(&model, &mut tape, &mut tok, &data, opts.batch_size * 2)?;
+            let named: Vec<(String, f64)> = scores.iter().map(|s| (s.task.name().to_string(), s.value)).collect();
+            progress.note(&format!(
+                "step {} (epoch {epoch}): dev {} combined {combined:.4}",
+                state.step,
+                named.iter().map(|(t, v)| format!("{t} {v:.4}")).collect::<Vec<_>>().join(" ")
+            ));
+            metrics.push(Record::Eval {
+                step: state.step,
+                epoch,
+                split: "dev".into(),
+                metrics: named.into_iter().collect(),
+                combined,
+            })?;
+            if state.best_combined.is_none_or(|b| combined > b) {
+                state.best_combined = Some(combined);
+                state.best_step = state.step;
+                checkpoint::save(&best_dir, &tape.store, &base, &opts, None)?;
+            }
+            checkpoint::save(&last_dir, &tape.store, &base, &opts, Some((&opt, &state)))?;
+            report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
+        }
+        if args.stop_after == Some(state.step) && state.step < total_steps {
+            checkpoint::save(&last_dir, &tape.store, &base, &opts, Some((&opt, &state)))?;
+            progress.note(&format!("stopped after step {}; continue with --resume {}", state.step, last_dir.display()));
+            stopped_early = true;
+            break;
+        }
+    }
+
+    let mut best = Vec::new();
+    if !stopped_early {
+        // Predictions for dev and test come from the best checkpoint.
+        checkpoint::load_params(&best_dir, &mut tape.store)?;
+        let mut sets: Vec<(Task, &Dataset)> = Vec::new();
+        for (task, d) in opts.tasks.iter().zip(&data) {
+            sets.extend(d.dev.iter().map(|s| (*task, s)));
+            sets.extend(d.test.iter().map(|s| (*task, s)));
+        }
+        best = write_predictions(&model, &mut tape, &mut tok, &sets, &pred_dir, opts.batch_size * 2)?;
+        report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
+    }
+    Ok(Summary {
+        best_combined: evaluate::combined(&best),
+        best,
+        best_step: state.best_step,
+        steps: state.step,
+        seconds: started.elapsed().as_secs_f64(),
+        losses,
+        stopped_early,
+    })
+}
