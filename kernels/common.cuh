@@ -57,7 +57,8 @@ __device__ __forceinline__ u64 mix64(u64 z) {
 }
 
 __device__ __forceinline__ double hash_uniform(u64 seed, u64 stream, u64 index) {
-    u64 h = mix64(seed ^ mix64((stream + 0x9e3779b97f4a7c15ull) ^ mix64(index)));
+    u64 key = mix64(seed ^ mix64(stream + 0x9e3779b97f4a7c15ull));
+    u64 h = mix64(key + index * 0x9e3779b97f4a7c15ull);
     return (double)(h >> 11) * (1.0 / 9007199254740992.0);
 }
 

@@ -52,7 +52,10 @@ pub trait Float:
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.336_54, 88.722_83);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    // Round to nearest by adding and subtracting 1.5·2²³ (exact for |v| < 2²²): plain SSE2
+    // arithmetic that vectorises, where round() and rint() are library calls on baseline x86-64.
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4; // ln 2 split in two for an exact product
     let p = 1.987_569_1e-4f32;
     let p = p * r + 1.398_199_9e-3;

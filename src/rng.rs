@@ -10,10 +10,13 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A uniform draw in [0, 1) for element `index` of stream `stream` under `seed`.
+/// A uniform draw in [0, 1) for element `index` of stream `stream` under `seed`: SplitMix64's
+/// output at position `index` of a sequence keyed by (seed, stream). The key is loop-invariant,
+/// so a mask costs one mix per element.
 #[inline]
 pub fn hash_uniform(seed: u64, stream: u64, index: u64) -> f64 {
-    let h = mix64(seed ^ mix64(stream.wrapping_add(0x9e37_79b9_7f4a_7c15) ^ mix64(index)));
+    let key = mix64(seed ^ mix64(stream.wrapping_add(0x9e37_79b9_7f4a_7c15)));
+    let h = mix64(key.wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 

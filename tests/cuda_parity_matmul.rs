@@ -298,3 +298,10 @@ fn misuse_is_an_error() {
     assert!(gemm(&dev, &null, Kind::Tf32).is_err(), "a null output is refused");
     assert!(gemm_with(&dev, &p.g, Kind::F32, 9).is_err(), "an unknown configuration is refused");
 }
+
+#[test]
+fn linear_layer_fused() {
+    let Some(g) = gpu() else { return };
+    // x (B, T, IN) · w (OUT, IN)ᵀ + b in one op, at sizes that divide no tile.
+    parity(&g, "linear", &[&[3, 37, 384], &[1000, 384], &[1000]], F32_TOL, &|t, x| t.linear(x[0], x[1], x[2]));
+}

@@ -120,6 +120,12 @@ fn matmul_same_operand_twice() {
 }
 
 #[test]
+fn linear_layer() {
+    // x (B, T, IN) · w (OUT, IN)ᵀ + b, one op
+    check("linear", &[&[2, 5, 7], &[3, 7], &[3]], &|t, x| t.linear(x[0], x[1], x[2]));
+}
+
+#[test]
 fn bias_add() {
     check("bias_add", &[&[2, 3, 5], &[5]], &|t, x| t.bias_add(x[0], x[1]));
 }

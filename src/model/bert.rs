@@ -75,8 +75,7 @@ pub enum ParamKind {
 
 /// y (…, OUT) = x (…, IN) · wᵀ + b, with w in Hugging Face's (OUT, IN) layout.
 pub fn linear<F: Float>(tape: &mut Tape<F>, x: Tensor, w: Tensor, b: Tensor) -> Result<Tensor> {
-    let y = tape.matmul(x, w, false, true)?;
-    tape.bias_add(y, b)
+    tape.linear(x, w, b)
 }
 
 impl Bert {

@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
 pub mod layernorm;
+pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod permute;
@@ -25,6 +26,7 @@ use crate::tensor::Tensor;
 #[derive(Clone, Debug)]
 pub enum Op {
     Matmul(matmul::Matmul),
+    Linear(linear::Linear),
     Binary(elementwise::Binary),
     Unary(elementwise::Unary),
     BiasAdd(elementwise::BiasAdd),
@@ -50,6 +52,7 @@ impl Op {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         match self {
             Op::Matmul(o) => o.backward(s),
+            Op::Linear(o) => o.backward(s),
             Op::Binary(o) => o.backward(s),
             Op::Unary(o) => o.backward(s),
             Op::BiasAdd(o) => o.backward(s),

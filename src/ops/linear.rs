@@ -1,0 +1,105 @@
+//! A linear layer in one op: `out (…, OUT) = x (…, IN) · wᵀ + b`, w in Hugging Face's (OUT, IN)
+//! layout. One op instead of matmul + bias add saves a pass over the output and its gradient, and
+//! an activation the size of the output (the bias is the GEMM's starting value on the CPU).
+
+use super::Op;
+use super::matmul::{self, MatDims};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::store::{Slot, Store};
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub x: Tensor,
+    pub w: Tensor,
+    pub b: Tensor,
+    pub out: Tensor,
+    pub dims: MatDims,
+}
+
+impl<F: Float> Tape<F> {
+    /// x (…, IN) · w (OUT, IN)ᵀ + b (OUT) → (…, OUT).
+    pub fn linear(&mut self, x: Tensor, w: Tensor, b: Tensor) -> Result<Tensor> {
+        if w.shape.rank() != 2 {
+            return Err(Error::shape("linear", format!("weight {} must be (OUT, IN) for x {}", w.shape, x.shape)));
+        }
+        let (dims, shape) = MatDims::infer(x.shape, w.shape, false, true).map_err(|e| Error::shape("linear", e))?;
+        if b.dims() != [dims.n] {
+            return Err(Error::shape(
+                "linear",
+                format!("bias {} does not match weight {} (needs [{}])", b.shape, w.shape, dims.n),
+            ));
+        }
+        let out = self.output(shape, &[x, w, b])?;
+        match self.store.device {
+            Device::Cuda(_) => {
+                let (dev, [], [xp, wp, bp], [op]) =
+                    self.store.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+                matmul::cuda::forward(&dev, &dims, xp, wp, op)?;
+                // In place: each element reads only itself.
+                super::elementwise::cuda::bias_add(&dev, op, bp, op, dims.m, dims.n)?;
+            }
+            Device::Cpu => {
+                let ([xv, wv, bv], [ov]) =
+                    self.store.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+                cpu::forward(&dims, xv, wv, bv, ov);
+            }
+        }
+        Ok(self.push(out, Op::Linear(Linear { x, w, b, out, dims })))
+    }
+}
+
+impl Linear {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        let (x, w, b, out, d) = (self.x, self.w, self.b, self.out, &self.dims);
+        match s.device {
+            Device::Cuda(_) => {
+                if x.requires_grad {
+                    let (dev, [], [wp, dy], [dx]) = s.cuda_io([], [Slot::Val(w), Slot::Grad(out)], [Slot::Grad(x)])?;
+                    matmul::cuda::backward_a(&dev, d, wp, dy, dx)?;
+                }
+                if w.requires_grad {
+                    let (dev, [], [xp, dy], [dw]) = s.cuda_io([], [Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
+                    matmul::cuda::backward_b(&dev, d, xp, dy, dw)?;
+                }
+                if b.requires_grad {
+                    let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(out)], [Slot::Grad(b)])?;
+                    super::elementwise::cuda::bias_backward(&dev, dy, db, d.m, d.n)?;
+                }
+            }
+            Device::Cpu => {
+                if x.requires_grad {
+                    let ([wv, dy], [dx]) = s.cpu_views([Slot::Val(w), Slot::Grad(out)], [Slot::Grad(x)])?;
+                    matmul::cpu::backward_a(d, wv, dy, dx);
+                }
+                if w.requires_grad {
+                    let ([xv, dy], [dw]) = s.cpu_views([Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
+                    matmul::cpu::backward_b(d, xv, dy, dw);
+                }
+                if b.requires_grad {
+                    let ([dy], [db]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(b)])?;
+                    super::elementwise::cpu::bias_backward(dy, db);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub mod cpu {
+    use super::MatDims;
+    use crate::float::Float;
+    use crate::ops::matmul::cpu::gemm;
+
+    /// out (M, N) = b (broadcast over rows), then out += x (M, K) · w (N, K)ᵀ.
+    pub fn forward<F: Float>(d: &MatDims, x: &[F], w: &[F], b: &[F], out: &mut [F]) {
+        for row in out.chunks_exact_mut(d.n) {
+            row.copy_from_slice(b);
+        }
+        let (k, threads) = (d.k as isize, rayon::current_num_threads());
+        gemm(d.m, d.n, d.k, out, (x, (k, 1)), (w, (1, k)), true, threads);
+    }
+}
