@@ -11,7 +11,7 @@ rm -rf "$out"
 mkdir -p "$out/bin"
 
 # Test binaries of the GPU suite, and the GPU benches, by name.
-tests=(kernels_compile cuda_parity cuda_parity_elementwise cuda_parity_layers cuda_parity_matmul cuda_parity_model cuda_parity_optim)
+tests=(kernels_compile cuda_parity cuda_parity_elementwise cuda_parity_layers cuda_parity_matmul cuda_parity_model cuda_parity_optim cuda_parity_golden)
 benches=(gpu_gemm gpu_memory)
 
 list_executables() { # cargo subcommand → "name path" lines of the built executables

@@ -75,6 +75,21 @@ impl Plan {
         Plan { micro_steps, epoch_ends, epoch_numbers }
     }
 
+    /// The epoch (1-based) of micro-step `micro`; a run longer than the plan (--max-steps)
+    /// repeats it, counting on.
+    pub fn epoch_at(&self, micro: usize, epochs: usize) -> usize {
+        let len = self.micro_steps.len().max(1);
+        let (repeat, m) = (micro / len, micro % len);
+        let i = self.epoch_ends.iter().position(|&e| m < e).unwrap_or(0);
+        self.epoch_numbers.get(i).copied().unwrap_or(1) + repeat * epochs
+    }
+
+    /// Whether an epoch (or stage) ends after micro-step `prev` and by micro-step `now`.
+    pub fn crosses_epoch_end(&self, prev: usize, now: usize) -> bool {
+        let len = self.micro_steps.len().max(1);
+        (prev / len..=now / len).any(|r| self.epoch_ends.iter().any(|&e| prev < r * len + e && r * len + e <= now))
+    }
+
     /// How many batches of each task the first `micro` micro-steps consumed.
     pub fn consumed(&self, micro: usize, tasks: usize) -> Vec<usize> {
         let mut counts = vec![0; tasks];
@@ -142,6 +157,14 @@ mod tests {
         let share0 = last.iter().filter(|&&t| t == 0).count() as f64 / last.len() as f64;
         let want = 8000f64.powf(0.2) / (8000f64.powf(0.2) + 2000f64.powf(0.2) + 1000f64.powf(0.2));
         assert!((share0 - want).abs() < 0.04, "{share0} vs {want}");
+    }
+
+    #[test]
+    fn epochs_are_counted_across_repeats() {
+        let p = Plan::new(Schedule::RoundRobin, &[30, 20], 10, 2, 1); // 3 micro-steps an epoch
+        assert_eq!((0..8).map(|m| p.epoch_at(m, 2)).collect::<Vec<_>>(), [1, 1, 1, 2, 2, 2, 3, 3]);
+        assert!(p.crosses_epoch_end(2, 3) && !p.crosses_epoch_end(3, 5) && p.crosses_epoch_end(5, 6));
+        assert!(p.crosses_epoch_end(8, 9), "the repeated plan's first epoch end");
     }
 
     #[test]

@@ -239,9 +239,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         state.step += 1;
         state.adam_step = opt.step;
         let micro_done = micro_at(state.step);
-        let epoch_index = plan.epoch_ends.iter().position(|&e| micro_done.min(micro_per_run) <= e).unwrap_or(0);
-        let epoch = plan.epoch_numbers.get(epoch_index).copied().unwrap_or(1)
-            + (micro_done.saturating_sub(1) / micro_per_run) * opts.epochs;
+        let epoch = plan.epoch_at(micro_done.saturating_sub(1), opts.epochs);
         let current: Vec<(String, f64)> = opts
             .tasks
             .iter()
@@ -263,10 +261,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             })?;
             running.iter_mut().for_each(|r| *r = (0.0, 0));
         }
-        let epoch_end = (micro_done.is_multiple_of(micro_per_run) && micro_done > 0)
-            || plan.epoch_ends.iter().any(|&e| {
-                micro_at(state.step - 1) < e && e <= micro_done.min(micro_per_run) && micro_done <= micro_per_run
-            });
+        let epoch_end = plan.crosses_epoch_end(micro_at(state.step - 1), micro_done);
         let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
         if epoch_end || periodic || state.step == total_steps {
             let (scores, combined) = evaluate_dev(&model, &mut tape, &mut tok, &data, opts.batch_size * 2)?;
