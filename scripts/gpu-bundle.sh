@@ -14,8 +14,9 @@ mkdir -p "$out/bin"
 tests=(kernels_compile cuda_parity cuda_parity_elementwise cuda_parity_layers cuda_parity_matmul cuda_parity_model cuda_parity_optim cuda_parity_golden)
 benches=(gpu_gemm gpu_memory)
 
-list_executables() { # cargo subcommand → "name path" lines of the built executables
-  cargo "$@" --release --no-run --message-format=json 2>/dev/null | python3 -c '
+trap 'echo "gpu-bundle: failed (line $LINENO)" >&2' ERR
+list_executables() { # cargo arguments → "name path" lines of the built executables
+  cargo "$@" --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -26,7 +27,7 @@ for line in sys.stdin:
 echo "gpu-bundle: building the test and bench binaries (release)"
 cargo test --release --no-run >/dev/null
 cargo bench --no-run >/dev/null
-{ list_executables test; list_executables bench; } | sort -u > "$out/.executables"
+{ list_executables test --release; list_executables bench; } | sort -u > "$out/.executables"
 for name in "${tests[@]}" "${benches[@]}"; do
   path=$(awk -v n="$name" '$1 == n { print $2; exit }' "$out/.executables")
   if [ -z "$path" ]; then
