@@ -33,7 +33,7 @@ for t in $(cat "$here/tests.txt"); do
   rc=$?
   secs=$(( $(date +%s) - start ))
   summary=$(grep -E "^test result:" "$logs/$t.log" | tail -1 | sed -E 's/test result: //; s/; finished in.*//')
-  skipped=$(grep -c "^skipped:" "$logs/$t.log")
+  skipped=$(grep -c "skipped:" "$logs/$t.log")
   status=$([ $rc -eq 0 ] && echo ok || echo FAILED)
   [ "$skipped" -gt 0 ] && status="$status (skipped $skipped)"
   rows+=("$(printf '%-26s %-16s %4ss  %s' "$t" "$status" "$secs" "${summary:-no summary}")")
