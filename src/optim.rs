@@ -148,20 +148,28 @@ pub mod cpu {
         bc2_sqrt: f64,
         grad_scale: f64,
     ) {
+        use rayon::prelude::*;
         let f = F::from_f64;
         let scale = f(grad_scale);
         let (decay, b1, b2, eps) = (f(1.0 - lr * c.weight_decay), f(c.beta1), f(c.beta2), f(c.eps));
         let (step_size, bc2_sqrt) = (f(step_size), f(bc2_sqrt));
-        for i in 0..p.len() {
-            let gi = g[i] * scale;
-            let pi = p[i] * decay;
-            let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
-            let vi = v[i] * b2 + (F::ONE - b2) * gi * gi;
-            let denom = vi.sqrt() / bc2_sqrt + eps;
-            p[i] = pi - step_size * (mi / denom);
-            m[i] = mi;
-            v[i] = vi;
-        }
+        // Element by element, so the parallel chunks change nothing.
+        const CHUNK: usize = 1 << 16;
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+            .for_each(|((p, g), (m, v))| {
+                for i in 0..p.len() {
+                    let gi = g[i] * scale;
+                    let pi = p[i] * decay;
+                    let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
+                    let vi = v[i] * b2 + (F::ONE - b2) * gi * gi;
+                    let denom = vi.sqrt() / bc2_sqrt + eps;
+                    p[i] = pi - step_size * (mi / denom);
+                    m[i] = mi;
+                    v[i] = vi;
+                }
+            });
     }
 
     /// The upper triangle (row by row) of the Gram matrix of `grads`, in f64.

@@ -92,7 +92,11 @@ impl<T: Element> Buffer<T> {
 
     pub fn fill_zero(&mut self, range: Range<usize>) -> Result<()> {
         match self {
-            Buffer::Cpu(v) => v[range].fill(T::default()),
+            // In parallel chunks: a pass's activation gradients are hundreds of megabytes.
+            Buffer::Cpu(v) => {
+                use rayon::prelude::*;
+                v[range].par_chunks_mut(1 << 18).for_each(|c| c.fill(T::default()));
+            }
             Buffer::Cuda(b) => {
                 if let Some(d) = &mut b.data
                     && !range.is_empty()

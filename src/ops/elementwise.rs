@@ -500,12 +500,21 @@ pub mod cpu {
     }
 
     /// dbias (N) += Σ_rows dy (rows, N).
+    /// Columns in parallel chunks, rows in order within each: the same sums as a plain loop.
     pub fn bias_backward<F: Float>(dy: &[F], db: &mut [F]) {
         let n = db.len();
-        for row in dy.chunks_exact(n) {
-            accumulate(row, db);
-        }
+        db.par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(ci, db)| {
+            let (c0, w) = (ci * COLUMN_CHUNK, db.len());
+            for row in dy.chunks_exact(n) {
+                for (d, &g) in db.iter_mut().zip(&row[c0..c0 + w]) {
+                    *d += g;
+                }
+            }
+        });
     }
+
+    /// Columns per parallel chunk of a column reduction (bias and layernorm gradients).
+    pub const COLUMN_CHUNK: usize = 64;
 
     pub fn scale<F: Float>(c: F, x: &[F], out: &mut [F]) {
         out.iter_mut().zip(x).for_each(|(o, &v)| *o = c * v);

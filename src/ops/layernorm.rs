@@ -281,13 +281,18 @@ pub mod cpu {
     }
 
     /// dgamma += Σ_rows dy · n̂.
+    /// Columns in parallel chunks, rows in order within each.
     pub fn backward_gamma<F: Float>(x: &[F], mean: &[F], rstd: &[F], dy: &[F], dg: &mut [F]) {
+        use crate::ops::elementwise::cpu::COLUMN_CHUNK;
         let c = dg.len();
-        for row in 0..mean.len() {
-            for j in 0..c {
-                let i = row * c + j;
-                dg[j] += dy[i] * (x[i] - mean[row]) * rstd[row];
+        dg.par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(ci, dg)| {
+            let c0 = ci * COLUMN_CHUNK;
+            for row in 0..mean.len() {
+                for (j, d) in dg.iter_mut().enumerate() {
+                    let i = row * c + c0 + j;
+                    *d += dy[i] * (x[i] - mean[row]) * rstd[row];
+                }
             }
-        }
+        });
     }
 }
