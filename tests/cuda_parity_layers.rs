@@ -150,3 +150,17 @@ fn mse() {
         tp.mse(x[0], y)
     });
 }
+
+#[test]
+fn split_heads_from_a_fused_projection() {
+    let Some(g) = gpu() else { return };
+    // q, k and v as column ranges of one (B, T, 3C) tensor, C = 384, 12 heads.
+    parity(&g, "split heads cols", &[&[3, 37, 1152]], F32_TOL, &|t, x| {
+        let q = t.split_heads_cols(x[0], 0, 384, 12)?;
+        let k = t.split_heads_cols(x[0], 384, 384, 12)?;
+        let v = t.split_heads_cols(x[0], 768, 384, 12)?;
+        let qk = t.add(q, k)?;
+        let s = t.mul(qk, v)?;
+        t.merge_heads(s)
+    });
+}

@@ -204,6 +204,14 @@ fn concat() {
 fn split_and_merge_heads() {
     check("split_heads", &[&[2, 5, 6]], &|t, x| t.split_heads(x[0], 3));
     check("merge_heads", &[&[2, 3, 5, 2]], &|t, x| t.merge_heads(x[0]));
+    // q, k, v out of one fused projection: three column ranges of a (B, T, 3C) tensor
+    check("split_heads_cols", &[&[2, 5, 18]], &|t, x| {
+        let q = t.split_heads_cols(x[0], 0, 6, 3)?;
+        let k = t.split_heads_cols(x[0], 6, 6, 3)?;
+        let v = t.split_heads_cols(x[0], 12, 6, 3)?;
+        let qk = t.mul(q, k)?;
+        t.mul(qk, v)
+    });
 }
 
 #[test]

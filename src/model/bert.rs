@@ -37,6 +37,27 @@ pub struct Layer {
     pub ln2_b: Tensor,
 }
 
+impl Layer {
+    /// The query, key and value projections as one (3C, C) weight and (3C) bias, when they lie
+    /// back to back in one arena (as `Bert::register` places them).
+    pub fn fused_qkv(&self) -> Option<(Tensor, Tensor)> {
+        let adjacent = |a: Tensor, b: Tensor| {
+            a.arena == b.arena && a.requires_grad == b.requires_grad && b.offset == a.offset + a.numel()
+        };
+        if !(adjacent(self.q_w, self.k_w)
+            && adjacent(self.k_w, self.v_w)
+            && adjacent(self.q_b, self.k_b)
+            && adjacent(self.k_b, self.v_b))
+        {
+            return None;
+        }
+        let (out, inp) = (self.q_w.dims()[0], self.q_w.dims()[1]);
+        let w = Tensor { shape: crate::tensor::Shape::new(&[3 * out, inp]).ok()?, ..self.q_w };
+        let b = Tensor { shape: crate::tensor::Shape::new(&[3 * out]).ok()?, ..self.q_b };
+        Some((w, b))
+    }
+}
+
 pub struct Pooler {
     pub w: Tensor, // (C, C)
     pub b: Tensor,
@@ -105,13 +126,21 @@ impl Bert {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = |s: &str| format!("encoder.layer.{l}.{s}");
+            // Query, key and value weights back to back, then their biases: together they are one
+            // (3C, C) weight and one (3C) bias, so the three projections run as one GEMM.
+            let q_w = add(p("attention.self.query.weight"), &[c, c], Weight)?;
+            let k_w = add(p("attention.self.key.weight"), &[c, c], Weight)?;
+            let v_w = add(p("attention.self.value.weight"), &[c, c], Weight)?;
+            let q_b = add(p("attention.self.query.bias"), &[c], Bias)?;
+            let k_b = add(p("attention.self.key.bias"), &[c], Bias)?;
+            let v_b = add(p("attention.self.value.bias"), &[c], Bias)?;
             layers.push(Layer {
-                q_w: add(p("attention.self.query.weight"), &[c, c], Weight)?,
-                q_b: add(p("attention.self.query.bias"), &[c], Bias)?,
-                k_w: add(p("attention.self.key.weight"), &[c, c], Weight)?,
-                k_b: add(p("attention.self.key.bias"), &[c], Bias)?,
-                v_w: add(p("attention.self.value.weight"), &[c, c], Weight)?,
-                v_b: add(p("attention.self.value.bias"), &[c], Bias)?,
+                q_w,
+                q_b,
+                k_w,
+                k_b,
+                v_w,
+                v_b,
                 o_w: add(p("attention.output.dense.weight"), &[c, c], Weight)?,
                 o_b: add(p("attention.output.dense.bias"), &[c], Bias)?,
                 ln1_g: add(p("attention.output.LayerNorm.weight"), &[c], NormGain)?,
@@ -171,12 +200,22 @@ impl Bert {
         let scale = 1.0 / (cfg.head_size() as f64).sqrt();
         for l in &self.layers[..n] {
             let heads = cfg.num_attention_heads;
-            let q = linear(tape, x, l.q_w, l.q_b)?;
-            let q = tape.split_heads(q, heads)?; // (B, NH, T, HS)
-            let k = linear(tape, x, l.k_w, l.k_b)?;
-            let k = tape.split_heads(k, heads)?;
-            let v = linear(tape, x, l.v_w, l.v_b)?;
-            let v = tape.split_heads(v, heads)?;
+            let (q, k, v) = match l.fused_qkv() {
+                Some((w, b)) => {
+                    let c = cfg.hidden_size;
+                    let qkv = linear(tape, x, w, b)?; // (B, T, 3C)
+                    let q = tape.split_heads_cols(qkv, 0, c, heads)?; // (B, NH, T, HS)
+                    let k = tape.split_heads_cols(qkv, c, c, heads)?;
+                    let v = tape.split_heads_cols(qkv, 2 * c, c, heads)?;
+                    (q, k, v)
+                }
+                None => {
+                    let q = linear(tape, x, l.q_w, l.q_b)?;
+                    let k = linear(tape, x, l.k_w, l.k_b)?;
+                    let v = linear(tape, x, l.v_w, l.v_b)?;
+                    (tape.split_heads(q, heads)?, tape.split_heads(k, heads)?, tape.split_heads(v, heads)?)
+                }
+            };
             let scores = tape.matmul(q, k, false, true)?; // (B, NH, T, T)
             let probs = tape.attention_softmax(scores, mask, scale)?;
             let probs = tape.dropout(probs, p_attn)?;
