@@ -41,6 +41,9 @@ rm "$out/.executables"
 printf '%s\n' "${tests[@]}" > "$out/tests.txt"
 printf '%s\n' "${benches[@]}" > "$out/benches.txt"
 git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || echo unknown > "$out/commit.txt"
+# Slices of the CS224N files for the short fine-tuning runs (tests/common/runs.rs).
+mkdir -p "$out/data"
+for f in ../shared/data/*.csv; do head -n 201 "$f" > "$out/data/$(basename "$f")"; done
 cp scripts/gpu-run.sh "$out/run.sh"
 chmod +x "$out/run.sh"
 size=$(du -sm "$out" | cut -f1)

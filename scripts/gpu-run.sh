@@ -6,6 +6,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 logs="${OUT:-$here/out}"
 mkdir -p "$logs"
 export ENGINE_KERNEL_CACHE="${ENGINE_KERNEL_CACHE:-$here/kernel-cache}"
+export ENGINE_TEST_DATA="${ENGINE_TEST_DATA:-$here/data}"
 
 # libnvrtc: the toolkit's, or the PyPI wheel PyTorch brings.
 if [ -z "${ENGINE_NVRTC_DIR:-}" ]; then

@@ -1,5 +1,5 @@
-//! `engine finetune`, `eval` and `predict` end to end on a tiny BERT (random weights, the default
-//! checkpoint's tokenizer) and tiny slices of the CS224N files: resume equals the uninterrupted
+//! `engine finetune`, `eval` and `predict` end to end on a tiny BERT (random weights, a WordPiece
+//! vocab.txt of its own) and tiny slices of the CS224N files: resume equals the uninterrupted
 //! run bit for bit, the same seed gives the same metrics, prediction files have the course's
 //! layout, and bad input gives one clear error with nothing half-written.
 

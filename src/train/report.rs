@@ -157,7 +157,12 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     let max_step = records.iter().map(Record::step).max().unwrap_or(1).max(1) as f64;
-    let mut panel = |x0: f64, title: &str, series: Vec<(String, Vec<(f64, f64)>)>, fixed: Option<(f64, f64)>| {
+    // Evaluations are few: their points get markers, so that a single one shows.
+    let mut panel = |x0: f64,
+                     title: &str,
+                     series: Vec<(String, Vec<(f64, f64)>)>,
+                     fixed: Option<(f64, f64)>,
+                     markers: bool| {
         let (y0, ph) = (pad, h - 2.0 * pad);
         let all: Vec<f64> = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).collect();
         let (lo, hi) = fixed.unwrap_or_else(|| {
@@ -189,6 +194,11 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
                     "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
                     d.join(" ")
                 );
+            }
+            if markers {
+                for (s, v) in pts {
+                    svg += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>\n", sx(*s), sy(*v));
+                }
             }
             svg +=
                 &format!("<text x=\"{}\" y=\"{}\" fill=\"{c}\">{name}</text>\n", x0 + 8.0, y0 + 16.0 + 14.0 * i as f64);
@@ -223,8 +233,8 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
         })
         .collect();
     eval_series.push(("combined".to_string(), combined));
-    panel(pad, "training loss per task", loss_series, None);
-    panel(2.0 * pad + panel_w, "dev metrics (accuracy; Pearson r for STS)", eval_series, Some((-0.1, 1.0)));
+    panel(pad, "training loss per task", loss_series, None, false);
+    panel(2.0 * pad + panel_w, "dev metrics (accuracy; Pearson r for STS)", eval_series, Some((-0.1, 1.0)), true);
     svg += "</svg>\n";
     crate::util::write_atomically(path, svg.as_bytes())
 }

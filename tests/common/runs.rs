@@ -1,11 +1,12 @@
-//! Tiny fine-tuning runs: a tiny BERT folder (random weights, the default checkpoint's tokenizer)
-//! and tiny slices of the CS224N files, in scratch folders.
+//! Tiny fine-tuning runs: a tiny BERT folder (random weights, a WordPiece vocab.txt of its own,
+//! so the tokenizer's vocab.txt path is exercised and no checkpoint is needed) and tiny slices of
+//! the CS224N files, in scratch folders. The data come from ../shared/data, or from
+//! $ENGINE_TEST_DATA (the GPU bundle ships slices there).
 
 use engine::model::BertConfig;
 use engine::model::bert::Bert;
-use engine::model::checkpoint::default_model_dir;
 use engine::{Device, Tape};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub fn scratch(name: &str) -> PathBuf {
@@ -15,15 +16,44 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A tiny BERT folder: random weights, the default checkpoint's tokenizer (vocabulary 30522).
+/// Where the CS224N files are.
+pub fn data_source() -> PathBuf {
+    std::env::var_os("ENGINE_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+}
+
+/// An uncased WordPiece vocabulary of the words (split on whitespace and punctuation, as BERT's
+/// pre-tokenizer does) of the first `n` records of every file, after BERT's special tokens.
+fn vocabulary(src: &Path, n: usize) -> Vec<String> {
+    let mut words = BTreeSet::new();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "csv") {
+            for line in std::fs::read_to_string(&p).unwrap().lines().take(n + 1) {
+                let lower = line.to_lowercase();
+                for w in lower.split(|c: char| c.is_whitespace() || c.is_ascii_punctuation()).filter(|w| !w.is_empty())
+                {
+                    words.insert(w.to_string());
+                }
+                for c in lower.chars().filter(|c| c.is_ascii_punctuation()) {
+                    words.insert(c.to_string());
+                }
+            }
+        }
+    }
+    let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from);
+    special.into_iter().chain(words).collect()
+}
+
+/// A tiny BERT folder (hidden 32, 2 layers, 4 heads) with random weights and its own vocab.txt.
 pub fn tiny_model(tag: &str) -> PathBuf {
     let dir = scratch(&format!("model-{tag}"));
-    let base = default_model_dir().expect("the default checkpoint's tokenizer is needed: run weights/fetch.sh");
-    for f in ["tokenizer.json", "vocab.txt"] {
-        std::fs::copy(base.join(f), dir.join(f)).unwrap();
-    }
-    let cfg = BertConfig::tiny(30522, 32, 2, 4, 37, 128);
-    let json = serde_json::json!({"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    let vocab = vocabulary(&data_source(), 64);
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    let v = vocab.len();
+    let cfg = BertConfig::tiny(v, 32, 2, 4, 37, 128);
+    let json = serde_json::json!({"vocab_size": v, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
         "intermediate_size": 37, "max_position_embeddings": 128, "type_vocab_size": 2, "hidden_act": "gelu"});
     std::fs::write(dir.join("config.json"), json.to_string()).unwrap();
     let mut tape = Tape::<f32>::new(Device::Cpu);
@@ -37,8 +67,7 @@ pub fn tiny_model(tag: &str) -> PathBuf {
 /// The first `n` records of every CS224N file (the header kept).
 pub fn tiny_data(n: usize, tag: &str) -> PathBuf {
     let dir = scratch(&format!("data{n}-{tag}"));
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    for e in std::fs::read_dir(&src).unwrap() {
+    for e in std::fs::read_dir(data_source()).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "csv") {
             let text = std::fs::read_to_string(&p).unwrap();
