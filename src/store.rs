@@ -201,11 +201,6 @@ impl<F: Float> Store<F> {
         (&mut self.params, &mut self.grads)
     }
 
-    /// The whole trainable parameter arena.
-    pub fn params_buffer(&self) -> &Buffer<F> {
-        &self.params
-    }
-
     fn buf(&self, id: BufId) -> &Buffer<F> {
         match id {
             BufId::Params => &self.params,

@@ -86,22 +86,24 @@ fn load_data(args: &FinetuneArgs) -> Result<Vec<TaskData>> {
 }
 
 /// Evaluates every task on its dev set; returns the scores and the combined score.
+/// Every task's dev predictions and scores, and the combined score.
 fn evaluate_dev(
     model: &MultiTaskModel,
     tape: &mut Tape<f32>,
     tok: &mut Tokenizer,
     data: &[TaskData],
     batch: usize,
-) -> Result<(Vec<Score>, f64)> {
-    let mut scores = Vec::new();
+) -> Result<(Vec<(Task, evaluate::Predictions)>, Vec<Score>, f64)> {
+    let (mut preds, mut scores) = (Vec::new(), Vec::new());
     for (task, d) in model.tasks.iter().zip(data) {
         if let Some(dev) = &d.dev {
-            let (_, s) = evaluate::predict(model, tape, tok, *task, &dev.examples, batch)?;
+            let (p, s) = evaluate::predict(model, tape, tok, *task, &dev.examples, batch)?;
+            preds.push((*task, p));
             scores.extend(s);
         }
     }
     let c = evaluate::combined(&scores);
-    Ok((scores, c))
+    Ok((preds, scores, c))
 }
 
 /// Writes dev and test predictions of every task under `dir`, in the CS224N layout.
@@ -197,6 +199,8 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let mut running = vec![(0.0f64, 0usize); opts.tasks.len()];
     let mut losses = Vec::new();
     let mut stopped_early = false;
+    // The best evaluation of this process: its dev predictions need not be computed again.
+    let mut best_dev: Option<(Vec<(Task, evaluate::Predictions)>, Vec<Score>)> = None;
     tape.set_training(true);
     while state.step < total_steps {
         tape.store.zero_grads()?;
@@ -264,7 +268,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         let epoch_end = plan.crosses_epoch_end(micro_at(state.step - 1), micro_done);
         let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
         if epoch_end || periodic || state.step == total_steps {
-            let (scores, combined) = evaluate_dev(&model, &mut tape, &mut tok, &data, opts.batch_size * 2)?;
+            let (preds, scores, combined) = evaluate_dev(&model, &mut tape, &mut tok, &data, opts.batch_size * 2)?;
             let named: Vec<(String, f64)> = scores.iter().map(|s| (s.task.name().to_string(), s.value)).collect();
             progress.note(&format!(
                 "step {} (epoch {epoch}): dev {} combined {combined:.4}",
@@ -282,6 +286,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 state.best_combined = Some(combined);
                 state.best_step = state.step;
                 checkpoint::save(&best_dir, &tape.store, &base, &opts, None)?;
+                best_dev = Some((preds, scores.clone()));
             }
             checkpoint::save(&last_dir, &tape.store, &base, &opts, Some((&opt, &state)))?;
             report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
@@ -296,14 +301,26 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
 
     let mut best = Vec::new();
     if !stopped_early {
-        // Predictions for dev and test come from the best checkpoint.
-        checkpoint::load_params(&best_dir, &mut tape.store)?;
+        // Predictions for dev and test come from the best checkpoint; dev's are kept from its
+        // evaluation when this process made it, and the weights reloaded only when they moved on.
+        if state.best_step != state.step {
+            checkpoint::load_params(&best_dir, &mut tape.store)?;
+        }
         let mut sets: Vec<(Task, &Dataset)> = Vec::new();
         for (task, d) in opts.tasks.iter().zip(&data) {
-            sets.extend(d.dev.iter().map(|s| (*task, s)));
+            if best_dev.is_none() {
+                sets.extend(d.dev.iter().map(|s| (*task, s)));
+            }
             sets.extend(d.test.iter().map(|s| (*task, s)));
         }
         best = write_predictions(&model, &mut tape, &mut tok, &sets, &pred_dir, opts.batch_size * 2)?;
+        if let Some((preds, scores)) = best_dev {
+            for (task, p) in preds {
+                let name = task.prediction_file_name(Split::Dev).expect("dev has a prediction file");
+                cs224n::write_predictions(task, &pred_dir.join(name), &p)?;
+            }
+            best = scores;
+        }
         report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
     }
     Ok(Summary {
