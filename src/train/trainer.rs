@@ -86,6 +86,9 @@ fn load_data(args: &FinetuneArgs) -> Result<Vec<TaskData>> {
 }
 
 /// Evaluates every task on its dev set; returns the scores and the combined score.
+/// Dev predictions per task.
+type TaskPredictions = Vec<(Task, evaluate::Predictions)>;
+
 /// Every task's dev predictions and scores, and the combined score.
 fn evaluate_dev(
     model: &MultiTaskModel,
@@ -93,7 +96,7 @@ fn evaluate_dev(
     tok: &mut Tokenizer,
     data: &[TaskData],
     batch: usize,
-) -> Result<(Vec<(Task, evaluate::Predictions)>, Vec<Score>, f64)> {
+) -> Result<(TaskPredictions, Vec<Score>, f64)> {
     let (mut preds, mut scores) = (Vec::new(), Vec::new());
     for (task, d) in model.tasks.iter().zip(data) {
         if let Some(dev) = &d.dev {
@@ -200,7 +203,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let mut losses = Vec::new();
     let mut stopped_early = false;
     // The best evaluation of this process: its dev predictions need not be computed again.
-    let mut best_dev: Option<(Vec<(Task, evaluate::Predictions)>, Vec<Score>)> = None;
+    let mut best_dev: Option<(TaskPredictions, Vec<Score>)> = None;
     tape.set_training(true);
     while state.step < total_steps {
         tape.store.zero_grads()?;
