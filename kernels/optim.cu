@@ -22,6 +22,21 @@ extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float*
     }
 }
 
+// PCGrad's combination: dst = w0·dst + Σ_{j<k} w_{j+1}·g_j over n floats (unused pointers may be
+// null). Each element reads only itself, so dst may be one of the task gradients.
+extern "C" __global__ void weighted_sum(float* dst, const float* g0, const float* g1, const float* g2, const float* g3,
+                                        const float* g4, const float* g5, const float* g6, float w0, float w1,
+                                        float w2, float w3, float w4, float w5, float w6, float w7, u32 k, u64 n) {
+    const float* g[7] = {g0, g1, g2, g3, g4, g5, g6};
+    const float w[7] = {w1, w2, w3, w4, w5, w6, w7};
+    GRID_STRIDE(i, n) {
+        float acc = w0 * dst[i];
+        for (u32 j = 0; j < 7; j++)
+            if (j < k) acc += w[j] * g[j][i];
+        dst[i] = acc;
+    }
+}
+
 #define MAX_TASKS 8
 #define MAX_PAIRS (MAX_TASKS * (MAX_TASKS + 1) / 2)
 

@@ -5,7 +5,9 @@ use engine::data::cs224n::{Split, Task};
 use engine::device::{Device, DeviceChoice};
 use engine::embed::{EmbedOptions, Pooling, embed};
 use engine::model::checkpoint::default_model_dir;
+use engine::model::lora::{LoraConfig, Target};
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
+use engine::train::pcgrad::Reduction;
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 use std::path::PathBuf;
 
@@ -69,6 +71,17 @@ enum Command {
         out: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
+    },
+    /// Fold a LoRA checkpoint's adapters into its base model: writes a plain Hugging Face BERT
+    /// folder (model.safetensors with the task heads as head.*, config.json, tokenizer files,
+    /// train.json), which `engine eval`, `engine predict` and other tools read as any checkpoint.
+    Merge {
+        /// A folder written by `engine finetune --lora R` (out/best or out/last).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The folder to write (replaced atomically if it exists).
+        #[arg(long)]
+        output: PathBuf,
     },
     /// Predict one task's file (CS224N format in) with a fine-tuned checkpoint (CS224N format out).
     Predict {
@@ -189,8 +202,9 @@ struct FinetuneCli {
     /// Loss weights, e.g. sst=1,quora=0.5,sts=1 (unnamed tasks: 1).
     #[arg(long, value_delimiter = ',')]
     task_weights: Vec<String>,
-    #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
+    /// Peak learning rate (default: 1e-4; 1e-3 with --lora, whose adapters start from zero).
+    #[arg(long)]
+    lr: Option<f64>,
     /// Decoupled weight decay, on every parameter.
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
@@ -230,6 +244,25 @@ struct FinetuneCli {
     eval_every: usize,
     #[arg(long, default_value_t = 10)]
     log_every: usize,
+    /// PCGrad: project each task's gradient of the shared parameters away from the others' where
+    /// they conflict (Yu et al. 2020). Statistics go to metrics.jsonl and pcgrad.svg.
+    #[arg(long)]
+    pcgrad: bool,
+    /// How PCGrad combines the projected task gradients.
+    #[arg(long, value_enum, default_value_t = Reduction::Sum, requires = "pcgrad")]
+    pcgrad_reduction: Reduction,
+    /// LoRA rank: train low-rank adapters (and the heads) with the encoder frozen.
+    #[arg(long, value_name = "R")]
+    lora: Option<usize>,
+    /// LoRA's α: the adapters are scaled by α/R (default: R).
+    #[arg(long, value_name = "A", requires = "lora")]
+    lora_alpha: Option<f64>,
+    /// Dropout on the adapters' inputs.
+    #[arg(long, value_name = "P", default_value_t = 0.0, requires = "lora")]
+    lora_dropout: f64,
+    /// The linears that get adapters: any of query,key,value,attn_out,ffn_in,ffn_out.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "query,value", requires = "lora")]
+    lora_targets: Vec<Target>,
     /// Stop after N steps as an interruption would (out/last is saved; continue with --resume).
     #[arg(long)]
     stop_after: Option<usize>,
@@ -268,7 +301,7 @@ impl FinetuneCli {
             pair_encoding: self.pair_encoding,
             head_hidden: self.head_hidden,
             schedule: self.schedule,
-            lr: self.lr,
+            lr: self.lr.unwrap_or(if self.lora.is_some() { 1e-3 } else { 1e-4 }),
             weight_decay: self.weight_decay,
             beta1: self.betas[0],
             beta2: self.betas[1],
@@ -286,6 +319,14 @@ impl FinetuneCli {
             max_steps: self.max_steps,
             eval_every: self.eval_every,
             log_every: self.log_every,
+            pcgrad: self.pcgrad,
+            pcgrad_reduction: self.pcgrad_reduction,
+            lora: self.lora.map(|rank| LoraConfig {
+                rank,
+                alpha: self.lora_alpha.unwrap_or(rank as f64),
+                dropout: self.lora_dropout,
+                targets: self.lora_targets.clone(),
+            }),
         })
     }
 }
@@ -367,6 +408,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("predictions in {}", out.display());
+        }
+        Command::Merge { checkpoint, output } => {
+            let n = engine::train::checkpoint::merge(&checkpoint, &output)?;
+            println!("merged {n} adapters into {}", output.display());
         }
         Command::Predict { checkpoint, task, input, output, device } => {
             let text = engine::train::evaluate::predict_file(&checkpoint, task, &input, Device::select(device)?)?;

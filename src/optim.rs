@@ -132,6 +132,39 @@ pub fn pairwise_dots<F: Float>(device: &Device, grads: &[&Buffer<F>], n: usize) 
     Ok(full)
 }
 
+/// dst[x] = weights[0]·dst[x] + Σ_j weights[j+1]·others[j][x] for x in `range` (PCGrad's combination;
+/// at most 7 others).
+pub fn weighted_sum<F: Float>(
+    device: &Device,
+    dst: &mut Buffer<F>,
+    others: &[&Buffer<F>],
+    weights: &[f64],
+    range: std::ops::Range<usize>,
+) -> Result<()> {
+    if weights.len() != others.len() + 1 || others.len() > 7 {
+        return Err(Error::Config(format!("weighted_sum: {} weights for {} buffers", weights.len(), others.len() + 1)));
+    }
+    if range.end > dst.len() || others.iter().any(|o| o.len() < range.end) {
+        return Err(Error::Config(format!("weighted_sum: range {range:?} exceeds a buffer")));
+    }
+    if range.is_empty() {
+        return Ok(());
+    }
+    match device {
+        Device::Cpu => {
+            let srcs: Vec<&[F]> = others.iter().map(|o| &o.cpu().expect("cpu buffer")[range.clone()]).collect();
+            cpu::weighted_sum(&mut dst.cpu_mut().expect("cpu buffer")[range], &srcs, weights);
+        }
+        Device::Cuda(dev) => {
+            let size = std::mem::size_of::<F>() as u64;
+            let at = |b: &Buffer<F>| b.device_ptr().unwrap_or(0) + range.start as u64 * size;
+            let srcs: Vec<u64> = others.iter().map(|o| at(o)).collect();
+            cuda::weighted_sum(dev, at(dst), &srcs, weights, range.len())?;
+        }
+    }
+    Ok(())
+}
+
 pub mod cpu {
     use super::AdamWConfig;
     use crate::float::Float;
@@ -172,16 +205,57 @@ pub mod cpu {
             });
     }
 
-    /// The upper triangle (row by row) of the Gram matrix of `grads`, in f64.
+    /// Elements per parallel chunk: k chunks of this size stay in L2 while every pair reads them.
+    const DOT_CHUNK: usize = 1 << 12;
+
+    /// The upper triangle (row by row) of the Gram matrix of `grads`, in f64: chunk sums in
+    /// parallel, added in chunk order, so the result does not depend on the thread count.
     pub fn pairwise_dots<F: Float>(grads: &[&[F]]) -> Vec<f64> {
+        use rayon::prelude::*;
         let k = grads.len();
-        let mut out = Vec::with_capacity(k * (k + 1) / 2);
-        for i in 0..k {
-            for j in i..k {
-                out.push(grads[i].iter().zip(grads[j]).map(|(a, b)| a.to_f64() * b.to_f64()).sum());
-            }
+        let n = grads.iter().map(|g| g.len()).min().unwrap_or(0);
+        let pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i..k).map(move |j| (i, j))).collect();
+        let partials: Vec<Vec<f64>> = (0..n.div_ceil(DOT_CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let r = c * DOT_CHUNK..((c + 1) * DOT_CHUNK).min(n);
+                pairs.iter().map(|&(i, j)| dot(&grads[i][r.clone()], &grads[j][r.clone()])).collect()
+            })
+            .collect();
+        let mut out = vec![0.0; pairs.len()];
+        for p in partials {
+            out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
         }
         out
+    }
+
+    /// a · b in f64 with eight independent accumulators (so that it vectorises).
+    fn dot<F: Float>(a: &[F], b: &[F]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for l in 0..8 {
+                acc[l] += x[l].to_f64() * y[l].to_f64();
+            }
+        }
+        let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
+        acc.iter().sum::<f64>() + tail
+    }
+
+    /// dst = w[0]·dst + Σ_j w[j+1]·srcs[j], element by element, in parallel chunks.
+    pub fn weighted_sum<F: Float>(dst: &mut [F], srcs: &[&[F]], weights: &[f64]) {
+        use rayon::prelude::*;
+        let w: Vec<F> = weights.iter().map(|&x| F::from_f64(x)).collect();
+        const CHUNK: usize = 1 << 15;
+        dst.par_chunks_mut(CHUNK).enumerate().for_each(|(c, d)| {
+            let start = c * CHUNK;
+            d.iter_mut().for_each(|x| *x = *x * w[0]);
+            for (s, &wj) in srcs.iter().zip(&w[1..]) {
+                let s = &s[start..start + d.len()];
+                d.iter_mut().zip(s).for_each(|(x, &y)| *x += wj * y);
+            }
+        });
     }
 }
 
@@ -223,6 +297,17 @@ pub mod cuda {
             f(grad_scale),
         ];
         dev.launch(FILE, "adamw_step", grid, block, 0, &args)
+    }
+
+    /// dst = w[0]·dst + Σ_j w[j+1]·srcs[j] over n floats (up to 7 sources), one launch.
+    pub fn weighted_sum(dev: &Cuda, dst: u64, srcs: &[u64], weights: &[f64], n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let mut args = vec![Arg::Ptr(dst)];
+        args.extend((0..7).map(|i| Arg::Ptr(srcs.get(i).copied().unwrap_or(0))));
+        args.extend((0..8).map(|i| Arg::F32(weights.get(i).copied().unwrap_or(0.0) as f32)));
+        args.push(Arg::U32(srcs.len() as u32));
+        args.push(Arg::U64(n as u64));
+        dev.launch(FILE, "weighted_sum", grid, block, 0, &args)
     }
 
     /// The upper triangle of the Gram matrix of up to 8 gradients (n floats each), one launch.

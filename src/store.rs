@@ -196,6 +196,20 @@ impl<F: Float> Store<F> {
         &self.grads
     }
 
+    /// Exchanges the gradient arena with `other` (same length): PCGrad routes each task's backward
+    /// passes into its own buffer this way, without copying.
+    pub fn swap_grads(&mut self, other: &mut Buffer<F>) -> Result<()> {
+        if other.len() != self.grads.len() {
+            return Err(Error::Config(format!(
+                "a gradient buffer of {} values swapped for the arena of {}",
+                other.len(),
+                self.grads.len()
+            )));
+        }
+        std::mem::swap(&mut self.grads, other);
+        Ok(())
+    }
+
     /// The trainable parameter arena and its gradients, for an optimizer step over both.
     pub fn params_and_grads_mut(&mut self) -> (&mut Buffer<F>, &mut Buffer<F>) {
         (&mut self.params, &mut self.grads)

@@ -3,6 +3,7 @@
 //! checkpoint maps onto them one to one.
 
 use super::config::BertConfig;
+use super::lora::{Lora, Target};
 use crate::error::Result;
 use crate::float::Float;
 use crate::rng::Rng;
@@ -68,6 +69,8 @@ pub struct Bert {
     pub emb: Embeddings,
     pub layers: Vec<Layer>,
     pub pooler: Option<Pooler>,
+    /// Low-rank adapters on the encoder's linears, when attached.
+    pub lora: Option<Lora>,
 }
 
 /// How token states (B, T, C) become one vector per sequence (B, C).
@@ -161,7 +164,7 @@ impl Bert {
         } else {
             None
         };
-        Ok(Bert { config: config.clone(), emb, layers, pooler })
+        Ok(Bert { config: config.clone(), emb, layers, pooler, lora: None })
     }
 
     /// A randomly initialised, fully trainable BERT (Hugging Face's init: N(0, std) weights,
@@ -198,21 +201,33 @@ impl Bert {
         let x = tape.layernorm(x, e.ln_g, e.ln_b, eps)?;
         let mut x = tape.dropout(x, p_hidden)?;
         let scale = 1.0 / (cfg.head_size() as f64).sqrt();
-        for l in &self.layers[..n] {
+        for (li, l) in self.layers[..n].iter().enumerate() {
             let heads = cfg.num_attention_heads;
+            // y = x·wᵀ + b, plus the layer's adapter on `target` if it has one.
+            let proj = |tape: &mut Tape<F>, x: Tensor, w: Tensor, b: Tensor, target: Target| -> Result<Tensor> {
+                let y = linear(tape, x, w, b)?;
+                self.add_adapter(tape, li, target, x, y)
+            };
             let (q, k, v) = match l.fused_qkv() {
                 Some((w, b)) => {
                     let c = cfg.hidden_size;
                     let qkv = linear(tape, x, w, b)?; // (B, T, 3C)
-                    let q = tape.split_heads_cols(qkv, 0, c, heads)?; // (B, NH, T, HS)
-                    let k = tape.split_heads_cols(qkv, c, c, heads)?;
-                    let v = tape.split_heads_cols(qkv, 2 * c, c, heads)?;
-                    (q, k, v)
+                    let mut split = Vec::with_capacity(3);
+                    for (i, target) in [Target::Query, Target::Key, Target::Value].into_iter().enumerate() {
+                        let mut h = tape.split_heads_cols(qkv, i * c, c, heads)?; // (B, NH, T, HS)
+                        if let (Some(ad), Some(lora)) = (self.adapter(li, target), &self.lora) {
+                            let d = lora.delta(tape, ad, x)?; // (B, T, C)
+                            let d = tape.split_heads(d, heads)?;
+                            h = tape.add(h, d)?;
+                        }
+                        split.push(h);
+                    }
+                    (split[0], split[1], split[2])
                 }
                 None => {
-                    let q = linear(tape, x, l.q_w, l.q_b)?;
-                    let k = linear(tape, x, l.k_w, l.k_b)?;
-                    let v = linear(tape, x, l.v_w, l.v_b)?;
+                    let q = proj(tape, x, l.q_w, l.q_b, Target::Query)?;
+                    let k = proj(tape, x, l.k_w, l.k_b, Target::Key)?;
+                    let v = proj(tape, x, l.v_w, l.v_b, Target::Value)?;
                     (tape.split_heads(q, heads)?, tape.split_heads(k, heads)?, tape.split_heads(v, heads)?)
                 }
             };
@@ -221,18 +236,33 @@ impl Bert {
             let probs = tape.dropout(probs, p_attn)?;
             let ctx = tape.matmul(probs, v, false, false)?; // (B, NH, T, HS)
             let ctx = tape.merge_heads(ctx)?; // (B, T, C)
-            let a = linear(tape, ctx, l.o_w, l.o_b)?;
+            let a = proj(tape, ctx, l.o_w, l.o_b, Target::AttnOut)?;
             let a = tape.dropout(a, p_hidden)?;
             let a = tape.add(a, x)?;
             let h = tape.layernorm(a, l.ln1_g, l.ln1_b, eps)?;
-            let f = linear(tape, h, l.ffn_in_w, l.ffn_in_b)?; // (B, T, I)
+            let f = proj(tape, h, l.ffn_in_w, l.ffn_in_b, Target::FfnIn)?; // (B, T, I)
             let f = tape.gelu(f)?;
-            let f = linear(tape, f, l.ffn_out_w, l.ffn_out_b)?; // (B, T, C)
+            let f = proj(tape, f, l.ffn_out_w, l.ffn_out_b, Target::FfnOut)?; // (B, T, C)
             let f = tape.dropout(f, p_hidden)?;
             let f = tape.add(f, h)?;
             x = tape.layernorm(f, l.ln2_g, l.ln2_b, eps)?;
         }
         Ok(x)
+    }
+
+    fn adapter(&self, layer: usize, target: Target) -> Option<super::lora::Adapter> {
+        self.lora.as_ref().and_then(|l| l.adapter(layer, target))
+    }
+
+    /// `y` plus the adapter's (α/R)·B(A x) when layer `layer` has one on `target`.
+    fn add_adapter<F: Float>(&self, tape: &mut Tape<F>, layer: usize, target: Target, x: Tensor, y: Tensor) -> Result<Tensor> {
+        match (self.adapter(layer, target), &self.lora) {
+            (Some(ad), Some(lora)) => {
+                let d = lora.delta(tape, ad, x)?;
+                tape.add(y, d)
+            }
+            _ => Ok(y),
+        }
     }
 
     /// The pooler: tanh(W · h[:, 0] + b) (B, C). Errors when the checkpoint has none.

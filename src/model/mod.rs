@@ -4,6 +4,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod heads;
+pub mod lora;
 pub mod safetensors;
 
 pub use bert::{Bert, linear};

@@ -1,12 +1,16 @@
 //! Fine-tuned checkpoints: a Hugging Face-layout folder (model.safetensors with the encoder under
 //! its usual names and the heads as `head.*`, config.json, the tokenizer files) plus `train.json`
 //! (the options), and for resuming, the training state (`optimizer.safetensors`, `state.json`).
+//! A LoRA run's folder holds only what it trained, as PEFT lays it out: `adapter_model.safetensors`
+//! (adapters and heads) and `adapter_config.json`, which names the base model it adapts.
 //! Every folder is written beside its destination and renamed into place, so a crash never leaves
 //! a half-written checkpoint.
 
 use super::options::TrainOptions;
 use crate::error::{Error, Result};
+use crate::model::Checkpoint;
 use crate::model::safetensors::{self, SafeTensors};
+use crate::tensor::Arena;
 use crate::optim::AdamW;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
@@ -53,21 +57,66 @@ fn write_folder(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()
     Ok(())
 }
 
-/// Every parameter (trainable and frozen) as (name, shape, values).
-fn all_params(store: &Store<f32>) -> Result<Vec<safetensors::NamedTensor>> {
-    store.params().map(|(n, t)| Ok((n.to_string(), t.dims().to_vec(), store.read(t)?))).collect()
+/// A full model's weights.
+const MODEL_FILE: &str = "model.safetensors";
+/// A LoRA run's adapters and heads, and what they adapt.
+const ADAPTER_FILE: &str = "adapter_model.safetensors";
+const ADAPTER_CONFIG: &str = "adapter_config.json";
+
+/// adapter_config.json, with PEFT's field names.
+#[derive(Debug, Serialize, Deserialize)]
+struct AdapterConfig {
+    peft_type: String,
+    /// The base model folder, absolute.
+    base_model_name_or_path: PathBuf,
+    r: usize,
+    lora_alpha: f64,
+    lora_dropout: f64,
+    target_modules: Vec<String>,
 }
 
-/// Writes the model folder `dir`: weights, the base model's config and tokenizer files, the
-/// options; with `state`, also the optimizer moments and the position, for `--resume`.
+/// Parameters as (name, shape, values): every one, or only the trainable ones.
+fn params(store: &Store<f32>, trainable_only: bool) -> Result<Vec<safetensors::NamedTensor>> {
+    store
+        .params()
+        .filter(|(_, t)| !trainable_only || t.arena == Arena::Param)
+        .map(|(n, t)| Ok((n.to_string(), t.dims().to_vec(), store.read(t)?)))
+        .collect()
+}
+
+fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
+    for f in TOKENIZER_FILES {
+        let src = from.join(f);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(f)).map_err(io(&src))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the model folder `dir`: weights (with LoRA: adapters and heads only, over `base_model`),
+/// the config and tokenizer files of the folder `files`, the options; with `state`, also the
+/// optimizer moments and the position, for `--resume`.
 pub fn save(
     dir: &Path,
     store: &Store<f32>,
-    base: &Path,
+    files: &Path,
+    base_model: &Path,
     opts: &TrainOptions,
     state: Option<(&AdamW<f32>, &TrainState)>,
 ) -> Result<()> {
-    let tensors = all_params(store)?;
+    let tensors = params(store, opts.lora.is_some())?;
+    let adapter_config = match &opts.lora {
+        Some(l) => Some(AdapterConfig {
+            peft_type: "LORA".into(),
+            base_model_name_or_path: std::path::absolute(base_model).map_err(io(base_model))?,
+            r: l.rank,
+            lora_alpha: l.alpha,
+            lora_dropout: l.dropout,
+            target_modules: l.targets.iter().map(|t| t.module().to_string()).collect(),
+        }),
+        None => None,
+    };
     let moments = match state {
         Some((opt, _)) => {
             let n = store.num_trainable();
@@ -78,13 +127,13 @@ pub fn save(
     write_folder(dir, |tmp| {
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), "pt".to_string());
-        safetensors::write(&tmp.join("model.safetensors"), &tensors, &meta)?;
-        for f in TOKENIZER_FILES {
-            let src = base.join(f);
-            if src.is_file() {
-                std::fs::copy(&src, tmp.join(f)).map_err(io(&src))?;
-            }
+        let weights = if adapter_config.is_some() { ADAPTER_FILE } else { MODEL_FILE };
+        safetensors::write(&tmp.join(weights), &tensors, &meta)?;
+        if let Some(c) = &adapter_config {
+            let json = serde_json::to_string_pretty(c).expect("adapter config serialises");
+            std::fs::write(tmp.join(ADAPTER_CONFIG), json).map_err(io(tmp))?;
         }
+        copy_model_files(files, tmp)?;
         let json = serde_json::to_string_pretty(opts).expect("options serialise");
         std::fs::write(tmp.join("train.json"), json).map_err(io(tmp))?;
         if let (Some((m, v)), Some((_, st))) = (&moments, state) {
@@ -129,10 +178,35 @@ pub fn load_state(dir: &Path, opt: &mut AdamW<f32>) -> Result<TrainState> {
     Ok(state)
 }
 
-/// Overwrites every parameter of `store` with the values saved in `dir`/model.safetensors.
+/// Where a fine-tuned folder's weights come from: the encoder's checkpoint (the folder itself, or
+/// for LoRA the base model it names) and the file with what was trained (heads, adapters).
+pub fn open_weights(dir: &Path) -> Result<(Checkpoint, SafeTensors)> {
+    let config = dir.join(ADAPTER_CONFIG);
+    if !config.is_file() {
+        let ckpt = Checkpoint::open(dir)?;
+        let trained = SafeTensors::open(&dir.join(MODEL_FILE))?;
+        return Ok((ckpt, trained));
+    }
+    let text = std::fs::read_to_string(&config).map_err(io(&config))?;
+    let c: AdapterConfig =
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
+    let base = &c.base_model_name_or_path;
+    let ckpt = Checkpoint::open(base).map_err(|e| {
+        Error::Config(format!("{}: the base model this LoRA checkpoint adapts is unusable: {e}", dir.display()))
+    })?;
+    Ok((ckpt, SafeTensors::open(&dir.join(ADAPTER_FILE))?))
+}
+
+/// Overwrites the parameters of `store` with the values saved in `dir`: every one from a full
+/// model, the trainable ones (adapters, heads) from a LoRA folder.
 pub fn load_params(dir: &Path, store: &mut Store<f32>) -> Result<()> {
-    let st = SafeTensors::open(&dir.join("model.safetensors"))?;
-    let params: Vec<(String, crate::tensor::Tensor)> = store.params().map(|(n, t)| (n.to_string(), t)).collect();
+    let lora = dir.join(ADAPTER_CONFIG).is_file();
+    let st = SafeTensors::open(&dir.join(if lora { ADAPTER_FILE } else { MODEL_FILE }))?;
+    let params: Vec<(String, crate::tensor::Tensor)> = store
+        .params()
+        .filter(|(_, t)| !lora || t.arena == Arena::Param)
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
     for (name, t) in params {
         let v = st.f32(&name)?;
         if v.len() != t.numel() {
@@ -146,6 +220,36 @@ pub fn load_params(dir: &Path, store: &mut Store<f32>) -> Result<()> {
         store.write(t, &v)?;
     }
     Ok(())
+}
+
+/// `engine merge`: folds the adapters of the LoRA checkpoint `dir` into its base model and writes
+/// a full checkpoint folder `out` (the encoder, the heads, config, tokenizer, train.json without
+/// LoRA). Returns the number of adapters merged.
+pub fn merge(dir: &Path, out: &Path) -> Result<usize> {
+    if !dir.join(ADAPTER_CONFIG).is_file() {
+        return Err(Error::Config(format!(
+            "{}: no {ADAPTER_CONFIG}; only a LoRA checkpoint (engine finetune --lora) has adapters to merge",
+            dir.display()
+        )));
+    }
+    let mut loaded = super::evaluate::load_checkpoint(dir, crate::device::Device::Cpu)?;
+    let (model, store) = (&loaded.model, &mut loaded.tape.store);
+    let lora = model.bert.lora.as_ref().ok_or_else(|| Error::Config("the checkpoint has no adapters".into()))?;
+    lora.merge_into(store, &model.bert)?;
+    let count = lora.layers.iter().flatten().flatten().count();
+    let adapter = |n: &str| n.contains(".lora_A.") || n.contains(".lora_B.");
+    let tensors: Vec<safetensors::NamedTensor> =
+        params(store, false)?.into_iter().filter(|(n, _, _)| !adapter(n)).collect();
+    let opts = TrainOptions { lora: None, ..model.opts.clone() };
+    write_folder(out, |tmp| {
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        safetensors::write(&tmp.join(MODEL_FILE), &tensors, &meta)?;
+        copy_model_files(dir, tmp)?;
+        let json = serde_json::to_string_pretty(&opts).expect("options serialise");
+        std::fs::write(tmp.join("train.json"), json).map_err(io(tmp))
+    })?;
+    Ok(count)
 }
 
 /// `out/best`, `out/last`, `out/predictions`, `out/metrics.jsonl`, `out/curves.svg`.

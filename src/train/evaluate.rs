@@ -124,11 +124,10 @@ pub struct Loaded {
 /// Loads a folder written by `engine finetune` (weights, heads, options, tokenizer).
 pub fn load_checkpoint(dir: &std::path::Path, device: crate::device::Device) -> Result<Loaded> {
     let opts = super::checkpoint::load_options(dir)?;
-    let ckpt = crate::model::Checkpoint::open(dir)?;
+    let (ckpt, trained) = super::checkpoint::open_weights(dir)?;
     let tok = Tokenizer::from_dir(dir)?;
     let mut tape = Tape::<f32>::new(device);
-    let bert = ckpt.load_bert(&mut tape.store, &|_| false)?;
-    let model = MultiTaskModel::new(bert, &mut tape.store, &opts, super::model::HeadSource::Saved(&ckpt.tensors))?;
+    let model = MultiTaskModel::build(&mut tape.store, &ckpt, Some(&trained), &opts, false)?;
     Ok(Loaded { model, tok, tape })
 }
 

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod evaluate;
 pub mod model;
 pub mod options;
+pub mod pcgrad;
 pub mod report;
 pub mod schedule;
 pub mod trainer;

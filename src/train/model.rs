@@ -8,7 +8,9 @@ use super::options::{PairEncoding, TrainOptions};
 use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
 use crate::data::{Encoded, Input, Tokenizer};
 use crate::error::{Error, Result};
+use crate::model::Checkpoint;
 use crate::model::bert::{Bert, linear};
+use crate::model::lora::{self, Lora};
 use crate::model::heads::LinearHead;
 use crate::model::safetensors::SafeTensors;
 use crate::rng::Rng;
@@ -55,6 +57,57 @@ fn output_width(task: Task) -> usize {
 }
 
 impl MultiTaskModel {
+    /// The model of `opts` on `store`, registered in this order (PCGrad relies on it): the encoder
+    /// from `ckpt` (frozen under LoRA, below --freeze-layers, or when not `training`), the LoRA
+    /// adapters if asked, the heads. Adapters and heads come from `trained` (a saved run) when
+    /// given, else are drawn from the run's seed.
+    pub fn build(
+        store: &mut Store<f32>,
+        ckpt: &Checkpoint,
+        trained: Option<&SafeTensors>,
+        opts: &TrainOptions,
+        training: bool,
+    ) -> Result<MultiTaskModel> {
+        let layers = ckpt.config.num_hidden_layers;
+        let frozen = opts.freeze_layers;
+        if frozen > layers {
+            return Err(Error::Config(format!("--freeze-layers {frozen}: the model has {layers} layers")));
+        }
+        let trainable = |name: &str| {
+            if !training || opts.lora.is_some() {
+                return false;
+            }
+            if frozen == 0 {
+                return true;
+            }
+            if name.starts_with("embeddings.") {
+                return false;
+            }
+            let layer = name
+                .strip_prefix("encoder.layer.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|l| l.parse::<usize>().ok());
+            layer.is_none_or(|l| l >= frozen)
+        };
+        let mut bert = ckpt.load_bert(store, &trainable)?;
+        if let Some(cfg) = &opts.lora {
+            let mut rng = Rng::new(crate::rng::mix64(opts.seed ^ 0x1042a));
+            let mut init = lora::init_source::<f32>(&mut rng);
+            let mut saved = |name: &str, _: &[usize]| -> Result<Vec<f32>> {
+                trained.expect("saved adapters").f32(name)
+            };
+            let source: &mut dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> =
+                if trained.is_some() { &mut saved } else { &mut init };
+            bert.lora = Some(Lora::register(store, &bert, cfg, source)?);
+        }
+        let mut rng = Rng::new(crate::rng::mix64(opts.seed ^ 0x4ead));
+        let heads = match trained {
+            Some(st) => HeadSource::Saved(st),
+            None => HeadSource::Init(&mut rng),
+        };
+        MultiTaskModel::new(bert, store, opts, heads)
+    }
+
     /// Registers the heads of `opts.tasks` on top of `bert`.
     pub fn new(
         bert: Bert,

@@ -4,7 +4,9 @@
 //! each head, max length 128, seed 11711). Saved beside every checkpoint as `train.json`.
 
 use crate::data::cs224n::Task;
+use super::pcgrad::Reduction;
 use crate::model::bert::Pooling;
+use crate::model::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 /// How a pair task (Quora, STS) reads its two sentences.
@@ -74,6 +76,14 @@ pub struct TrainOptions {
     pub eval_every: usize,
     /// Log running losses every N steps.
     pub log_every: usize,
+    /// PCGrad surgery across the tasks' gradients of the shared parameters.
+    #[serde(default)]
+    pub pcgrad: bool,
+    #[serde(default)]
+    pub pcgrad_reduction: Reduction,
+    /// LoRA adapters on the encoder, whose own weights are then frozen.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for TrainOptions {
@@ -103,6 +113,9 @@ impl Default for TrainOptions {
             max_steps: 0,
             eval_every: 0,
             log_every: 10,
+            pcgrad: false,
+            pcgrad_reduction: Reduction::Sum,
+            lora: None,
         }
     }
 }
@@ -149,6 +162,15 @@ impl TrainOptions {
         }
         if self.grad_clip < 0.0 || self.weight_decay < 0.0 {
             return bad("--grad-clip and --weight-decay must not be negative".into());
+        }
+        if self.pcgrad && !(2..=8).contains(&self.tasks.len()) {
+            return bad(format!("--pcgrad needs 2 to 8 tasks, --tasks gives {}", self.tasks.len()));
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+            if self.freeze_layers > 0 {
+                return bad("--freeze-layers and --lora: with LoRA the whole encoder is frozen already".into());
+            }
         }
         Ok(())
     }

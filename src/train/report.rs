@@ -2,6 +2,7 @@
 //! progress line on stderr, the curves (curves.svg), and the final table on stdout.
 
 use super::evaluate::Score;
+use super::pcgrad::Stats;
 use crate::data::cs224n::Task;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -12,18 +13,23 @@ use std::time::Instant;
 
 /// One line of metrics.jsonl.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     /// Running mean losses per task since the previous record.
     Train { step: usize, epoch: usize, lr: f64, loss: BTreeMap<String, f64>, elapsed_s: f64 },
     /// Dev metrics per task and the combined score.
     Eval { step: usize, epoch: usize, split: String, metrics: BTreeMap<String, f64>, combined: f64 },
+    /// One step's PCGrad statistics.
+    Pcgrad(Stats),
+    /// PCGrad statistics averaged over the steps since the previous evaluation.
+    PcgradSummary(Stats),
 }
 
 impl Record {
     pub fn step(&self) -> usize {
         match self {
             Record::Train { step, .. } | Record::Eval { step, .. } => *step,
+            Record::Pcgrad(s) | Record::PcgradSummary(s) => s.step,
         }
     }
 }
@@ -147,32 +153,40 @@ pub fn table(scores: &[Score], combined: f64, step: usize) -> String {
     out
 }
 
-/// curves.svg: training loss per task (left) and dev metrics (right) over steps.
-pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<()> {
+/// A series of (step, value) points with its legend.
+type Series = Vec<(String, Vec<(f64, f64)>)>;
+
+/// One panel of a chart: its title, series, y range (None: fitted) and whether points get markers.
+struct Panel {
+    title: String,
+    series: Series,
+    fixed: Option<(f64, f64)>,
+    markers: bool,
+}
+
+/// Panels side by side over a shared step axis, as SVG (our own ~60 lines instead of a plotting crate).
+fn chart(panels: Vec<Panel>, max_step: f64) -> String {
     let (w, h, pad) = (1000.0, 420.0, 50.0);
-    let panel_w = (w - 3.0 * pad) / 2.0;
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+    let n = panels.len().max(1) as f64;
+    let panel_w = (w - (n + 1.0) * pad) / n;
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"];
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
-    let max_step = records.iter().map(Record::step).max().unwrap_or(1).max(1) as f64;
-    // Evaluations are few: their points get markers, so that a single one shows.
-    let mut panel = |x0: f64,
-                     title: &str,
-                     series: Vec<(String, Vec<(f64, f64)>)>,
-                     fixed: Option<(f64, f64)>,
-                     markers: bool| {
+    let max_step = max_step.max(1.0);
+    for (p, panel) in panels.iter().enumerate() {
+        let x0 = pad + p as f64 * (panel_w + pad);
         let (y0, ph) = (pad, h - 2.0 * pad);
-        let all: Vec<f64> = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).collect();
-        let (lo, hi) = fixed.unwrap_or_else(|| {
+        let all: Vec<f64> = panel.series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).collect();
+        let (lo, hi) = panel.fixed.unwrap_or_else(|| {
             let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             if lo.is_finite() && hi > lo { (lo.min(0.0), hi * 1.05) } else { (0.0, 1.0) }
         });
         let sx = |s: f64| x0 + s / max_step * panel_w;
         let sy = |v: f64| y0 + ph - (v - lo) / (hi - lo).max(1e-12) * ph;
-        svg += &format!("<text x=\"{}\" y=\"{}\" font-size=\"14\">{title}</text>\n", x0, y0 - 12.0);
+        svg += &format!("<text x=\"{}\" y=\"{}\" font-size=\"14\">{}</text>\n", x0, y0 - 12.0, panel.title);
         svg += &format!(
             "<rect x=\"{x0}\" y=\"{y0}\" width=\"{panel_w}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n"
         );
@@ -186,7 +200,7 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
             y0 + ph + 18.0,
             max_step
         );
-        for (i, (name, pts)) in series.iter().enumerate() {
+        for (i, (name, pts)) in panel.series.iter().enumerate() {
             let c = colors[i % colors.len()];
             let d: Vec<String> = pts.iter().map(|(s, v)| format!("{:.1},{:.1}", sx(*s), sy(*v))).collect();
             if !d.is_empty() {
@@ -195,7 +209,7 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
                     d.join(" ")
                 );
             }
-            if markers {
+            if panel.markers {
                 for (s, v) in pts {
                     svg += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>\n", sx(*s), sy(*v));
                 }
@@ -203,7 +217,13 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
             svg +=
                 &format!("<text x=\"{}\" y=\"{}\" fill=\"{c}\">{name}</text>\n", x0 + 8.0, y0 + 16.0 + 14.0 * i as f64);
         }
-    };
+    }
+    svg + "</svg>\n"
+}
+
+/// curves.svg: training loss per task (left) and dev metrics (right) over steps.
+pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<()> {
+    let max_step = records.iter().map(Record::step).max().unwrap_or(1) as f64;
     let mut loss_series = Vec::new();
     let mut eval_series = Vec::new();
     for t in tasks {
@@ -233,8 +253,58 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
         })
         .collect();
     eval_series.push(("combined".to_string(), combined));
-    panel(pad, "training loss per task", loss_series, None, false);
-    panel(2.0 * pad + panel_w, "dev metrics (accuracy; Pearson r for STS)", eval_series, Some((-0.1, 1.0)), true);
-    svg += "</svg>\n";
-    crate::util::write_atomically(path, svg.as_bytes())
+    let panels = vec![
+        Panel { title: "training loss per task".into(), series: loss_series, fixed: None, markers: false },
+        Panel {
+            title: "dev metrics (accuracy; Pearson r for STS)".into(),
+            series: eval_series,
+            fixed: Some((-0.1, 1.0)),
+            markers: true,
+        },
+    ];
+    crate::util::write_atomically(path, chart(panels, max_step).as_bytes())
+}
+
+/// Steps averaged per point of pcgrad.svg: one step's projected fraction is a multiple of 1/(k(k−1)).
+const PCGRAD_SMOOTHING: usize = 20;
+
+/// pcgrad.svg: the cosine of every task pair (left) and the fraction of pairs projected (right),
+/// each a running mean over PCGRAD_SMOOTHING steps.
+pub fn write_pcgrad(path: &Path, records: &[Record]) -> Result<()> {
+    let stats: Vec<&Stats> = records.iter().filter_map(|r| if let Record::Pcgrad(s) = r { Some(s) } else { None }).collect();
+    let smooth = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        (0..pts.len())
+            .map(|i| {
+                let w = &pts[i.saturating_sub(PCGRAD_SMOOTHING - 1)..=i];
+                (pts[i].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64)
+            })
+            .collect()
+    };
+    let pairs: std::collections::BTreeSet<&String> = stats.iter().flat_map(|s| s.cosine.keys()).collect();
+    let cos: Series = pairs
+        .into_iter()
+        .map(|pair| {
+            let pts = stats.iter().filter_map(|s| s.cosine.get(pair).map(|v| (s.step as f64, *v))).collect();
+            (pair.clone(), smooth(pts))
+        })
+        .collect();
+    let m = cos.iter().flat_map(|(_, p)| p.iter().map(|v| v.1.abs())).fold(0.0, f64::max);
+    let m = (m * 1.1).clamp(0.05, 1.0);
+    let frac = smooth(stats.iter().map(|s| (s.step as f64, s.projected_fraction)).collect());
+    let max_step = stats.iter().map(|s| s.step).max().unwrap_or(1) as f64;
+    let panels = vec![
+        Panel {
+            title: format!("cosine between task gradients (mean of {PCGRAD_SMOOTHING} steps)"),
+            series: cos,
+            fixed: Some((-m, m)),
+            markers: false,
+        },
+        Panel {
+            title: format!("fraction of task pairs projected (mean of {PCGRAD_SMOOTHING} steps)"),
+            series: vec![("projected".into(), frac)],
+            fixed: Some((0.0, 1.0)),
+            markers: false,
+        },
+    ];
+    crate::util::write_atomically(path, chart(panels, max_step).as_bytes())
 }

@@ -5,7 +5,7 @@
 
 use super::checkpoint::{self, TrainState};
 use super::evaluate::{self, Score};
-use super::model::{HeadSource, MultiTaskModel};
+use super::model::MultiTaskModel;
 use super::options::TrainOptions;
 use super::report::{self, Metrics, Progress, Record};
 use super::schedule::{Plan, batch_indices, lr_factor};
@@ -13,6 +13,7 @@ use crate::data::Tokenizer;
 use crate::data::cs224n::{self, Dataset, Split, Task};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use super::pcgrad::{self, TaskGradients};
 use crate::model::Checkpoint;
 use crate::optim::{AdamW, AdamWConfig, grad_norm};
 use crate::rng::mix64;
@@ -140,31 +141,21 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     };
     opts.validate()?;
     let data = load_data(args)?;
-    let ckpt = Checkpoint::open(&base)?;
+    // The encoder's checkpoint and, when resuming, the saved heads (and adapters).
+    let (ckpt, trained) = match &args.resume {
+        Some(dir) => {
+            let (c, t) = checkpoint::open_weights(dir)?;
+            (c, Some(t))
+        }
+        None => (Checkpoint::open(&base)?, None),
+    };
     let mut tok = Tokenizer::from_dir(&base)?;
     let mut tape = Tape::<f32>::new(args.device.clone());
-    let frozen = opts.freeze_layers;
-    if frozen > ckpt.config.num_hidden_layers {
-        return Err(Error::Config(format!(
-            "--freeze-layers {frozen}: the model has {} layers",
-            ckpt.config.num_hidden_layers
-        )));
-    }
-    let trainable = |name: &str| {
-        if frozen == 0 {
-            return true;
-        }
-        if name.starts_with("embeddings.") {
-            return false;
-        }
-        let layer =
-            name.strip_prefix("encoder.layer.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok());
-        layer.is_none_or(|l| l >= frozen)
+    let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
+    let mut task_grads = match opts.pcgrad {
+        true => Some(TaskGradients::new(&tape.store, opts.tasks.len(), pcgrad::shared_len(&tape.store)?)?),
+        false => None,
     };
-    let bert = ckpt.load_bert(&mut tape.store, &trainable)?;
-    let mut init_rng = crate::rng::Rng::new(mix64(opts.seed ^ 0x4ead));
-    let source = if args.resume.is_some() { HeadSource::Saved(&ckpt.tensors) } else { HeadSource::Init(&mut init_rng) };
-    let model = MultiTaskModel::new(bert, &mut tape.store, &opts, source)?;
     let adam = AdamWConfig { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weight_decay: opts.weight_decay };
     let mut opt = AdamW::new(&tape.store, adam)?;
     let mut state = match &args.resume {
@@ -204,9 +195,13 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let mut stopped_early = false;
     // The best evaluation of this process: its dev predictions need not be computed again.
     let mut best_dev: Option<(TaskPredictions, Vec<Score>)> = None;
+    // PCGrad statistics since the last evaluation.
+    let mut pcgrad_window: Vec<pcgrad::Stats> = Vec::new();
     tape.set_training(true);
     while state.step < total_steps {
-        tape.store.zero_grads()?;
+        if task_grads.is_none() {
+            tape.store.zero_grads()?;
+        }
         for a in 0..opts.grad_accum {
             let micro = micro_at(state.step) + a;
             if opts.max_steps == 0 && micro >= micro_per_run {
@@ -223,7 +218,14 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56));
                 let out = model.forward(&mut tape, &batch)?;
                 let loss = model.loss(&mut tape, &batch, out)?;
-                tape.backward_scaled(loss, (opts.weight(task) / opts.grad_accum as f64) as f32)?;
+                if let Some(g) = &mut task_grads {
+                    g.enter(&mut tape.store, ti)?;
+                }
+                let backward = tape.backward_scaled(loss, (opts.weight(task) / opts.grad_accum as f64) as f32);
+                if let Some(g) = &mut task_grads {
+                    g.leave(&mut tape.store, ti)?;
+                }
+                backward?;
                 let value = tape.store.read(loss)?[0] as f64;
                 if !value.is_finite() {
                     return Err(Error::Config(format!(
@@ -234,6 +236,15 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 running[ti].0 += value;
                 running[ti].1 += 1;
             }
+        }
+        if let Some(g) = &mut task_grads {
+            let step = state.step;
+            let (tasks, surgery) = g.combine(&mut tape.store, opts.pcgrad_reduction, |k| {
+                pcgrad::visiting_orders(opts.seed, step, k)
+            })?;
+            let record = pcgrad::Stats::new(step + 1, &tasks.iter().map(|&t| opts.tasks[t]).collect::<Vec<_>>(), &surgery);
+            pcgrad_window.push(record.clone());
+            metrics.push(Record::Pcgrad(record))?;
         }
         let scale = if opts.grad_clip > 0.0 {
             let norm = grad_norm(&tape.store)?;
@@ -285,17 +296,23 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 metrics: named.into_iter().collect(),
                 combined,
             })?;
+            if let Some(summary) = pcgrad::Stats::mean(state.step, &pcgrad_window) {
+                progress.note(&format!("pcgrad over steps {}..={}: {}", pcgrad_window[0].step, state.step, summary.describe()));
+                metrics.push(Record::PcgradSummary(summary))?;
+                report::write_pcgrad(&args.out.join("pcgrad.svg"), &metrics.records)?;
+                pcgrad_window.clear();
+            }
             if state.best_combined.is_none_or(|b| combined > b) {
                 state.best_combined = Some(combined);
                 state.best_step = state.step;
-                checkpoint::save(&best_dir, &tape.store, &base, &opts, None)?;
+                checkpoint::save(&best_dir, &tape.store, &base, &ckpt.dir, &opts, None)?;
                 best_dev = Some((preds, scores.clone()));
             }
-            checkpoint::save(&last_dir, &tape.store, &base, &opts, Some((&opt, &state)))?;
+            checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
             report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
         }
         if args.stop_after == Some(state.step) && state.step < total_steps {
-            checkpoint::save(&last_dir, &tape.store, &base, &opts, Some((&opt, &state)))?;
+            checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
             progress.note(&format!("stopped after step {}; continue with --resume {}", state.step, last_dir.display()));
             stopped_early = true;
             break;

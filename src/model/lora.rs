@@ -1,0 +1,188 @@
+//! LoRA (Hu et al. 2022): a targeted linear y = W x + b becomes W x + b + (α/R)·B(A dropout(x)),
+//! with A (R, IN) drawn like PEFT's (Kaiming-uniform with a = √5, i.e. U(±1/√IN)) and B (OUT, R)
+//! zero, so the model starts exactly as the base. The base weights sit in the frozen arena: no
+//! gradient slots, no optimizer state. Adapters are named as PEFT names them inside the model,
+//! `encoder.layer.{l}.{module}.lora_A.weight` / `lora_B.weight`.
+
+use super::bert::{Bert, Layer};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::rng::Rng;
+use crate::store::Store;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// A linear of an encoder layer that can carry an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Target {
+    Query,
+    Key,
+    Value,
+    /// The attention output projection.
+    AttnOut,
+    /// The feed-forward input (intermediate) projection.
+    FfnIn,
+    /// The feed-forward output projection.
+    FfnOut,
+}
+
+impl Target {
+    pub const ALL: [Target; 6] = [Target::Query, Target::Key, Target::Value, Target::AttnOut, Target::FfnIn, Target::FfnOut];
+
+    /// The Hugging Face module path inside `encoder.layer.{l}`.
+    pub fn module(self) -> &'static str {
+        match self {
+            Target::Query => "attention.self.query",
+            Target::Key => "attention.self.key",
+            Target::Value => "attention.self.value",
+            Target::AttnOut => "attention.output.dense",
+            Target::FfnIn => "intermediate.dense",
+            Target::FfnOut => "output.dense",
+        }
+    }
+
+    /// The base weight (OUT, IN) this target adapts in `layer`.
+    pub fn weight(self, layer: &Layer) -> Tensor {
+        match self {
+            Target::Query => layer.q_w,
+            Target::Key => layer.k_w,
+            Target::Value => layer.v_w,
+            Target::AttnOut => layer.o_w,
+            Target::FfnIn => layer.ffn_in_w,
+            Target::FfnOut => layer.ffn_out_w,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Dropout on the adapter's input (training only).
+    pub dropout: f64,
+    pub targets: Vec<Target>,
+}
+
+impl LoraConfig {
+    /// α / R, the factor on B·A.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.rank == 0 {
+            return bad("--lora: the rank must be at least 1".into());
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return bad(format!("--lora-alpha {} must be positive", self.alpha));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("--lora-dropout {} is outside [0, 1)", self.dropout));
+        }
+        if self.targets.is_empty() {
+            return bad("--lora-targets: no target given".into());
+        }
+        Ok(())
+    }
+}
+
+/// One adapter: A (R, IN), B (OUT, R).
+#[derive(Clone, Copy, Debug)]
+pub struct Adapter {
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+pub struct Lora {
+    pub config: LoraConfig,
+    /// Per encoder layer, per target (indexed by `Target as usize`).
+    pub layers: Vec<[Option<Adapter>; 6]>,
+}
+
+/// The names of a target's two adapter matrices in layer `l`.
+pub fn adapter_names(l: usize, t: Target) -> (String, String) {
+    let p = format!("encoder.layer.{l}.{}", t.module());
+    (format!("{p}.lora_A.weight"), format!("{p}.lora_B.weight"))
+}
+
+/// Fresh adapter values: A ~ U(±1/√IN) as PEFT draws it, B = 0.
+pub fn init_source<F: Float>(rng: &mut Rng) -> impl FnMut(&str, &[usize]) -> Result<Vec<F>> + '_ {
+    move |name, dims| {
+        let n: usize = dims.iter().product();
+        Ok(if name.ends_with("lora_A.weight") {
+            let bound = 1.0 / (dims[1] as f64).sqrt();
+            (0..n).map(|_| F::from_f64(rng.range(-bound, bound))).collect()
+        } else {
+            vec![F::ZERO; n]
+        })
+    }
+}
+
+impl Lora {
+    /// Registers trainable adapters on every targeted linear of `bert`, layer by layer, their
+    /// values from `source(name, dims)`.
+    pub fn register<F: Float>(
+        store: &mut Store<F>,
+        bert: &Bert,
+        config: &LoraConfig,
+        source: &mut dyn FnMut(&str, &[usize]) -> Result<Vec<F>>,
+    ) -> Result<Lora> {
+        config.validate()?;
+        let r = config.rank;
+        let mut layers = Vec::with_capacity(bert.layers.len());
+        for (l, layer) in bert.layers.iter().enumerate() {
+            let mut adapters = [None; 6];
+            for &t in &config.targets {
+                if adapters[t as usize].is_some() {
+                    continue;
+                }
+                let (out, inp) = (t.weight(layer).dims()[0], t.weight(layer).dims()[1]);
+                let (na, nb) = adapter_names(l, t);
+                let a = store.add_param(&na, &[r, inp], &source(&na, &[r, inp])?, true)?;
+                let b = store.add_param(&nb, &[out, r], &source(&nb, &[out, r])?, true)?;
+                adapters[t as usize] = Some(Adapter { a, b });
+            }
+            layers.push(adapters);
+        }
+        Ok(Lora { config: config.clone(), layers })
+    }
+
+    pub fn adapter(&self, layer: usize, t: Target) -> Option<Adapter> {
+        self.layers.get(layer).and_then(|a| a[t as usize])
+    }
+
+    /// (α/R)·B(A dropout(x)): x (…, IN) → (…, OUT). The scale is applied to the narrow (…, R)
+    /// intermediate, where it costs least.
+    pub fn delta<F: Float>(&self, tape: &mut Tape<F>, ad: Adapter, x: Tensor) -> Result<Tensor> {
+        let x = tape.dropout(x, self.config.dropout)?;
+        let z = tape.matmul(x, ad.a, false, true)?; // (…, R)
+        let z = tape.scale(z, self.config.scale())?;
+        tape.matmul(z, ad.b, false, true) // (…, OUT)
+    }
+
+    /// W ← W + (α/R)·B·A for every adapter (accumulated in f64), in the store: the base model
+    /// with the adapters folded in.
+    pub fn merge_into<F: Float>(&self, store: &mut Store<F>, bert: &Bert) -> Result<()> {
+        let s = self.config.scale();
+        for (layer, adapters) in bert.layers.iter().zip(&self.layers) {
+            for t in Target::ALL {
+                let Some(ad) = adapters[t as usize] else { continue };
+                let w = t.weight(layer);
+                let (out, inp, r) = (w.dims()[0], w.dims()[1], ad.a.dims()[0]);
+                let (mut wv, av, bv) = (store.read(w)?, store.read(ad.a)?, store.read(ad.b)?);
+                for o in 0..out {
+                    for i in 0..inp {
+                        let d: f64 = (0..r).map(|k| bv[o * r + k].to_f64() * av[k * inp + i].to_f64()).sum();
+                        wv[o * inp + i] = F::from_f64(wv[o * inp + i].to_f64() + s * d);
+                    }
+                }
+                store.write(w, &wv)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning") over flat task gradients.
+//!
+//! Each task's backward passes accumulate into its own gradient slot ([`TaskGradients`]); once per
+//! optimizer step the slots are combined into the store's gradient arena. The surgery itself runs on
+//! the k×k Gram matrix of the shared part, not on the vectors: every projected gradient is a linear
+//! combination of the original ones, g_i^PC = Σ_j a_ij g_j, and each projection step needs only
+//! g_i^PC · g_j = Σ_l a_il G_lj. So the whole method costs one pass for the Gram matrix (one launch
+//! on the GPU) and one pass that writes Σ_j w_j g_j with w_j = Σ_i a_ij, instead of k² vector passes
+//! and k gradient copies; and the statistics (cosines, ‖g^PC‖/‖g‖) fall out of the same matrix.
+//!
+//! Only the shared parameters (the encoder, or the LoRA adapters) are projected: they are
+//! registered before the task heads, so they are the prefix `[0, shared)` of the gradient arena.
+//! Head gradients are summed as they are (each head has only its own task's gradient).
+
+use crate::data::cs224n::Task;
+use crate::device::{Buffer, Device};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::optim::{pairwise_dots, weighted_sum};
+use crate::rng::{Rng, mix64};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How the projected task gradients are combined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduction {
+    /// Σ_i g_i^PC (the paper's update).
+    #[default]
+    Sum,
+    /// (1/k) Σ_i g_i^PC.
+    Mean,
+}
+
+/// The outcome of one surgery over k task gradients.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Surgery {
+    /// The update is Σ_j weights[j] · g_j over the original task gradients.
+    pub weights: Vec<f64>,
+    /// cos(g_i, g_j) for i < j, row by row (0 where either gradient is zero).
+    pub cosines: Vec<f64>,
+    /// Ordered pairs (i, j), i ≠ j, where g_i^PC was projected away from g_j.
+    pub projected: usize,
+    /// k(k − 1): the pairs visited.
+    pub pairs: usize,
+    /// ‖g_i^PC‖ / ‖g_i‖ per task (1 for a zero gradient).
+    pub norm_ratio: Vec<f64>,
+}
+
+/// The order in which task `i` visits the others: a seeded shuffle, a function of (seed, step, i)
+/// alone, so a resumed run draws the same orders.
+pub fn visiting_orders(seed: u64, step: usize, k: usize) -> Vec<Vec<usize>> {
+    (0..k)
+        .map(|i| {
+            let mut others: Vec<usize> = (0..k).filter(|&j| j != i).collect();
+            let mut rng = Rng::new(mix64(seed ^ 0x9c_9a_d5) ^ mix64(step as u64) ^ mix64(i as u64 + 1));
+            for n in (1..others.len()).rev() {
+                others.swap(n, rng.below(n + 1));
+            }
+            others
+        })
+        .collect()
+}
+
+/// PCGrad on the Gram matrix `gram` (k×k, row-major, G_ij = g_i · g_j): for each task i, the
+/// others j in `orders[i]`; whenever g_i^PC · g_j < 0, g_i^PC ← g_i^PC − (g_i^PC · g_j / ‖g_j‖²) g_j,
+/// always against the original g_j.
+pub fn surgery(gram: &[f64], orders: &[Vec<usize>], reduction: Reduction) -> Result<Surgery> {
+    let k = orders.len();
+    if gram.len() != k * k {
+        return Err(Error::Config(format!("pcgrad: a {k}-task surgery needs a {k}×{k} Gram matrix")));
+    }
+    let g = |i: usize, j: usize| gram[i * k + j];
+    let mut weights = vec![0.0; k];
+    let mut projected = 0;
+    let mut norm_ratio = Vec::with_capacity(k);
+    for (i, order) in orders.iter().enumerate() {
+        if order.len() != k - 1 || order.iter().any(|&j| j == i || j >= k) {
+            return Err(Error::Config(format!("pcgrad: task {i}'s order {order:?} is not a permutation of the others")));
+        }
+        // g_i^PC = Σ_l a[l] g_l
+        let mut a = vec![0.0; k];
+        a[i] = 1.0;
+        for &j in order {
+            let dot: f64 = (0..k).map(|l| a[l] * g(l, j)).sum();
+            if dot < 0.0 && g(j, j) > 0.0 {
+                a[j] -= dot / g(j, j);
+                projected += 1;
+            }
+        }
+        let norm2: f64 = (0..k).flat_map(|l| (0..k).map(move |m| (l, m))).map(|(l, m)| a[l] * a[m] * g(l, m)).sum();
+        norm_ratio.push(if g(i, i) > 0.0 { (norm2.max(0.0) / g(i, i)).sqrt() } else { 1.0 });
+        for (w, al) in weights.iter_mut().zip(&a) {
+            *w += al;
+        }
+    }
+    if reduction == Reduction::Mean {
+        weights.iter_mut().for_each(|w| *w /= k as f64);
+    }
+    let mut cosines = Vec::new();
+    for i in 0..k {
+        for j in i + 1..k {
+            let d = (g(i, i) * g(j, j)).sqrt();
+            cosines.push(if d > 0.0 { g(i, j) / d } else { 0.0 });
+        }
+    }
+    Ok(Surgery { weights, cosines, projected, pairs: k * k.saturating_sub(1), norm_ratio })
+}
+
+/// One step's (or, averaged, one evaluation window's) statistics, as metrics.jsonl holds them:
+/// the measurements of Figure 2 of the CS224N report "MiniBERT: Training Jointly on Multiple Tasks".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub step: usize,
+    /// cos(g_a, g_b) per task pair, named "a/b".
+    pub cosine: BTreeMap<String, f64>,
+    /// The fraction of ordered task pairs whose gradients were projected.
+    pub projected_fraction: f64,
+    /// ‖g^PC‖ / ‖g‖ per task.
+    pub norm_ratio: BTreeMap<String, f64>,
+}
+
+impl Stats {
+    /// The statistics of `surgery` over `tasks` (in its order) at `step`.
+    pub fn new(step: usize, tasks: &[Task], surgery: &Surgery) -> Stats {
+        let mut cosine = BTreeMap::new();
+        let mut q = 0;
+        for i in 0..tasks.len() {
+            for j in i + 1..tasks.len() {
+                cosine.insert(format!("{}/{}", tasks[i], tasks[j]), surgery.cosines[q]);
+                q += 1;
+            }
+        }
+        let norm_ratio = tasks.iter().zip(&surgery.norm_ratio).map(|(t, r)| (t.to_string(), *r)).collect();
+        let projected_fraction =
+            if surgery.pairs == 0 { 0.0 } else { surgery.projected as f64 / surgery.pairs as f64 };
+        Stats { step, cosine, projected_fraction, norm_ratio }
+    }
+
+    /// The mean of each statistic over `window` (labelled `step`); None for an empty window.
+    pub fn mean(step: usize, window: &[Stats]) -> Option<Stats> {
+        if window.is_empty() {
+            return None;
+        }
+        let mean_of = |get: &dyn Fn(&Stats) -> &BTreeMap<String, f64>| {
+            let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+            for s in window {
+                for (k, v) in get(s) {
+                    let e = sums.entry(k.clone()).or_default();
+                    e.0 += v;
+                    e.1 += 1;
+                }
+            }
+            sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect()
+        };
+        Some(Stats {
+            step,
+            cosine: mean_of(&|s| &s.cosine),
+            projected_fraction: window.iter().map(|s| s.projected_fraction).sum::<f64>() / window.len() as f64,
+            norm_ratio: mean_of(&|s| &s.norm_ratio),
+        })
+    }
+
+    /// One line for the progress output.
+    pub fn describe(&self) -> String {
+        let cos: Vec<String> = self.cosine.iter().map(|(k, v)| format!("{k} {v:+.3}")).collect();
+        let ratio: Vec<String> = self.norm_ratio.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+        format!(
+            "projected {:.1}% of task pairs; mean cos {}; mean |g_pc|/|g| {}",
+            100.0 * self.projected_fraction,
+            cos.join(", "),
+            ratio.join(", ")
+        )
+    }
+}
+
+/// One gradient slot per task, each shaped like the store's gradient arena. Backward passes of
+/// task t run with slot t swapped in as the store's gradients ([`TaskGradients::enter`] /
+/// [`TaskGradients::leave`]), so no gradient is ever copied.
+pub struct TaskGradients<F: Float> {
+    slots: Vec<Buffer<F>>,
+    /// Slots written since the last combine, in first-use order.
+    active: Vec<usize>,
+    shared: usize,
+    device: Device,
+}
+
+impl<F: Float> TaskGradients<F> {
+    /// `tasks` slots for `store`'s trainable parameters, of which the first `shared` values are projected.
+    pub fn new(store: &Store<F>, tasks: usize, shared: usize) -> Result<Self> {
+        let n = store.num_trainable();
+        if tasks == 0 || tasks > 8 {
+            return Err(Error::Config(format!("--pcgrad takes 2 to 8 tasks, got {tasks}")));
+        }
+        if shared > n {
+            return Err(Error::Config(format!("pcgrad: {shared} shared values of {n} trainable ones")));
+        }
+        let mut slots = Vec::with_capacity(tasks);
+        for _ in 0..tasks {
+            let mut b = Buffer::new(&store.device);
+            b.grow_to(n)?;
+            slots.push(b);
+        }
+        Ok(TaskGradients { slots, active: Vec::new(), shared, device: store.device.clone() })
+    }
+
+    /// Routes the backward passes that follow into task `t`'s slot (zeroed on its first use in a step).
+    pub fn enter(&mut self, store: &mut Store<F>, t: usize) -> Result<()> {
+        let slot = self.slots.get_mut(t).ok_or_else(|| Error::Config(format!("pcgrad: no slot for task {t}")))?;
+        if !self.active.contains(&t) {
+            let n = slot.len();
+            slot.fill_zero(0..n)?;
+            self.active.push(t);
+        }
+        store.swap_grads(slot)
+    }
+
+    /// Gives the store its own gradient arena back after task `t`'s backward passes.
+    pub fn leave(&mut self, store: &mut Store<F>, t: usize) -> Result<()> {
+        store.swap_grads(&mut self.slots[t])
+    }
+
+    /// Task `t`'s gradient since the last combine (for tests and diagnostics).
+    pub fn slot(&self, t: usize) -> &Buffer<F> {
+        &self.slots[t]
+    }
+
+    /// Projects the task gradients written since the last combine and leaves their combination in
+    /// the store's gradient arena (every value of it: no zeroing needed before). Returns the
+    /// surgery, its tasks in the order of `tasks()`; `orders(k)` gives the visiting orders.
+    pub fn combine(
+        &mut self,
+        store: &mut Store<F>,
+        reduction: Reduction,
+        orders: impl FnOnce(usize) -> Vec<Vec<usize>>,
+    ) -> Result<(Vec<usize>, Surgery)> {
+        let mut tasks = std::mem::take(&mut self.active);
+        tasks.sort_unstable();
+        let Some(&first) = tasks.first() else {
+            return Err(Error::Config("pcgrad: no task gradient to combine".into()));
+        };
+        let k = tasks.len();
+        let n = store.num_trainable();
+        let views: Vec<&Buffer<F>> = tasks.iter().map(|&t| &self.slots[t]).collect();
+        let gram = if self.shared == 0 { vec![0.0; k * k] } else { pairwise_dots(&self.device, &views, self.shared)? };
+        let surgery = surgery(&gram, &orders(k), reduction)?;
+        // The combination is written into the first slot, which then becomes the store's arena.
+        let mut dst = std::mem::replace(&mut self.slots[first], Buffer::new(&self.device));
+        let others: Vec<&Buffer<F>> = tasks[1..].iter().map(|&t| &self.slots[t]).collect();
+        weighted_sum(&self.device, &mut dst, &others, &surgery.weights, 0..self.shared)?;
+        weighted_sum(&self.device, &mut dst, &others, &vec![1.0; k], self.shared..n)?;
+        store.swap_grads(&mut dst)?;
+        self.slots[first] = dst;
+        Ok((tasks, surgery))
+    }
+}
+
+/// The end of the shared prefix of the trainable arena: the offset of the first trainable
+/// parameter named `head.*`, checked to be followed by heads only.
+pub fn shared_len<F: Float>(store: &Store<F>) -> Result<usize> {
+    let trainable: Vec<(&str, crate::tensor::Tensor)> =
+        store.params().filter(|(_, t)| t.arena == crate::tensor::Arena::Param).collect();
+    let first_head = trainable.iter().filter(|(n, _)| n.starts_with("head.")).map(|(_, t)| t.offset).min();
+    let shared = first_head.unwrap_or(store.num_trainable());
+    if let Some((name, _)) = trainable.iter().find(|(n, t)| !n.starts_with("head.") && t.offset >= shared) {
+        return Err(Error::Config(format!("pcgrad: shared parameter {name} lies among the task heads")));
+    }
+    Ok(shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_are_permutations_that_depend_on_the_step() {
+        let a = visiting_orders(1, 0, 5);
+        for (i, o) in a.iter().enumerate() {
+            let mut s = o.clone();
+            s.sort();
+            assert_eq!(s, (0..5).filter(|&j| j != i).collect::<Vec<_>>());
+        }
+        assert_eq!(a, visiting_orders(1, 0, 5));
+        assert!((1..20).any(|step| visiting_orders(1, step, 5) != a));
+    }
+}
