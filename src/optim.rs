@@ -250,7 +250,7 @@ pub mod cpu {
         const CHUNK: usize = 1 << 15;
         dst.par_chunks_mut(CHUNK).enumerate().for_each(|(c, d)| {
             let start = c * CHUNK;
-            d.iter_mut().for_each(|x| *x = *x * w[0]);
+            d.iter_mut().for_each(|x| *x *= w[0]);
             for (s, &wj) in srcs.iter().zip(&w[1..]) {
                 let s = &s[start..start + d.len()];
                 d.iter_mut().zip(s).for_each(|(x, &y)| *x += wj * y);

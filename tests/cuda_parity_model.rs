@@ -4,18 +4,20 @@
 
 mod common;
 use common::{gpu, rel, tiny_bert};
+use engine::model::lora::{LoraConfig, Target};
 use engine::{Device, Tape};
 
 /// Loss and every parameter gradient (name, values) of one forward + backward on `device`.
-fn step(device: &Device) -> (f32, Vec<(String, Vec<f32>)>) {
+fn step(device: &Device, lora: Option<&LoraConfig>) -> (f32, Vec<(String, Vec<f32>)>) {
     let mut tape = Tape::<f32>::new(device.clone());
     tape.set_training(true);
     tape.set_seed(1234);
-    let model = tiny_bert::build(&mut tape, 3);
+    let model = tiny_bert::build_with(&mut tape, 3, lora);
     let loss = tiny_bert::three_task_loss(&mut tape, &model).unwrap();
     tape.backward(loss).unwrap();
     let l = tape.store.read(loss).unwrap()[0];
-    let params: Vec<_> = tape.store.params().map(|(n, t)| (n.to_string(), t)).collect();
+    let params: Vec<_> =
+        tape.store.params().filter(|(_, t)| t.requires_grad).map(|(n, t)| (n.to_string(), t)).collect();
     let grads = params.into_iter().map(|(n, t)| (n, tape.store.read_grad(t).unwrap())).collect();
     (l, grads)
 }
@@ -23,8 +25,19 @@ fn step(device: &Device) -> (f32, Vec<(String, Vec<f32>)>) {
 #[test]
 fn tiny_bert_loss_and_gradients_match_the_cpu() {
     let Some(g) = gpu() else { return };
-    let (loss_c, grads_c) = step(&Device::Cpu);
-    let (loss_g, grads_g) = step(&g);
+    compare(&g, None);
+}
+
+/// The same with LoRA adapters (and their dropout) on every linear of a frozen encoder.
+#[test]
+fn tiny_bert_with_lora_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    compare(&g, Some(&LoraConfig { rank: 3, alpha: 6.0, dropout: 0.1, targets: Target::ALL.to_vec() }));
+}
+
+fn compare(g: &Device, lora: Option<&LoraConfig>) {
+    let (loss_c, grads_c) = step(&Device::Cpu, lora);
+    let (loss_g, grads_g) = step(g, lora);
     let loss_err = ((loss_g - loss_c) / loss_c).abs() as f64;
     println!("loss cpu {loss_c} gpu {loss_g}: relative {loss_err:.2e}");
     assert!(loss_err <= 1e-4, "loss differs by {loss_err:e}");

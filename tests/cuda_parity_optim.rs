@@ -59,3 +59,45 @@ fn pairwise_dots_of_task_gradients() {
     // A second call reuses nothing stale (the completion counter resets).
     assert_eq!(gram(&g), d);
 }
+
+/// PCGrad's whole combine on the GPU against the CPU: slots swapped into a store, the Gram matrix,
+/// the surgery, the weighted sum over the shared part and the plain sum over the heads.
+#[test]
+fn pcgrad_combine() {
+    use engine::train::pcgrad::{Reduction, TaskGradients, shared_len, visiting_orders};
+    let Some(g) = gpu() else { return };
+    let (n, k) = (300_007, 3);
+    let mut rng = Rng::new(10);
+    // Task gradients that conflict: a common part plus task-specific noise of either sign.
+    let common: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let grads: Vec<Vec<f32>> = (0..k)
+        .map(|t| common.iter().map(|c| c * (if t == 1 { -0.5 } else { 0.3 }) + rng.normal() as f32).collect())
+        .collect();
+    let combine = |dev: &Device| {
+        let mut tape = Tape::<f32>::new(dev.clone());
+        let w = tape.store.add_param("encoder.w", &[n], &vec![0.0; n], true).unwrap();
+        let heads: Vec<_> = (0..k)
+            .map(|t| tape.store.add_param(&format!("head.t{t}.weight"), &[5], &[0.0; 5], true).unwrap())
+            .collect();
+        let shared = shared_len(&tape.store).unwrap();
+        let mut slots = TaskGradients::new(&tape.store, k, shared).unwrap();
+        for t in 0..k {
+            slots.enter(&mut tape.store, t).unwrap();
+            tape.store.write_grad(w, &grads[t]).unwrap();
+            tape.store.write_grad(heads[t], &[t as f32 + 1.0; 5]).unwrap();
+            slots.leave(&mut tape.store, t).unwrap();
+        }
+        let (_, s) = slots.combine(&mut tape.store, Reduction::Sum, |k| visiting_orders(3, 0, k)).unwrap();
+        let mut all = tape.store.read_grad(w).unwrap();
+        for h in &heads {
+            all.extend(tape.store.read_grad(*h).unwrap());
+        }
+        (all, s)
+    };
+    let ((c, sc), (d, sd)) = (combine(&Device::Cpu), combine(&g));
+    let e = rel(&d, &c);
+    println!("pcgrad combine: relative {e:.2e}, {} of {} pairs projected", sd.projected, sd.pairs);
+    assert!(sc.projected > 0, "the test gradients should conflict");
+    assert_eq!(sc.projected, sd.projected);
+    assert!(e <= F32_TOL, "combined gradient differs by {e:e}");
+}

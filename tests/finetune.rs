@@ -210,6 +210,17 @@ fn bad_input_gives_one_clear_error_and_writes_nothing() {
     let e =
         fails(&["finetune", "--model", "/nonexistent/model", "--data-dir", data.to_str().unwrap(), "--device", "cpu"]);
     assert!(e.contains("/nonexistent/model"), "{e}");
+    let e = run(&["--pcgrad", "--tasks", "sst"]);
+    assert!(e.contains("--pcgrad needs 2 to 8 tasks"), "{e}");
+    let e = run(&["--lora", "0"]);
+    assert!(e.contains("--lora") && e.contains("rank"), "{e}");
+    let e = run(&["--lora", "4", "--lora-targets", "query,bias"]);
+    assert!(e.contains("bias") && e.contains("--lora-targets"), "{e}");
+    let e = run(&["--lora-alpha", "16"]);
+    assert!(e.contains("required arguments were not provided"), "{e}"); // clap names --lora <R> below
+
+    let e = run(&["--lora", "4", "--freeze-layers", "1"]);
+    assert!(e.contains("--freeze-layers"), "{e}");
     let e = run(&["--resume", out.to_str().unwrap()]);
     assert!(e.contains("train.json") || e.contains("state"), "{e}");
     assert!(!out.join("run/best").exists() && !out.join("run/predictions").exists(), "nothing may be half-written");
@@ -219,4 +230,112 @@ fn bad_input_gives_one_clear_error_and_writes_nothing() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad-sst.csv:3") && err.contains("skipped 1 malformed record"), "{err}");
+}
+
+/// Records of one kind from metrics.jsonl.
+fn records(out: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+/// Tensor names of a safetensors file (from its JSON header).
+fn tensor_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header.keys().filter(|k| *k != "__metadata__").cloned().collect()
+}
+
+#[test]
+fn pcgrad_with_lora_logs_its_statistics_and_resumes_exactly() {
+    let (model, data) = (tiny_model("pcgrad"), tiny_data(24, "pcgrad"));
+    let steps = ["--max-steps", "6", "--eval-every", "3", "--pcgrad", "--lora", "4"];
+    let full = scratch("pcgrad-full");
+    finetune(&model, &data, &full, &steps);
+    let stats = records(&full, "pcgrad");
+    assert_eq!(stats.len(), 6, "one record per step");
+    for s in &stats {
+        assert_eq!(s["cosine"].as_object().unwrap().len(), 3, "three task pairs: {s}");
+        assert!(s["cosine"].as_object().unwrap().values().all(|c| c.as_f64().unwrap().abs() <= 1.0));
+        let f = s["projected_fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f) && (f * 6.0 - (f * 6.0).round()).abs() < 1e-9, "k(k−1) = 6 pairs: {f}");
+        assert!(s["norm_ratio"].as_object().unwrap().values().all(|r| r.as_f64().unwrap() <= 1.0 + 1e-9));
+    }
+    assert_eq!(records(&full, "pcgrad_summary").len(), 2, "a summary at each evaluation");
+    assert!(std::fs::read_to_string(full.join("pcgrad.svg")).unwrap().contains("<polyline"));
+
+    let part = scratch("pcgrad-part");
+    let mut stop = steps.to_vec();
+    stop.extend_from_slice(&["--stop-after", "2"]);
+    finetune(&model, &data, &part, &stop);
+    finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
+    assert_eq!(losses(&full), losses(&part), "the resumed run's losses differ");
+    assert_eq!(records(&full, "pcgrad"), records(&part, "pcgrad"), "the resumed run's surgery differs");
+    let adapters = |d: &Path| std::fs::read(d.join("last/adapter_model.safetensors")).unwrap();
+    assert!(adapters(&full) == adapters(&part), "final adapters differ");
+
+    // PCGrad on the whole encoder too: surgery happens, and the statistics are there.
+    let encoder = scratch("pcgrad-encoder");
+    finetune(&model, &data, &encoder, &["--max-steps", "3", "--pcgrad", "--pcgrad-reduction", "mean"]);
+    assert_eq!(records(&encoder, "pcgrad").len(), 3);
+}
+
+#[test]
+fn lora_checkpoints_hold_adapters_and_heads_and_merge_into_a_plain_model() {
+    let (model, data) = (tiny_model("lora"), tiny_data(12, "lora"));
+    let out = scratch("lora");
+    let targets = ["--lora", "4", "--lora-targets", "query,value,ffn_out", "--max-steps", "4", "--lr", "1e-2"];
+    finetune(&model, &data, &out, &targets);
+    let best = out.join("best");
+    assert!(!best.join("model.safetensors").exists(), "a LoRA checkpoint holds no base weights");
+    let names = tensor_names(&best.join("adapter_model.safetensors"));
+    assert_eq!(names.iter().filter(|n| n.contains(".lora_A.")).count(), 2 * 3);
+    assert!(names.iter().all(|n| n.contains(".lora_") || n.starts_with("head.")), "{names:?}");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&best.join("adapter_model.safetensors")) * 5 < size(&model.join("model.safetensors")));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(best.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["base_model_name_or_path"], std::path::absolute(&model).unwrap().to_str().unwrap());
+
+    let data_flag = ["--data-dir", data.to_str().unwrap(), "--device", "cpu"];
+    let eval = |ckpt: &Path| {
+        let mut args = vec!["eval", "--checkpoint", ckpt.to_str().unwrap()];
+        args.extend_from_slice(&data_flag);
+        let o = engine(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    eval(&best);
+    let merged = out.join("merged");
+    let o = engine(&["merge", "--checkpoint", best.to_str().unwrap(), "--output", merged.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("merged 6 adapters"));
+    let names = tensor_names(&merged.join("model.safetensors"));
+    assert!(names.iter().all(|n| !n.contains("lora_")) && names.iter().any(|n| n.starts_with("head.")));
+    eval(&merged);
+    // Same predictions from the merged model: classes equal, STS scores within 1e-5.
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join("predictions").join(f)).unwrap();
+    assert_eq!(read(&best, "sst-dev-output.csv"), read(&merged, "sst-dev-output.csv"));
+    let scores = |d: &Path| -> Vec<f64> {
+        read(d, "sts-dev-output.csv")
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap().trim().parse().unwrap())
+            .collect()
+    };
+    let (a, b) = (scores(&best), scores(&merged));
+    assert_eq!(a.len(), b.len());
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert!(worst <= 1e-5, "merged STS predictions differ by {worst:e}");
+
+    // Merging a checkpoint without adapters is refused, and writes nothing.
+    let plain = scratch("lora-plain");
+    finetune(&model, &data, &plain, &["--max-steps", "1"]);
+    let err = fails(&["merge", "--checkpoint", plain.join("best").to_str().unwrap(), "--output", "/tmp/engine-never"]);
+    assert!(err.contains("adapter_config.json"), "{err}");
+    assert!(!Path::new("/tmp/engine-never").exists());
 }

@@ -255,7 +255,14 @@ impl Bert {
     }
 
     /// `y` plus the adapter's (α/R)·B(A x) when layer `layer` has one on `target`.
-    fn add_adapter<F: Float>(&self, tape: &mut Tape<F>, layer: usize, target: Target, x: Tensor, y: Tensor) -> Result<Tensor> {
+    fn add_adapter<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        layer: usize,
+        target: Target,
+        x: Tensor,
+        y: Tensor,
+    ) -> Result<Tensor> {
         match (self.adapter(layer, target), &self.lora) {
             (Some(ad), Some(lora)) => {
                 let d = lora.delta(tape, ad, x)?;

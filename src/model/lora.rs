@@ -30,7 +30,8 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 6] = [Target::Query, Target::Key, Target::Value, Target::AttnOut, Target::FfnIn, Target::FfnOut];
+    pub const ALL: [Target; 6] =
+        [Target::Query, Target::Key, Target::Value, Target::AttnOut, Target::FfnIn, Target::FfnOut];
 
     /// The Hugging Face module path inside `encoder.layer.{l}`.
     pub fn module(self) -> &'static str {
@@ -90,6 +91,9 @@ impl LoraConfig {
     }
 }
 
+/// Supplies an adapter matrix's values from its name and dimensions.
+pub type AdapterSource<'a, F> = dyn FnMut(&str, &[usize]) -> Result<Vec<F>> + 'a;
+
 /// One adapter: A (R, IN), B (OUT, R).
 #[derive(Clone, Copy, Debug)]
 pub struct Adapter {
@@ -129,7 +133,7 @@ impl Lora {
         store: &mut Store<F>,
         bert: &Bert,
         config: &LoraConfig,
-        source: &mut dyn FnMut(&str, &[usize]) -> Result<Vec<F>>,
+        source: &mut AdapterSource<'_, F>,
     ) -> Result<Lora> {
         config.validate()?;
         let r = config.rank;

@@ -10,9 +10,9 @@ use super::options::TrainOptions;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
 use crate::model::safetensors::{self, SafeTensors};
-use crate::tensor::Arena;
 use crate::optim::AdamW;
 use crate::store::Store;
+use crate::tensor::Arena;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,11 +202,8 @@ pub fn open_weights(dir: &Path) -> Result<(Checkpoint, SafeTensors)> {
 pub fn load_params(dir: &Path, store: &mut Store<f32>) -> Result<()> {
     let lora = dir.join(ADAPTER_CONFIG).is_file();
     let st = SafeTensors::open(&dir.join(if lora { ADAPTER_FILE } else { MODEL_FILE }))?;
-    let params: Vec<(String, crate::tensor::Tensor)> = store
-        .params()
-        .filter(|(_, t)| !lora || t.arena == Arena::Param)
-        .map(|(n, t)| (n.to_string(), t))
-        .collect();
+    let params: Vec<(String, crate::tensor::Tensor)> =
+        store.params().filter(|(_, t)| !lora || t.arena == Arena::Param).map(|(n, t)| (n.to_string(), t)).collect();
     for (name, t) in params {
         let v = st.f32(&name)?;
         if v.len() != t.numel() {

@@ -10,8 +10,8 @@ use crate::data::{Encoded, Input, Tokenizer};
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
 use crate::model::bert::{Bert, linear};
-use crate::model::lora::{self, Lora};
 use crate::model::heads::LinearHead;
+use crate::model::lora::{self, Lora};
 use crate::model::safetensors::SafeTensors;
 use crate::rng::Rng;
 use crate::store::Store;
@@ -93,11 +93,9 @@ impl MultiTaskModel {
         if let Some(cfg) = &opts.lora {
             let mut rng = Rng::new(crate::rng::mix64(opts.seed ^ 0x1042a));
             let mut init = lora::init_source::<f32>(&mut rng);
-            let mut saved = |name: &str, _: &[usize]| -> Result<Vec<f32>> {
-                trained.expect("saved adapters").f32(name)
-            };
-            let source: &mut dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> =
-                if trained.is_some() { &mut saved } else { &mut init };
+            let mut saved =
+                |name: &str, _: &[usize]| -> Result<Vec<f32>> { trained.expect("saved adapters").f32(name) };
+            let source: &mut lora::AdapterSource<'_, f32> = if trained.is_some() { &mut saved } else { &mut init };
             bert.lora = Some(Lora::register(store, &bert, cfg, source)?);
         }
         let mut rng = Rng::new(crate::rng::mix64(opts.seed ^ 0x4ead));

@@ -3,8 +3,8 @@
 //! task, AdamW lr 1e-4 with weight decay 0.01, 10% warmup then linear decay, dropout 0.1 before
 //! each head, max length 128, seed 11711). Saved beside every checkpoint as `train.json`.
 
-use crate::data::cs224n::Task;
 use super::pcgrad::Reduction;
+use crate::data::cs224n::Task;
 use crate::model::bert::Pooling;
 use crate::model::lora::LoraConfig;
 use serde::{Deserialize, Serialize};

@@ -77,7 +77,9 @@ pub fn surgery(gram: &[f64], orders: &[Vec<usize>], reduction: Reduction) -> Res
     let mut norm_ratio = Vec::with_capacity(k);
     for (i, order) in orders.iter().enumerate() {
         if order.len() != k - 1 || order.iter().any(|&j| j == i || j >= k) {
-            return Err(Error::Config(format!("pcgrad: task {i}'s order {order:?} is not a permutation of the others")));
+            return Err(Error::Config(format!(
+                "pcgrad: task {i}'s order {order:?} is not a permutation of the others"
+            )));
         }
         // g_i^PC = Σ_l a[l] g_l
         let mut a = vec![0.0; k];
@@ -133,8 +135,7 @@ impl Stats {
             }
         }
         let norm_ratio = tasks.iter().zip(&surgery.norm_ratio).map(|(t, r)| (t.to_string(), *r)).collect();
-        let projected_fraction =
-            if surgery.pairs == 0 { 0.0 } else { surgery.projected as f64 / surgery.pairs as f64 };
+        let projected_fraction = if surgery.pairs == 0 { 0.0 } else { surgery.projected as f64 / surgery.pairs as f64 };
         Stats { step, cosine, projected_fraction, norm_ratio }
     }
 

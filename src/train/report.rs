@@ -271,7 +271,8 @@ const PCGRAD_SMOOTHING: usize = 20;
 /// pcgrad.svg: the cosine of every task pair (left) and the fraction of pairs projected (right),
 /// each a running mean over PCGRAD_SMOOTHING steps.
 pub fn write_pcgrad(path: &Path, records: &[Record]) -> Result<()> {
-    let stats: Vec<&Stats> = records.iter().filter_map(|r| if let Record::Pcgrad(s) = r { Some(s) } else { None }).collect();
+    let stats: Vec<&Stats> =
+        records.iter().filter_map(|r| if let Record::Pcgrad(s) = r { Some(s) } else { None }).collect();
     let smooth = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
         (0..pts.len())
             .map(|i| {

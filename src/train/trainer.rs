@@ -7,13 +7,13 @@ use super::checkpoint::{self, TrainState};
 use super::evaluate::{self, Score};
 use super::model::MultiTaskModel;
 use super::options::TrainOptions;
+use super::pcgrad::{self, TaskGradients};
 use super::report::{self, Metrics, Progress, Record};
 use super::schedule::{Plan, batch_indices, lr_factor};
 use crate::data::Tokenizer;
 use crate::data::cs224n::{self, Dataset, Split, Task};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use super::pcgrad::{self, TaskGradients};
 use crate::model::Checkpoint;
 use crate::optim::{AdamW, AdamWConfig, grad_norm};
 use crate::rng::mix64;
@@ -239,10 +239,10 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
         if let Some(g) = &mut task_grads {
             let step = state.step;
-            let (tasks, surgery) = g.combine(&mut tape.store, opts.pcgrad_reduction, |k| {
-                pcgrad::visiting_orders(opts.seed, step, k)
-            })?;
-            let record = pcgrad::Stats::new(step + 1, &tasks.iter().map(|&t| opts.tasks[t]).collect::<Vec<_>>(), &surgery);
+            let (tasks, surgery) =
+                g.combine(&mut tape.store, opts.pcgrad_reduction, |k| pcgrad::visiting_orders(opts.seed, step, k))?;
+            let record =
+                pcgrad::Stats::new(step + 1, &tasks.iter().map(|&t| opts.tasks[t]).collect::<Vec<_>>(), &surgery);
             pcgrad_window.push(record.clone());
             metrics.push(Record::Pcgrad(record))?;
         }
@@ -297,7 +297,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 combined,
             })?;
             if let Some(summary) = pcgrad::Stats::mean(state.step, &pcgrad_window) {
-                progress.note(&format!("pcgrad over steps {}..={}: {}", pcgrad_window[0].step, state.step, summary.describe()));
+                progress.note(&format!(
+                    "pcgrad over steps {}..={}: {}",
+                    pcgrad_window[0].step,
+                    state.step,
+                    summary.describe()
+                ));
                 metrics.push(Record::PcgradSummary(summary))?;
                 report::write_pcgrad(&args.out.join("pcgrad.svg"), &metrics.records)?;
                 pcgrad_window.clear();

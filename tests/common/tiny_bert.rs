@@ -3,6 +3,7 @@
 //! float32 for the CPU-vs-CUDA comparison.
 
 use engine::model::bert::{Bert, ParamKind, init};
+use engine::model::lora::{Lora, LoraConfig};
 use engine::model::{BertConfig, heads};
 use engine::rng::Rng;
 use engine::{Float, Result, Tape, Tensor};
@@ -20,9 +21,17 @@ pub fn config() -> BertConfig {
 /// Registers the model with random parameters (std 0.3, so that every nonlinearity is exercised
 /// away from linear; layernorm gains around 1).
 pub fn build<F: Float>(tape: &mut Tape<F>, seed: u64) -> TinyModel {
+    build_with(tape, seed, None)
+}
+
+/// [`build`], or with `lora`: the encoder frozen and adapters on its linears, with A and B both
+/// random (a trained state, so that every adapter gradient is non-zero).
+#[allow(dead_code)]
+pub fn build_with<F: Float>(tape: &mut Tape<F>, seed: u64, lora: Option<&LoraConfig>) -> TinyModel {
     let cfg = config();
     let mut rng = Rng::new(seed);
-    let bert = Bert::register(
+    let trainable = lora.is_none();
+    let mut bert = Bert::register(
         &mut tape.store,
         &cfg,
         true,
@@ -33,9 +42,13 @@ pub fn build<F: Float>(tape: &mut Tape<F>, seed: u64) -> TinyModel {
             }
             Ok(v)
         },
-        &|_| true,
+        &|_| trainable,
     )
     .unwrap();
+    if let Some(l) = lora {
+        let mut source = |_: &str, dims: &[usize]| Ok(init::<F>(&mut rng, dims, ParamKind::Weight, 0.3));
+        bert.lora = Some(Lora::register(&mut tape.store, &bert, l, &mut source).unwrap());
+    }
     let c = cfg.hidden_size;
     let mut head = |name: &str, out: usize, inp: usize| heads::LinearHead {
         w: tape
