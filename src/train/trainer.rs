@@ -5,7 +5,7 @@
 
 use super::checkpoint::{self, TrainState};
 use super::evaluate::{self, Score};
-use super::model::MultiTaskModel;
+use super::model::{Batch, MultiTaskModel};
 use super::options::TrainOptions;
 use super::pcgrad::{self, TaskGradients};
 use super::report::{self, Metrics, Progress, Record};
@@ -131,6 +131,31 @@ pub fn write_predictions(
     Ok(scores)
 }
 
+/// One task's forward and backward on `batch`, its loss scaled by `scale` (task weight over the
+/// accumulation steps); into task `t`'s own gradient slot under PCGrad, else into the shared
+/// gradients. Returns the loss tensor (the tape keeps it until the next reset).
+pub fn train_task(
+    tape: &mut Tape<f32>,
+    model: &MultiTaskModel,
+    batch: &Batch,
+    slot: Option<(&mut TaskGradients<f32>, usize)>,
+    scale: f64,
+) -> Result<crate::tensor::Tensor> {
+    tape.reset();
+    let out = model.forward(tape, batch)?;
+    let loss = model.loss(tape, batch, out)?;
+    match slot {
+        Some((g, t)) => {
+            g.enter(&mut tape.store, t)?;
+            let backward = tape.backward_scaled(loss, scale as f32);
+            g.leave(&mut tape.store, t)?;
+            backward?;
+        }
+        None => tape.backward_scaled(loss, scale as f32)?,
+    }
+    Ok(loss)
+}
+
 /// Fine-tunes; see the module doc.
 pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let started = Instant::now();
@@ -214,18 +239,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 consumed[ti] += 1;
                 let refs: Vec<_> = idx.iter().map(|&i| &examples[i]).collect();
                 let batch = model.batch(&mut tok, task, &refs)?;
-                tape.reset();
                 tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56));
-                let out = model.forward(&mut tape, &batch)?;
-                let loss = model.loss(&mut tape, &batch, out)?;
-                if let Some(g) = &mut task_grads {
-                    g.enter(&mut tape.store, ti)?;
-                }
-                let backward = tape.backward_scaled(loss, (opts.weight(task) / opts.grad_accum as f64) as f32);
-                if let Some(g) = &mut task_grads {
-                    g.leave(&mut tape.store, ti)?;
-                }
-                backward?;
+                let scale = opts.weight(task) / opts.grad_accum as f64;
+                let loss = train_task(&mut tape, &model, &batch, task_grads.as_mut().map(|g| (g, ti)), scale)?;
                 let value = tape.store.read(loss)?[0] as f64;
                 if !value.is_finite() {
                     return Err(Error::Config(format!(
