@@ -9,6 +9,7 @@ use common::golden;
 use common::gpu;
 use engine::Device;
 use engine::model::checkpoint::default_model_dir;
+use engine::model::lora::{LoraConfig, Target};
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 
 fn weights_present() -> bool {
@@ -38,9 +39,9 @@ fn golden_training_step_on_cuda() {
 }
 
 /// Losses of a 4-step tiny run on `device` (dropout on, same seed).
-fn tiny_run(device: Device, tag: &str) -> Vec<(usize, String, f64)> {
+fn tiny_run(device: Device, tag: &str, methods: TrainOptions) -> Vec<(usize, String, f64)> {
     let (model, data) = (common::runs::tiny_model(tag), common::runs::tiny_data(16, tag));
-    let opts = TrainOptions { max_steps: 4, batch_size: 4, log_every: 1, lr: 1e-3, ..TrainOptions::default() };
+    let opts = TrainOptions { max_steps: 4, batch_size: 4, log_every: 1, lr: 1e-3, ..methods };
     let mut files = Vec::new();
     for task in opts.tasks.clone() {
         for split in [engine::data::cs224n::Split::Train, engine::data::cs224n::Split::Dev] {
@@ -56,11 +57,25 @@ fn tiny_run(device: Device, tag: &str) -> Vec<(usize, String, f64)> {
 #[test]
 fn short_finetune_on_cuda_matches_the_cpu() {
     let Some(g) = gpu() else { return };
-    let (cpu, cuda) = (tiny_run(Device::Cpu, "cpu"), tiny_run(g, "cuda"));
+    compare_runs(&g, TrainOptions::default(), "joint");
+}
+
+/// The same with PCGrad over LoRA adapters (query, value, ffn_out) and their dropout.
+#[test]
+fn short_pcgrad_lora_finetune_on_cuda_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let lora =
+        LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1, targets: vec![Target::Query, Target::Value, Target::FfnOut] };
+    compare_runs(&g, TrainOptions { pcgrad: true, lora: Some(lora), ..TrainOptions::default() }, "pcgrad-lora");
+}
+
+fn compare_runs(g: &Device, methods: TrainOptions, tag: &str) {
+    let cpu = tiny_run(Device::Cpu, &format!("cpu-{tag}"), methods.clone());
+    let cuda = tiny_run(g.clone(), &format!("cuda-{tag}"), methods);
     assert_eq!(cpu.len(), cuda.len());
     for ((s, t, a), (_, _, b)) in cpu.iter().zip(&cuda) {
         let e = ((a - b) / a).abs();
-        println!("step {s} {t}: cpu {a:.6} cuda {b:.6} ({e:.1e})");
+        println!("{tag} step {s} {t}: cpu {a:.6} cuda {b:.6} ({e:.1e})");
         assert!(e <= 1e-4, "step {s} {t}: the CUDA loss differs by {e:e}");
     }
 }

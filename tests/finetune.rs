@@ -278,9 +278,10 @@ fn pcgrad_with_lora_logs_its_statistics_and_resumes_exactly() {
     let adapters = |d: &Path| std::fs::read(d.join("last/adapter_model.safetensors")).unwrap();
     assert!(adapters(&full) == adapters(&part), "final adapters differ");
 
-    // PCGrad on the whole encoder too: surgery happens, and the statistics are there.
+    // PCGrad on the whole encoder too, with accumulation: one surgery per optimizer step.
     let encoder = scratch("pcgrad-encoder");
-    finetune(&model, &data, &encoder, &["--max-steps", "3", "--pcgrad", "--pcgrad-reduction", "mean"]);
+    let args = ["--max-steps", "3", "--pcgrad", "--pcgrad-reduction", "mean", "--grad-accum", "2"];
+    finetune(&model, &data, &encoder, &args);
     assert_eq!(records(&encoder, "pcgrad").len(), 3);
 }
 
