@@ -67,3 +67,23 @@ fn training_leaves_the_base_weights_bit_identical() {
     let after = snapshot(&tape, Arena::Param);
     assert!(after.iter().zip(&adapters).all(|(a, b)| a.1 != b.1), "every adapter and head should have moved");
 }
+
+#[test]
+fn fresh_adapters_leave_the_base_model_unchanged() {
+    use engine::model::lora::{Lora, init_source};
+    let mut tape = Tape::<f32>::new(Device::Cpu);
+    let mut m = tiny_bert::build_with(&mut tape, 3, None);
+    let base = hidden(&mut tape, &m);
+    let mut rng = engine::rng::Rng::new(1);
+    let mut source = init_source::<f32>(&mut rng);
+    let lora = Lora::register(&mut tape.store, &m.bert, &config(&Target::ALL), &mut source).unwrap();
+    // A is drawn (U(±1/√IN), as PEFT's Kaiming-uniform with a = √5), B is zero.
+    let a = tape.store.param("encoder.layer.0.intermediate.dense.lora_A.weight").unwrap();
+    let bound = 1.0 / 32f32.sqrt();
+    let av = tape.store.read(a).unwrap();
+    assert!(av.iter().all(|v| v.abs() <= bound) && av.iter().any(|v| v.abs() > bound / 2.0));
+    let b = tape.store.param("encoder.layer.0.intermediate.dense.lora_B.weight").unwrap();
+    assert!(tape.store.read(b).unwrap().iter().all(|&v| v == 0.0));
+    m.bert.lora = Some(lora);
+    assert!(hidden(&mut tape, &m) == base, "step 0 must be the base model, bit for bit");
+}

@@ -50,6 +50,12 @@ impl Checkpoint {
         })?;
         let config = BertConfig::from_json(&text).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
         let weights = dir.join("model.safetensors");
+        if !weights.is_file() && dir.join("adapter_config.json").is_file() {
+            return Err(Error::Config(format!(
+                "{}: a LoRA checkpoint (adapters only): `engine merge` it into a full model first",
+                dir.display()
+            )));
+        }
         if !weights.is_file() {
             return Err(Error::Config(format!(
                 "{}: no model.safetensors (only the safetensors format is read; convert pytorch_model.bin first)",
