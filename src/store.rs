@@ -35,6 +35,9 @@ pub struct Store<F: Float> {
     act_grads: Buffer<F>,
     ints: Buffer<i32>,
     act_len: usize,
+    /// The activations that take a gradient, as merged ranges: only their gradients are zeroed
+    /// before a backward pass (dropout masks, constants and frozen-path values never get one).
+    grad_ranges: Vec<Range<usize>>,
     int_len: usize,
     names: Vec<(String, Tensor)>,
 }
@@ -49,6 +52,7 @@ impl<F: Float> Store<F> {
             act_grads: Buffer::new(&device),
             ints: Buffer::new(&device),
             act_len: 0,
+            grad_ranges: Vec::new(),
             int_len: 0,
             names: Vec::new(),
             device,
@@ -97,6 +101,12 @@ impl<F: Float> Store<F> {
         let offset = self.act_len;
         self.acts.grow_to(offset + shape.numel())?;
         self.act_len += shape.numel();
+        if requires_grad {
+            match self.grad_ranges.last_mut() {
+                Some(last) if last.end == offset => last.end = self.act_len,
+                _ => self.grad_ranges.push(offset..self.act_len),
+            }
+        }
         Ok(Tensor { arena: Arena::Act, offset, shape, requires_grad })
     }
 
@@ -133,6 +143,7 @@ impl<F: Float> Store<F> {
     /// Releases every activation and integer input (parameters stay).
     pub fn reset_acts(&mut self) {
         self.act_len = 0;
+        self.grad_ranges.clear();
         self.int_len = 0;
     }
 
@@ -140,10 +151,14 @@ impl<F: Float> Store<F> {
         self.act_len
     }
 
-    /// Zeroes the activation gradients of the current pass (called once before each backward).
+    /// Zeroes the gradients of the current pass's activations that take one (called once before
+    /// each backward; no op reads or writes the gradient of an activation that takes none).
     pub fn zero_act_grads(&mut self) -> Result<()> {
         self.act_grads.grow_to(self.act_len)?;
-        self.act_grads.fill_zero(0..self.act_len)
+        for r in &self.grad_ranges {
+            self.act_grads.fill_zero(r.clone())?;
+        }
+        Ok(())
     }
 
     /// Fills every activation and activation gradient, in use or not, with `value`: tests poison
