@@ -6,7 +6,7 @@
 use super::checkpoint::{self, TrainState};
 use super::evaluate::{self, Score};
 use super::model::{Batch, MultiTaskModel};
-use super::options::TrainOptions;
+use super::options::{Schedule, TrainOptions};
 use super::pcgrad::{self, TaskGradients};
 use super::report::{self, Metrics, Progress, Record};
 use super::schedule::{Plan, batch_indices, lr_factor};
@@ -207,6 +207,13 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         tape.store.num_trainable()
     ));
 
+    if opts.pcgrad && opts.schedule != Schedule::RoundRobin {
+        progress.note(&format!(
+            "note: --schedule {} trains one task per micro-batch; PCGrad projects only where a step \
+             (with --grad-accum) gathers several tasks",
+            clap::ValueEnum::to_possible_value(&opts.schedule).map_or_else(String::new, |v| v.get_name().to_string())
+        ));
+    }
     // The batches each task has consumed so far: a function of the position alone.
     let micro_at = |step: usize| step * opts.grad_accum;
     let mut consumed = vec![0usize; opts.tasks.len()];
