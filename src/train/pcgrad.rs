@@ -13,7 +13,7 @@
 //! Head gradients are summed as they are (each head has only its own task's gradient).
 
 use crate::data::cs224n::Task;
-use crate::device::{Buffer, Device};
+use crate::device::Buffer;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::optim::{pairwise_dots, weighted_sum};
@@ -184,7 +184,6 @@ pub struct TaskGradients<F: Float> {
     /// Slots written since the last combine, in first-use order.
     active: Vec<usize>,
     shared: usize,
-    device: Device,
 }
 
 impl<F: Float> TaskGradients<F> {
@@ -203,7 +202,7 @@ impl<F: Float> TaskGradients<F> {
             b.grow_to(n)?;
             slots.push(b);
         }
-        Ok(TaskGradients { slots, active: Vec::new(), shared, device: store.device.clone() })
+        Ok(TaskGradients { slots, active: Vec::new(), shared })
     }
 
     /// Routes the backward passes that follow into task `t`'s slot (zeroed on its first use in a step).
@@ -222,11 +221,6 @@ impl<F: Float> TaskGradients<F> {
         store.swap_grads(&mut self.slots[t])
     }
 
-    /// Task `t`'s gradient since the last combine (for tests and diagnostics).
-    pub fn slot(&self, t: usize) -> &Buffer<F> {
-        &self.slots[t]
-    }
-
     /// Projects the task gradients written since the last combine and leaves their combination in
     /// the store's gradient arena (every value of it: no zeroing needed before). Returns the
     /// surgery, its tasks in the order of `tasks()`; `orders(k)` gives the visiting orders.
@@ -243,14 +237,15 @@ impl<F: Float> TaskGradients<F> {
         };
         let k = tasks.len();
         let n = store.num_trainable();
+        let device = store.device.clone();
         let views: Vec<&Buffer<F>> = tasks.iter().map(|&t| &self.slots[t]).collect();
-        let gram = if self.shared == 0 { vec![0.0; k * k] } else { pairwise_dots(&self.device, &views, self.shared)? };
+        let gram = if self.shared == 0 { vec![0.0; k * k] } else { pairwise_dots(&device, &views, self.shared)? };
         let surgery = surgery(&gram, &orders(k), reduction)?;
         // The combination is written into the first slot, which then becomes the store's arena.
-        let mut dst = std::mem::replace(&mut self.slots[first], Buffer::new(&self.device));
+        let mut dst = std::mem::replace(&mut self.slots[first], Buffer::new(&device));
         let others: Vec<&Buffer<F>> = tasks[1..].iter().map(|&t| &self.slots[t]).collect();
-        weighted_sum(&self.device, &mut dst, &others, &surgery.weights, 0..self.shared)?;
-        weighted_sum(&self.device, &mut dst, &others, &vec![1.0; k], self.shared..n)?;
+        weighted_sum(&device, &mut dst, &others, &surgery.weights, 0..self.shared)?;
+        weighted_sum(&device, &mut dst, &others, &vec![1.0; k], self.shared..n)?;
         store.swap_grads(&mut dst)?;
         self.slots[first] = dst;
         Ok((tasks, surgery))
