@@ -37,6 +37,8 @@ pub trait Float:
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
     fn erf(self) -> Self;
+    /// erf(self) given `e` = e^(−self²) (f32 saves its own exponential; f64 ignores `e`).
+    fn erf_with_exp(self, e: Self) -> Self;
     fn abs(self) -> Self;
     fn max(self, other: Self) -> Self;
     /// -1, 0 or 1 (0 at 0, as PyTorch's `sgn`, so that |x| has gradient 0 there).
@@ -55,7 +57,8 @@ pub fn exp_f32(x: f32) -> f32 {
     // Round to nearest by adding and subtracting 1.5·2²³ (exact for |v| < 2²²): plain SSE2
     // arithmetic that vectorises, where round() and rint() are library calls on baseline x86-64.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4; // ln 2 split in two for an exact product
     let p = 1.987_569_1e-4f32;
     let p = p * r + 1.398_199_9e-3;
@@ -65,9 +68,10 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p * r + 5e-1;
     let er = p * r * r + r + 1.0;
     // 2^n for n in [-126, 128]: build the exponent, split in two halves so that n = 128 and the
-    // subnormal end stay representable.
-    let n = n as i32;
-    let half = n / 2;
+    // subnormal end stay representable. n as an integer comes from the bits of 1.5·2²³ + n (one
+    // integer subtraction, where `n as i32`, a saturating conversion, stays scalar).
+    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let half = n >> 1;
     let two = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
     er * two(half) * two(n - half)
 }
@@ -78,10 +82,17 @@ pub fn exp_f32(x: f32) -> f32 {
 /// 1 − t·poly(t)·e^(−x²) with t = 1/(1 + p|x|), sign restored.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
+    erf_f32_with_exp(x, exp_f32(-x * x))
+}
+
+/// [`erf_f32`] given `e` = e^(−x²), for callers that need that exponential too (the GELU
+/// derivative's density).
+#[inline(always)]
+pub fn erf_f32_with_exp(x: f32, e: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (0.327_591_1 * a + 1.0);
     let r = (((1.061_405_4 * t - 1.453_152) * t + 1.421_413_7) * t - 0.284_496_74) * t + 0.254_829_6;
-    let far = (1.0 - r * t * exp_f32(-a * a)).copysign(x);
+    let far = (1.0 - r * t * e).copysign(x);
     let z = x * x;
     // 2/√π · x · Σ_{n ≤ 9} (−1)ⁿ zⁿ / (n! (2n+1)), z = x², by Horner from the highest term
     let mut s = -1.0 / 6_894_720.0;
@@ -103,7 +114,7 @@ pub fn erf_f32(x: f32) -> f32 {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal, $erf:path, $exp:path) => {
+    ($t:ty, $name:literal, $erf:path, $erf_with_exp:expr, $exp:path) => {
         impl Float for $t {
             const NAME: &'static str = $name;
             const ZERO: Self = 0.0;
@@ -140,6 +151,10 @@ macro_rules! impl_float {
             fn erf(self) -> Self {
                 $erf(self)
             }
+            #[inline(always)]
+            fn erf_with_exp(self, e: Self) -> Self {
+                $erf_with_exp(self, e)
+            }
             #[inline]
             fn abs(self) -> Self {
                 <$t>::abs(self)
@@ -164,8 +179,8 @@ macro_rules! impl_float {
 
 // float32 trains, so its exp and erf are the fast vectorisable forms above (to float32 accuracy);
 // float64 checks gradients, so it keeps libm's correctly rounded ones.
-impl_float!(f32, "f32", erf_f32, exp_f32);
-impl_float!(f64, "f64", libm::erf, f64::exp);
+impl_float!(f32, "f32", erf_f32, erf_f32_with_exp, exp_f32);
+impl_float!(f64, "f64", libm::erf, |x: f64, _e: f64| libm::erf(x), f64::exp);
 
 #[cfg(test)]
 mod tests {

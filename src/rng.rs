@@ -15,9 +15,26 @@ pub fn mix64(mut z: u64) -> u64 {
 /// so a mask costs one mix per element.
 #[inline]
 pub fn hash_uniform(seed: u64, stream: u64, index: u64) -> f64 {
-    let key = mix64(seed ^ mix64(stream.wrapping_add(0x9e37_79b9_7f4a_7c15)));
-    let h = mix64(key.wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    hash_bits(hash_key(seed, stream), index) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// The key of stream `stream` under `seed`, loop-invariant across a mask.
+#[inline]
+pub fn hash_key(seed: u64, stream: u64) -> u64 {
+    mix64(seed ^ mix64(stream.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// The 53 bits k of element `index`'s draw, which is k / 2⁵³.
+#[inline(always)]
+pub fn hash_bits(key: u64, index: u64) -> u64 {
+    mix64(key.wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15))) >> 11
+}
+
+/// The least k with k / 2⁵³ ≥ p, for p in [0, 1): `hash_uniform(..) >= p` exactly when
+/// `hash_bits(..) >= keep_threshold(p)` (p·2⁵³ is exact in f64), an integer compare that spares
+/// the mask loop a u64 → f64 conversion per element.
+pub fn keep_threshold(p: f64) -> u64 {
+    (p * (1u64 << 53) as f64).ceil() as u64
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +88,20 @@ mod tests {
         assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
         let h: f64 = (0..n).map(|i| hash_uniform(3, 1, i as u64)).sum::<f64>() / n as f64;
         assert!((h - 0.5).abs() < 0.01, "hash mean {h}");
+    }
+
+    #[test]
+    fn keep_threshold_matches_the_float_compare() {
+        for p in [0.0, 0.1, 0.25, 0.5, 1.0 / 3.0, 0.9, 1.0 - 1e-16] {
+            let t = keep_threshold(p);
+            let key = hash_key(5, 9);
+            for i in 0..20_000 {
+                assert_eq!(hash_uniform(5, 9, i) >= p, hash_bits(key, i) >= t, "p {p} index {i}");
+            }
+            // the boundary itself: k = t passes, k = t − 1 does not
+            let scale = 1.0 / (1u64 << 53) as f64;
+            assert!(t as f64 * scale >= p && (t == 0 || ((t - 1) as f64 * scale) < p), "p {p}");
+        }
     }
 
     #[test]

@@ -115,12 +115,14 @@ pub mod cuda {
 pub mod cpu {
     use crate::float::Float;
     use crate::ops::PAR_CHUNK;
-    use crate::rng::hash_uniform;
+    use crate::rng::{hash_bits, hash_key, keep_threshold};
     use rayon::prelude::*;
 
     /// In parallel chunks; element i's draw depends on i only, so chunking changes nothing.
+    /// Kept where hash_uniform(seed, stream, i) ≥ p, compared as integers (see `keep_threshold`).
     pub fn forward<F: Float>(x: &[F], p: f64, seed: u64, stream: u64, mask: &mut [F], out: &mut [F]) {
         let keep = F::from_f64(1.0 / (1.0 - p));
+        let (key, threshold) = (hash_key(seed, stream), keep_threshold(p));
         mask.par_chunks_mut(PAR_CHUNK)
             .zip(out.par_chunks_mut(PAR_CHUNK))
             .zip(x.par_chunks(PAR_CHUNK))
@@ -128,7 +130,7 @@ pub mod cpu {
             .for_each(|(ci, ((mask, out), x))| {
                 for i in 0..x.len() {
                     let index = (ci * PAR_CHUNK + i) as u64;
-                    mask[i] = if hash_uniform(seed, stream, index) >= p { keep } else { F::ZERO };
+                    mask[i] = if hash_bits(key, index) >= threshold { keep } else { F::ZERO };
                     out[i] = x[i] * mask[i];
                 }
             });

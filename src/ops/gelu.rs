@@ -103,9 +103,11 @@ pub mod cpu {
         dx.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).zip(dy.par_chunks(PAR_CHUNK)).for_each(
             |((dx, x), dy)| {
                 for i in 0..dx.len() {
-                    let v = x[i];
-                    let cdf = half * (F::ONE + (v * r2).erf());
-                    let pdf = c * (-half * v * v).exp();
+                    // e^(−x²/2) serves both Φ (through erf(x/√2)) and φ.
+                    let (v, z) = (x[i], x[i] * r2);
+                    let e = (-z * z).exp();
+                    let cdf = half * (F::ONE + z.erf_with_exp(e));
+                    let pdf = c * e;
                     dx[i] += dy[i] * (cdf + v * pdf);
                 }
             },
