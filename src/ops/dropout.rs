@@ -114,7 +114,7 @@ pub mod cuda {
 
 pub mod cpu {
     use crate::float::Float;
-    use crate::ops::PAR_CHUNK;
+    use crate::ops::{PAR_CHUNK, simd};
     use crate::rng::{hash_bits, hash_key, keep_threshold};
     use rayon::prelude::*;
 
@@ -128,11 +128,16 @@ pub mod cpu {
             .zip(x.par_chunks(PAR_CHUNK))
             .enumerate()
             .for_each(|(ci, ((mask, out), x))| {
-                for i in 0..x.len() {
-                    let index = (ci * PAR_CHUNK + i) as u64;
-                    mask[i] = if hash_bits(key, index) >= threshold { keep } else { F::ZERO };
-                    out[i] = x[i] * mask[i];
-                }
+                let first = (ci * PAR_CHUNK) as u64;
+                simd(|| chunk(x, key, threshold, keep, first, mask, out))
             });
+    }
+
+    #[inline(always)]
+    fn chunk<F: Float>(x: &[F], key: u64, threshold: u64, keep: F, first: u64, mask: &mut [F], out: &mut [F]) {
+        for i in 0..x.len() {
+            mask[i] = if hash_bits(key, first + i as u64) >= threshold { keep } else { F::ZERO };
+            out[i] = x[i] * mask[i];
+        }
     }
 }

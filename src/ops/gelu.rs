@@ -80,7 +80,7 @@ pub mod cuda {
 
 pub mod cpu {
     use crate::float::Float;
-    use crate::ops::PAR_CHUNK;
+    use crate::ops::{PAR_CHUNK, simd};
     use rayon::prelude::*;
 
     const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -91,9 +91,12 @@ pub mod cpu {
     pub fn forward<F: Float>(x: &[F], out: &mut [F]) {
         let (half, r2) = (F::from_f64(0.5), F::from_f64(FRAC_1_SQRT_2));
         out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, x)| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = half * v * (F::ONE + (v * r2).erf());
-            }
+            simd(|| {
+                for i in 0..o.len() {
+                    let v = x[i];
+                    o[i] = half * v * (F::ONE + (v * r2).erf());
+                }
+            })
         });
     }
 
@@ -102,14 +105,16 @@ pub mod cpu {
         let (half, r2, c) = (F::from_f64(0.5), F::from_f64(FRAC_1_SQRT_2), F::from_f64(INV_SQRT_2PI));
         dx.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).zip(dy.par_chunks(PAR_CHUNK)).for_each(
             |((dx, x), dy)| {
-                for i in 0..dx.len() {
-                    // e^(−x²/2) serves both Φ (through erf(x/√2)) and φ.
-                    let (v, z) = (x[i], x[i] * r2);
-                    let e = (-z * z).exp();
-                    let cdf = half * (F::ONE + z.erf_with_exp(e));
-                    let pdf = c * e;
-                    dx[i] += dy[i] * (cdf + v * pdf);
-                }
+                simd(|| {
+                    for i in 0..dx.len() {
+                        // e^(−x²/2) serves both Φ (through erf(x/√2)) and φ.
+                        let (v, z) = (x[i], x[i] * r2);
+                        let e = (-z * z).exp();
+                        let cdf = half * (F::ONE + z.erf_with_exp(e));
+                        let pdf = c * e;
+                        dx[i] += dy[i] * (cdf + v * pdf);
+                    }
+                })
             },
         );
     }

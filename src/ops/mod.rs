@@ -100,3 +100,23 @@ pub(crate) const PAR_CHUNK: usize = 1 << 15;
 pub(crate) fn rows_per_chunk(row_len: usize) -> usize {
     (PAR_CHUNK / row_len.max(1)).max(1)
 }
+
+/// Runs `f`, a loop of the CPU path's, compiled a second time for AVX-512 when the CPU has it:
+/// the crate targets x86-64-v3 (AVX2), where loops vectorise 8 floats wide and 64-bit integer
+/// multiplies (the dropout hash) not at all. `f` must be inlinable (`#[inline(always)]` on what
+/// it calls). Neither build contracts a·b + c into an FMA, so both give the same bits.
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512vl") {
+            // SAFETY: the CPU has the features `avx512` is compiled for.
+            return unsafe { avx512(f) };
+        }
+    }
+    f()
+}

@@ -122,19 +122,21 @@ pub mod cuda {
 
 pub mod cpu {
     use crate::float::Float;
-    use crate::ops::rows_per_chunk;
+    use crate::ops::{rows_per_chunk, simd};
     use rayon::prelude::*;
 
     /// `rows_per_batch` rows of `t` keys share batch item b's mask row. Rows run in parallel chunks.
     pub fn forward<F: Float>(s: &[F], mask: &[i32], scale: F, rows_per_batch: usize, t: usize, p: &mut [F]) {
         let chunk = rows_per_chunk(t) * t;
-        p.par_chunks_mut(chunk)
-            .zip(s.par_chunks(chunk))
-            .enumerate()
-            .for_each(|(ci, (p, s))| forward_rows(s, mask, scale, rows_per_batch, t, ci * chunk / t.max(1), p));
+        p.par_chunks_mut(chunk).zip(s.par_chunks(chunk)).enumerate().for_each(|(ci, (p, s))| {
+            simd(|| forward_rows(s, mask, scale, rows_per_batch, t, ci * chunk / t.max(1), p))
+        });
     }
 
-    /// Rows first_row.. of the softmax (s and p hold just those rows).
+    /// Rows first_row.. of the softmax (s and p hold just those rows). The max takes `!(max >= v)`
+    /// rather than `max < v` so that a NaN score becomes the max and the row comes out NaN.
+    #[inline(always)]
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn forward_rows<F: Float>(
         s: &[F],
         mask: &[i32],
@@ -147,25 +149,23 @@ pub mod cpu {
         for (r, (sr, pr)) in s.chunks_exact(t).zip(p.chunks_exact_mut(t)).enumerate() {
             let row = first_row + r;
             let mr = &mask[(row / rows_per_batch) * t..][..t];
-            let mut max = None::<F>;
-            for j in 0..t {
-                if mr[j] != 0 {
-                    let v = scale * sr[j];
-                    max = Some(match max {
-                        Some(m) if m >= v => m,
-                        _ => v,
-                    });
-                }
-            }
-            let Some(max) = max else {
+            if mr.iter().all(|&m| m == 0) {
                 pr.fill(F::ZERO); // every key padded: nothing to attend to
                 continue;
-            };
-            let mut sum = F::ZERO;
+            }
+            // The max over the kept keys; the loops are split so that the exponentials vectorise
+            // while the sum keeps its order.
+            let mut max = F::from_f64(f64::NEG_INFINITY);
+            for j in 0..t {
+                let v = scale * sr[j];
+                if mr[j] != 0 && !(max >= v) {
+                    max = v;
+                }
+            }
             for j in 0..t {
                 pr[j] = if mr[j] != 0 { (scale * sr[j] - max).exp() } else { F::ZERO };
-                sum += pr[j];
             }
+            let sum = pr.iter().fold(F::ZERO, |a, &v| a + v);
             pr.iter_mut().for_each(|v| *v /= sum);
         }
     }
