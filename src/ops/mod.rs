@@ -120,3 +120,87 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+#[cfg(test)]
+mod simd_tests {
+    //! The loops run through [`simd`] (AVX-512 where the CPU has it) give the same bits as plain
+    //! loops of the same formulas compiled for the crate's baseline, and dropout keeps exactly
+    //! the elements whose `hash_uniform` draw is ≥ p. (`Float::exp`, not f32's inherent `exp`,
+    //! which is libm's.)
+    use crate::float::Float;
+    use crate::rng::{Rng, hash_uniform};
+
+    fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = Rng::new(17);
+        // Wide enough to cover erf's two branches, exp's clamping and a NaN.
+        let mut x: Vec<f32> = (0..n).map(|_| (rng.normal() * 4.0) as f32).collect();
+        x[5] = 200.0;
+        x[6] = -200.0;
+        x[7] = f32::NAN;
+        (x, (0..n).map(|_| rng.normal() as f32).collect())
+    }
+
+    fn same_bits(a: &[f32], b: &[f32], what: &str) {
+        for (i, (p, q)) in a.iter().zip(b).enumerate() {
+            assert_eq!(p.to_bits(), q.to_bits(), "{what}: element {i}: {p} vs {q}");
+        }
+    }
+
+    #[test]
+    fn gelu_matches_the_plain_loop() {
+        let n = 3 * super::PAR_CHUNK + 123;
+        let (x, dy) = inputs(n);
+        let (half, r2, c) = (0.5f32, std::f32::consts::FRAC_1_SQRT_2, 0.398_942_3f32);
+        let mut out = vec![0.0; n];
+        super::gelu::cpu::forward(&x, &mut out);
+        let want: Vec<f32> = x.iter().map(|&v| half * v * (1.0 + Float::erf(v * r2))).collect();
+        same_bits(&out, &want, "gelu forward");
+        let mut dx = vec![0.25; n];
+        super::gelu::cpu::backward(&x, &dy, &mut dx);
+        let want: Vec<f32> = (0..n)
+            .map(|i| {
+                let (v, z) = (x[i], x[i] * r2);
+                let e = Float::exp(-z * z);
+                0.25 + dy[i] * (half * (1.0 + z.erf_with_exp(e)) + v * (c * e))
+            })
+            .collect();
+        same_bits(&dx, &want, "gelu backward");
+    }
+
+    #[test]
+    fn dropout_keeps_what_hash_uniform_keeps() {
+        let n = 2 * super::PAR_CHUNK + 77;
+        let (x, _) = inputs(n);
+        for p in [0.1, 0.5] {
+            let (mut mask, mut out) = (vec![0.0; n], vec![0.0; n]);
+            super::dropout::cpu::forward(&x, p, 11, 3, &mut mask, &mut out);
+            let keep = (1.0 / (1.0 - p)) as f32;
+            let want: Vec<f32> = (0..n).map(|i| if hash_uniform(11, 3, i as u64) >= p { keep } else { 0.0 }).collect();
+            same_bits(&mask, &want, "dropout mask");
+            let want: Vec<f32> = (0..n).map(|i| x[i] * want[i]).collect();
+            same_bits(&out, &want, "dropout output");
+        }
+    }
+
+    #[test]
+    fn softmax_matches_the_plain_loop() {
+        let (t, heads) = (32, 4);
+        let batch = 3;
+        let (s, _) = inputs(batch * heads * t * t);
+        let s: Vec<f32> = s.into_iter().map(|v| if v.is_nan() { 0.5 } else { v }).collect();
+        // batch 0 keeps every key, batch 1 all but the last five, batch 2 none
+        let mask: Vec<i32> =
+            (0..batch).flat_map(|b| (0..t).map(move |j| (b == 0 || (b == 1 && j < t - 5)) as i32)).collect();
+        let mut p = vec![0.0; s.len()];
+        super::softmax::cpu::forward(&s, &mask, 0.125, heads * t, t, &mut p);
+        for (r, (sr, pr)) in s.chunks(t).zip(p.chunks(t)).enumerate() {
+            let mr = &mask[(r / (heads * t)) * t..][..t];
+            let kept: Vec<usize> = (0..t).filter(|&j| mr[j] != 0).collect();
+            let max = kept.iter().map(|&j| 0.125 * sr[j]).fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = (0..t).map(|j| if mr[j] != 0 { Float::exp(0.125 * sr[j] - max) } else { 0.0 }).collect();
+            let sum = e.iter().fold(0.0f32, |a, &v| a + v);
+            let want: Vec<f32> = e.iter().map(|&v| if kept.is_empty() { 0.0 } else { v / sum }).collect();
+            same_bits(pr, &want, &format!("softmax row {r}"));
+        }
+    }
+}
