@@ -11,22 +11,19 @@
 //! like CI's: 1.69); LoRA / full ≤ 0.75; LoRA's peak memory below full.
 //! `cargo bench --bench cpu_methods`
 
-use engine::data::cs224n::{Label, Task};
-use engine::data::{Encoded, Tokenizer};
+#[path = "common/step.rs"]
+mod step;
+
 use engine::model::Checkpoint;
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
-use engine::optim::{AdamW, AdamWConfig};
-use engine::rng::Rng;
 use engine::train::TrainOptions;
-use engine::train::model::{Batch, MultiTaskModel};
 use engine::train::options::PairEncoding;
-use engine::train::pcgrad::{self, TaskGradients};
-use engine::train::trainer::train_task;
-use engine::{Device, Result, Tape};
+use engine::{Device, Result};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
+use step::Runner;
 
 /// The system allocator, counting live and peak bytes.
 struct Counting;
@@ -58,70 +55,12 @@ const WARMUP: usize = 2;
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 2;
 
-/// A batch of random token ids, [CLS] … [SEP], no padding.
-fn encoded(rng: &mut Rng, vocab: usize) -> Encoded {
-    let mut ids: Vec<i32> = (0..B * T).map(|_| 1000 + rng.below(vocab - 1000) as i32).collect();
-    for b in 0..B {
-        ids[b * T] = 101;
-        ids[b * T + T - 1] = 102;
-    }
-    Encoded { ids, type_ids: vec![0; B * T], mask: vec![1; B * T], batch: B, len: T }
-}
-
-fn batch(task: Task, rng: &mut Rng, vocab: usize) -> Batch {
-    let (joint, sides, label) = match task {
-        Task::Sst => (Some(encoded(rng, vocab)), None, Label::Class(2)),
-        Task::Quora => (None, Some((encoded(rng, vocab), encoded(rng, vocab))), Label::Binary(1.0)),
-        _ => (None, Some((encoded(rng, vocab), encoded(rng, vocab))), Label::Score(2.5)),
-    };
-    Batch { task, joint, sides, labels: vec![label; B], ids: (0..B).map(|i| i.to_string()).collect() }
-}
-
-/// One method's model, gradients, optimizer and position.
-struct Runner {
-    tape: Tape<f32>,
-    model: MultiTaskModel,
-    grads: Option<TaskGradients<f32>>,
-    opt: AdamW<f32>,
-    opts: TrainOptions,
-    rng: Rng,
-    vocab: usize,
-    step: usize,
-}
-
-impl Runner {
-    fn new(ckpt: &Checkpoint, opts: &TrainOptions) -> Result<Runner> {
-        let mut tape = Tape::<f32>::new(Device::Cpu);
-        let model = MultiTaskModel::build(&mut tape.store, ckpt, None, opts, true)?;
-        let grads = match opts.pcgrad {
-            true => Some(TaskGradients::new(&tape.store, 3, pcgrad::shared_len(&tape.store)?)?),
-            false => None,
-        };
-        let opt = AdamW::new(&tape.store, AdamWConfig::default())?;
-        tape.set_training(true);
-        let (rng, vocab) = (Rng::new(7), ckpt.config.vocab_size);
-        Ok(Runner { tape, model, grads, opt, opts: opts.clone(), rng, vocab, step: 0 })
-    }
-
-    /// One training step as the trainer takes it; its time in ms (batch making excluded).
-    fn step(&mut self) -> Result<f64> {
-        let batches: Vec<Batch> = self.opts.tasks.iter().map(|&t| batch(t, &mut self.rng, self.vocab)).collect();
-        let start = Instant::now();
-        if self.grads.is_none() {
-            self.tape.store.zero_grads()?;
-        }
-        for (ti, b) in batches.iter().enumerate() {
-            self.tape.set_seed((self.step * 3 + ti) as u64);
-            train_task(&mut self.tape, &self.model, b, self.grads.as_mut().map(|g| (g, ti)), 1.0)?;
-        }
-        if let Some(g) = &mut self.grads {
-            let step = self.step;
-            g.combine(&mut self.tape.store, self.opts.pcgrad_reduction, |k| pcgrad::visiting_orders(1, step, k))?;
-        }
-        self.opt.update(&mut self.tape.store, 1e-4)?;
-        self.step += 1;
-        Ok(start.elapsed().as_secs_f64() * 1e3)
-    }
+/// One training step of `r` in ms (batch making excluded).
+fn timed_step(r: &mut Runner) -> Result<f64> {
+    let batches = r.batches();
+    let start = Instant::now();
+    r.step(&batches)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 
 /// (median, fastest) of step times.
@@ -136,7 +75,6 @@ fn main() -> Result<()> {
         return Ok(());
     };
     let ckpt = Checkpoint::open(&dir)?;
-    let _ = Tokenizer::from_dir(&dir)?; // the checkpoint is complete
     let base = TrainOptions { pair_encoding: PairEncoding::Separate, ..TrainOptions::default() };
     let lora = Some(LoraConfig { rank: 8, alpha: 8.0, dropout: 0.0, targets: vec![Target::Query, Target::Value] });
     let methods = [
@@ -153,23 +91,24 @@ fn main() -> Result<()> {
     let mut peaks = Vec::new();
     for (_, opts) in &methods {
         PEAK.store(LIVE.load(Relaxed), Relaxed);
-        let mut r = Runner::new(&ckpt, opts)?;
-        r.step()?;
-        r.step()?;
+        let mut r = Runner::new(&Device::Cpu, &ckpt, opts, B, T)?;
+        timed_step(&mut r)?;
+        timed_step(&mut r)?;
         peaks.push((PEAK.load(Relaxed) as f64 / 1e6, r.tape.store.num_trainable()));
     }
     // Time: all four alive, in interleaved rounds, so that the VM's drifts hit every method alike.
-    let mut runners: Vec<Runner> = methods.iter().map(|(_, o)| Runner::new(&ckpt, o)).collect::<Result<_>>()?;
+    let mut runners: Vec<Runner> =
+        methods.iter().map(|(_, o)| Runner::new(&Device::Cpu, &ckpt, o, B, T)).collect::<Result<_>>()?;
     for r in &mut runners {
         for _ in 0..WARMUP {
-            r.step()?;
+            timed_step(r)?;
         }
     }
     let mut times = vec![Vec::new(); runners.len()];
     for _ in 0..ROUNDS {
         for (r, t) in runners.iter_mut().zip(&mut times) {
             for _ in 0..PER_ROUND {
-                t.push(r.step()?);
+                t.push(timed_step(r)?);
             }
         }
     }

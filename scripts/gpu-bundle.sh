@@ -4,6 +4,8 @@
 # no Rust and no network, only the NVIDIA driver and libnvrtc (a CUDA toolkit, or the PyPI wheel
 # that PyTorch brings). There, run everything with one command:
 #     bash gpu-bundle/run.sh
+# and the training-step comparison with PyTorch (it needs PyTorch, transformers and PEFT) with
+#     bash gpu-bundle/step.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-bundle
@@ -13,6 +15,8 @@ mkdir -p "$out/bin"
 # Test binaries of the GPU suite, and the GPU benches, by name.
 tests=(kernels_compile cuda_parity cuda_parity_elementwise cuda_parity_layers cuda_parity_matmul cuda_parity_model cuda_parity_optim cuda_parity_golden)
 benches=(gpu_gemm gpu_memory)
+# The training-step comparison with PyTorch (step.sh), run apart from the suite.
+step_bench=gpu_step
 
 trap 'echo "gpu-bundle: failed (line $LINENO)" >&2' ERR
 list_executables() { # cargo arguments → "name path" lines of the built executables
@@ -28,7 +32,7 @@ echo "gpu-bundle: building the test and bench binaries (release)"
 cargo test --release --no-run >/dev/null
 cargo bench --no-run >/dev/null
 { list_executables test --release; list_executables bench; } | sort -u > "$out/.executables"
-for name in "${tests[@]}" "${benches[@]}"; do
+for name in "${tests[@]}" "${benches[@]}" "$step_bench"; do
   path=$(awk -v n="$name" '$1 == n { print $2; exit }' "$out/.executables")
   if [ -z "$path" ]; then
     echo "gpu-bundle: no executable for $name" >&2
@@ -45,7 +49,11 @@ git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || echo unknown > "$o
 mkdir -p "$out/data"
 for f in ../shared/data/*.csv; do head -n 201 "$f" > "$out/data/$(basename "$f")"; done
 cp scripts/gpu-run.sh "$out/run.sh"
-chmod +x "$out/run.sh"
+cp scripts/gpu-step.sh "$out/step.sh"
+cp scripts/gpu-env.sh "$out/env.sh"
+cp benches/torch_step.py benches/step_compare.py "$out/"
+cp -r benches/configs "$out/configs"
+chmod +x "$out/run.sh" "$out/step.sh"
 size=$(du -sm "$out" | cut -f1)
 echo "gpu-bundle: $out holds $(ls "$out/bin" | wc -l) binaries, ${size} MiB"
 if [ "$size" -ge 60 ]; then

@@ -182,6 +182,14 @@ impl Cuda {
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver_err("synchronize"))
     }
+
+    /// Bytes of device memory in use on the whole GPU (total − free, after the queued work and
+    /// its frees are done): benches take differences of it.
+    pub fn memory_in_use(&self) -> Result<usize> {
+        self.synchronize()?;
+        let (free, total) = self.ctx.mem_get_info().map_err(driver_err("reading free memory"))?;
+        Ok(total - free)
+    }
 }
 
 /// Grid and block of a grid-stride loop over `n` elements: 256 threads a block, at most 8192
