@@ -70,3 +70,9 @@ extern "C" __global__ void mse_backward(const float* p, const float* y, const fl
     const float g = 2.0f * dl[0] / (float)n;
     GRID_STRIDE(i, n) { dp[i] += g * (p[i] - y[i]); }
 }
+
+// sums[t] += out[0] in double, one thread: the trainer adds each task's loss where it lies and
+// reads the running sums only when it logs (src/train/loss_meter.rs).
+extern "C" __global__ void accumulate_loss(const float* loss, double* sums, u32 t) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) sums[t] += (double)loss[0];
+}

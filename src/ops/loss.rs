@@ -206,6 +206,11 @@ pub mod cuda {
         dev.launch(FILE, name, (1, 1, 1), (FORWARD_THREADS, 1, 1), 0, args)
     }
 
+    /// sums (f64) [t] += loss (1), on the device.
+    pub fn accumulate(dev: &Cuda, loss: u64, sums: u64, t: u32) -> Result<()> {
+        dev.launch(FILE, "accumulate_loss", (1, 1, 1), (32, 1, 1), 0, &[Arg::Ptr(loss), Arg::Ptr(sums), Arg::U32(t)])
+    }
+
     /// logits (B, K), labels (B) int in 0..K → probs (B, K) softmax rows, out (1) mean loss.
     pub fn cross_entropy_forward(
         dev: &Cuda,

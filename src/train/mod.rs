@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod evaluate;
+pub mod loss_meter;
 pub mod model;
 pub mod options;
 pub mod pcgrad;

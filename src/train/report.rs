@@ -34,9 +34,12 @@ impl Record {
     }
 }
 
-/// Appends records to metrics.jsonl, keeping them in memory for the curves.
+/// Appends records to metrics.jsonl, keeping them in memory for the curves. The file stays open
+/// behind a buffer: per-step PCGrad records wait there (at GPU step rates an open-append-close per
+/// step would cost), every other record flushes them and itself, and so does dropping it.
 pub struct Metrics {
     path: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
     pub records: Vec<Record>,
 }
 
@@ -53,30 +56,31 @@ impl Metrics {
                 .filter(|r| r.step() <= step)
                 .collect();
         }
-        let m = Metrics { path: path.to_path_buf(), records };
-        m.rewrite()?;
-        Ok(m)
-    }
-
-    fn rewrite(&self) -> Result<()> {
         let mut text = String::new();
-        for r in &self.records {
+        for r in &records {
             text += &serde_json::to_string(r).expect("records serialise");
             text.push('\n');
         }
-        crate::util::write_atomically(&self.path, text.as_bytes())
+        crate::util::write_atomically(path, text.as_bytes())?;
+        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
+        Ok(Metrics { path: path.to_path_buf(), file: std::io::BufWriter::new(file), records })
     }
 
     pub fn push(&mut self, r: Record) -> Result<()> {
         let line = serde_json::to_string(&r).expect("records serialise") + "\n";
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.path)
-            .map_err(|source| Error::Io { path: self.path.display().to_string(), source })?;
-        f.write_all(line.as_bytes()).map_err(|source| Error::Io { path: self.path.display().to_string(), source })?;
+        let io = |source| Error::Io { path: self.path.display().to_string(), source };
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        if !matches!(r, Record::Pcgrad(_)) {
+            self.file.flush().map_err(io)?;
+        }
         self.records.push(r);
         Ok(())
+    }
+
+    /// Writes out what the buffer holds.
+    pub fn flush(&mut self) -> Result<()> {
+        self.file.flush().map_err(|source| Error::Io { path: self.path.display().to_string(), source })
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::checkpoint::{self, TrainState};
 use super::evaluate::{self, Score};
+use super::loss_meter::LossMeter;
 use super::model::{Batch, MultiTaskModel};
 use super::options::{Schedule, TrainOptions};
 use super::pcgrad::{self, TaskGradients};
@@ -222,7 +223,11 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             consumed[t] += 1;
         }
     }
-    let mut running = vec![(0.0f64, 0usize); opts.tasks.len()];
+    // Each task's losses since the last log, summed where they lie (no host read inside a step),
+    // and the last means read, for the progress line.
+    let mut meter = LossMeter::new(&tape.store.device, opts.tasks.len())?;
+    let mut shown: Vec<(String, f64)> = Vec::new();
+    let mut logged_step = state.step;
     let mut losses = Vec::new();
     let mut stopped_early = false;
     // The best evaluation of this process: its dev predictions need not be computed again.
@@ -249,15 +254,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56));
                 let scale = opts.weight(task) / opts.grad_accum as f64;
                 let loss = train_task(&mut tape, &model, &batch, task_grads.as_mut().map(|g| (g, ti)), scale)?;
-                let value = tape.store.read(loss)?[0] as f64;
-                if !value.is_finite() {
-                    return Err(Error::Config(format!(
-                        "{task} loss became {value} at step {}: lower --lr or set --grad-clip",
-                        state.step + 1
-                    )));
-                }
-                running[ti].0 += value;
-                running[ti].1 += 1;
+                meter.add(&tape.store, loss, ti)?;
             }
         }
         if let Some(g) = &mut task_grads {
@@ -281,15 +278,20 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         state.adam_step = opt.step;
         let micro_done = micro_at(state.step);
         let epoch = plan.epoch_at(micro_done.saturating_sub(1), opts.epochs);
-        let current: Vec<(String, f64)> = opts
-            .tasks
-            .iter()
-            .zip(&running)
-            .filter(|(_, r)| r.1 > 0)
-            .map(|(t, r)| (t.name().to_string(), r.0 / r.1 as f64))
-            .collect();
-        progress.update(state.step, &current);
         if state.step.is_multiple_of(opts.log_every) || state.step == total_steps {
+            let current: Vec<(String, f64)> = opts
+                .tasks
+                .iter()
+                .zip(meter.take()?)
+                .filter_map(|(t, mean)| Some((t.name().to_string(), mean?)))
+                .collect();
+            if let Some((task, value)) = current.iter().find(|(_, v)| !v.is_finite()) {
+                return Err(Error::Config(format!(
+                    "{task} loss became {value} in steps {}..={}: lower --lr or set --grad-clip",
+                    logged_step + 1,
+                    state.step
+                )));
+            }
             for (t, l) in &current {
                 losses.push((state.step, t.clone(), *l));
             }
@@ -300,8 +302,10 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 loss: current.iter().cloned().collect(),
                 elapsed_s: started.elapsed().as_secs_f64(),
             })?;
-            running.iter_mut().for_each(|r| *r = (0.0, 0));
+            shown = current;
+            logged_step = state.step;
         }
+        progress.update(state.step, &shown);
         let epoch_end = plan.crosses_epoch_end(micro_at(state.step - 1), micro_done);
         let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
         if epoch_end || periodic || state.step == total_steps {
@@ -340,6 +344,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
         }
         if args.stop_after == Some(state.step) && state.step < total_steps {
+            metrics.flush()?; // a resumed run reads this step's records back
             checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
             progress.note(&format!("stopped after step {}; continue with --resume {}", state.step, last_dir.display()));
             stopped_early = true;
@@ -347,6 +352,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
     }
 
+    metrics.flush()?;
     let mut best = Vec::new();
     if !stopped_early {
         // Predictions for dev and test come from the best checkpoint; dev's are kept from its
