@@ -310,23 +310,72 @@ pub mod cuda {
         dev.launch(FILE, "weighted_sum", grid, block, 0, &args)
     }
 
+    /// Blocks of a `pairwise_dots` launch over n values, and so the rows of its partials.
+    pub fn dot_blocks(n: usize) -> usize {
+        n.div_ceil(256).clamp(1, 1024)
+    }
+
     /// The upper triangle of the Gram matrix of up to 8 gradients (n floats each), one launch.
     pub fn pairwise_dots(dev: &Cuda, grads: &[u64], n: usize) -> Result<Vec<f64>> {
-        let k = grads.len();
-        let pairs = k * (k + 1) / 2;
-        let blocks = n.div_ceil(256).clamp(1, 1024);
+        let pairs = grads.len() * (grads.len() + 1) / 2;
         let err = |e: cudarc::driver::DriverError| Error::Cuda(format!("pairwise_dots scratch: {e}"));
-        let partials = dev.stream.alloc_zeros::<f32>(blocks * pairs).map_err(err)?;
+        let partials = dev.stream.alloc_zeros::<f32>(dot_blocks(n) * pairs).map_err(err)?;
         let out = dev.stream.alloc_zeros::<f64>(pairs).map_err(err)?;
         let done = dev.stream.alloc_zeros::<u32>(1).map_err(err)?;
-        let addr = |p: u64| Arg::Ptr(p);
-        let mut args: Vec<Arg> = (0..8).map(|i| addr(grads.get(i).copied().unwrap_or(0))).collect();
-        args.push(Arg::U32(k as u32));
-        args.push(Arg::U64(n as u64));
-        args.push(addr(partials.device_ptr(&dev.stream).0));
-        args.push(addr(out.device_ptr(&dev.stream).0));
-        args.push(addr(done.device_ptr(&dev.stream).0));
-        dev.launch(FILE, "pairwise_dots", (blocks as u32, 1, 1), (256, 1, 1), 0, &args)?;
+        let (p, o, d) =
+            (partials.device_ptr(&dev.stream).0, out.device_ptr(&dev.stream).0, done.device_ptr(&dev.stream).0);
+        pairwise_dots_into(dev, grads, n, p, o, d)?;
         dev.stream.clone_dtoh(&out).map_err(err)
+    }
+
+    /// [`pairwise_dots`] into device memory: `out` (k(k+1)/2 doubles), with the caller's
+    /// scratch: `partials` (dot_blocks(n) · k(k+1)/2 floats) and `done` (one zeroed u32, left zero).
+    pub fn pairwise_dots_into(dev: &Cuda, grads: &[u64], n: usize, partials: u64, out: u64, done: u64) -> Result<()> {
+        let mut args: Vec<Arg> = (0..8).map(|i| Arg::Ptr(grads.get(i).copied().unwrap_or(0))).collect();
+        args.extend([
+            Arg::U32(grads.len() as u32),
+            Arg::U64(n as u64),
+            Arg::Ptr(partials),
+            Arg::Ptr(out),
+            Arg::Ptr(done),
+        ]);
+        dev.launch(FILE, "pairwise_dots", (dot_blocks(n) as u32, 1, 1), (256, 1, 1), 0, &args)
+    }
+
+    /// [`weighted_sum`] with the k = srcs.len() + 1 weights read from device memory (doubles).
+    pub fn weighted_sum_dw(dev: &Cuda, dst: u64, srcs: &[u64], weights: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let mut args = vec![Arg::Ptr(dst)];
+        args.extend((0..7).map(|i| Arg::Ptr(srcs.get(i).copied().unwrap_or(0))));
+        args.extend([Arg::Ptr(weights), Arg::U32(srcs.len() as u32), Arg::U64(n as u64)]);
+        dev.launch(FILE, "weighted_sum_dw", grid, block, 0, &args)
+    }
+
+    /// Doubles in one record of `pcgrad_surgery`, and where its parts start.
+    pub const RECORD_LEN: usize = 45;
+    pub const RECORD_PROJECTED: usize = 28;
+    pub const RECORD_RATIOS: usize = 29;
+    pub const RECORD_WEIGHTS: usize = 37;
+
+    /// PCGrad's surgery on the device from the Gram triangle `tri` and the visiting `orders`
+    /// (k × (k − 1) u32): writes `weights` (k doubles) and one record (RECORD_LEN doubles).
+    pub fn pcgrad_surgery(
+        dev: &Cuda,
+        tri: u64,
+        orders: u64,
+        k: usize,
+        mean: bool,
+        weights: u64,
+        record: u64,
+    ) -> Result<()> {
+        let args = [
+            Arg::Ptr(tri),
+            Arg::Ptr(orders),
+            Arg::U32(k as u32),
+            Arg::U32(mean as u32),
+            Arg::Ptr(weights),
+            Arg::Ptr(record),
+        ];
+        dev.launch(FILE, "pcgrad_surgery", (1, 1, 1), (32, 1, 1), 0, &args)
     }
 }

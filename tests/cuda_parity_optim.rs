@@ -87,7 +87,8 @@ fn pcgrad_combine() {
             tape.store.write_grad(heads[t], &[t as f32 + 1.0; 5]).unwrap();
             slots.leave(&mut tape.store, t).unwrap();
         }
-        let (_, s) = slots.combine(&mut tape.store, Reduction::Sum, |k| visiting_orders(3, 0, k)).unwrap();
+        slots.combine(&mut tape.store, Reduction::Sum, 1, |k| visiting_orders(3, 0, k)).unwrap();
+        let s = slots.drain().unwrap().remove(0).surgery;
         let mut all = tape.store.read_grad(w).unwrap();
         for h in &heads {
             all.extend(tape.store.read_grad(*h).unwrap());
@@ -100,4 +101,55 @@ fn pcgrad_combine() {
     assert!(sc.projected > 0, "the test gradients should conflict");
     assert_eq!(sc.projected, sd.projected);
     assert!(e <= F32_TOL, "combined gradient differs by {e:e}");
+}
+
+/// The surgery on the device (pairwise_dots into device memory, the one-thread surgery kernel,
+/// the weighted sum reading its weights there, the ring of records read at drain) against the
+/// CPU's: gradients of small integers, whose dot products are exact in float32 and float64 alike,
+/// so the weights, cosines and ratios must agree bit for bit (the combined gradient to float32
+/// rounding); for 2 to 8
+/// tasks, both reductions, and more steps than the ring holds before a drain.
+#[test]
+fn pcgrad_surgery_on_the_device_is_the_cpus() {
+    use engine::train::pcgrad::{Reduction, TaskGradients, shared_len, visiting_orders};
+    let Some(g) = gpu() else { return };
+    let n = 1000;
+    for (k, reduction, steps) in
+        [(2, Reduction::Sum, 3), (3, Reduction::Mean, 300), (5, Reduction::Sum, 4), (8, Reduction::Mean, 2)]
+    {
+        let run = |dev: &Device| {
+            let mut tape = Tape::<f32>::new(dev.clone());
+            let w = tape.store.add_param("encoder.w", &[n], &vec![0.0; n], true).unwrap();
+            let heads: Vec<_> = (0..k)
+                .map(|t| tape.store.add_param(&format!("head.t{t}.weight"), &[2], &[0.0; 2], true).unwrap())
+                .collect();
+            let mut slots = TaskGradients::new(&tape.store, k, shared_len(&tape.store).unwrap()).unwrap();
+            let mut rng = Rng::new(k as u64);
+            let mut finals = Vec::new();
+            for step in 0..steps {
+                for (t, &head) in heads.iter().enumerate() {
+                    let gt: Vec<f32> = (0..n).map(|_| rng.below(9) as f32 - 4.0).collect();
+                    slots.enter(&mut tape.store, t).unwrap();
+                    tape.store.write_grad(w, &gt).unwrap();
+                    tape.store.write_grad(head, &[t as f32; 2]).unwrap();
+                    slots.leave(&mut tape.store, t).unwrap();
+                }
+                slots.combine(&mut tape.store, reduction, step + 1, |k| visiting_orders(9, step, k)).unwrap();
+                if step + 1 == steps {
+                    finals = tape.store.read_grad(w).unwrap();
+                }
+            }
+            (slots.drain().unwrap(), finals)
+        };
+        let ((cpu, cg), (gpu_done, gg)) = (run(&Device::Cpu), run(&g));
+        assert_eq!(cpu.len(), steps);
+        assert_eq!(gpu_done, cpu, "k {k}: the device's surgeries differ");
+        // (the kernel may fuse w·g + acc; the CPU rounds the product first)
+        let e = rel(&gg, &cg);
+        assert!(e <= F32_TOL, "k {k}: the combined gradient differs by {e:e}");
+        println!(
+            "k {k}: {steps} surgeries identical, {} pairs projected in the last",
+            cpu[steps - 1].surgery.projected
+        );
+    }
 }

@@ -4,7 +4,7 @@
 
 use engine::rng::Rng;
 use engine::store::Store;
-use engine::train::pcgrad::{Reduction, TaskGradients, shared_len, surgery, visiting_orders};
+use engine::train::pcgrad::{Combined, Reduction, TaskGradients, shared_len, surgery, visiting_orders};
 use engine::{Device, Tensor};
 
 /// A store with a shared parameter of `dim` values and one scalar head per task.
@@ -33,8 +33,12 @@ fn run(
         s.write_grad(heads[t], &[10.0 * (t + 1) as f64]).unwrap();
         slots.leave(&mut s, t).unwrap();
     }
-    let (tasks, surgery) = slots.combine(&mut s, reduction, |_| orders).unwrap();
-    assert_eq!(tasks, (0..g.len()).collect::<Vec<_>>());
+    slots.combine(&mut s, reduction, 5, |_| orders).unwrap();
+    let mut done = slots.drain().unwrap();
+    assert_eq!(done.len(), 1);
+    let Combined { step, tasks, surgery } = done.remove(0);
+    assert_eq!((step, tasks), (5, (0..g.len()).collect::<Vec<_>>()));
+    assert!(slots.drain().unwrap().is_empty(), "a drain empties");
     let head_grads = heads.iter().map(|h| s.read_grad(*h).unwrap()[0]).collect();
     (s.read_grad(shared).unwrap(), head_grads, surgery)
 }

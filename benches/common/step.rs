@@ -92,7 +92,10 @@ impl Runner {
         }
         if let Some(g) = &mut self.grads {
             let step = self.step;
-            g.combine(&mut self.tape.store, self.opts.pcgrad_reduction, |k| pcgrad::visiting_orders(1, step, k))?;
+            g.combine(&mut self.tape.store, self.opts.pcgrad_reduction, step, |k| pcgrad::visiting_orders(1, step, k))?;
+            if step % 64 == 63 {
+                g.drain()?; // as the trainer reads its statistics when it logs
+            }
         }
         self.opt.update(&mut self.tape.store, 1e-4)?;
         self.step += 1;

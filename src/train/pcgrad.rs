@@ -14,8 +14,10 @@
 
 use crate::data::cs224n::Task;
 use crate::device::Buffer;
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::optim::cuda as optim_cuda;
 use crate::optim::{pairwise_dots, weighted_sum};
 use crate::rng::{Rng, mix64};
 use crate::store::Store;
@@ -176,6 +178,16 @@ impl Stats {
     }
 }
 
+/// One optimizer step's surgery, as the trainer logs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Combined {
+    /// The step it was taken for (the caller's numbering).
+    pub step: usize,
+    /// The tasks combined, in the order of the surgery's vectors.
+    pub tasks: Vec<usize>,
+    pub surgery: Surgery,
+}
+
 /// One gradient slot per task, each shaped like the store's gradient arena. Backward passes of
 /// task t run with slot t swapped in as the store's gradients ([`TaskGradients::enter`] /
 /// [`TaskGradients::leave`]), so no gradient is ever copied.
@@ -184,6 +196,113 @@ pub struct TaskGradients<F: Float> {
     /// Slots written since the last combine, in first-use order.
     active: Vec<usize>,
     shared: usize,
+    /// Surgeries taken and read, waiting for [`TaskGradients::drain`].
+    done: Vec<Combined>,
+    /// On a GPU: the surgery's device state.
+    device: Option<DeviceSurgery>,
+}
+
+/// Steps of surgery records a GPU keeps before the host reads them (one read per this many
+/// steps at most, when the caller drains less often).
+const RING: usize = 256;
+
+/// PCGrad on a GPU without the host: the Gram triangle, the surgery (one thread) and the weighted
+/// sum all run on the device, reading each other's results from device memory; each step's
+/// statistics go to a ring of records that the host reads when it logs.
+struct DeviceSurgery {
+    dev: std::sync::Arc<crate::device::Cuda>,
+    partials: Buffer<f32>,
+    /// The Gram triangle (up to 36 doubles).
+    tri: Buffer<f64>,
+    /// pairwise_dots' block counter (left at zero by the kernel).
+    counter: Buffer<u32>,
+    /// This step's visiting orders, k × (k − 1).
+    orders: Buffer<u32>,
+    weights: Buffer<f64>,
+    /// RING records of RECORD_LEN doubles.
+    records: Buffer<f64>,
+    /// (step, tasks) of the records written since the last read, in ring order.
+    waiting: Vec<(usize, Vec<usize>)>,
+}
+
+impl DeviceSurgery {
+    fn new(device: &Device, shared: usize) -> Result<Option<DeviceSurgery>> {
+        let Device::Cuda(dev) = device else { return Ok(None) };
+        let zeroed = |n: usize| -> Result<Buffer<f64>> {
+            let mut b = Buffer::new(device);
+            b.grow_to(n)?;
+            b.fill_zero(0..n)?;
+            Ok(b)
+        };
+        let (mut partials, mut counter, mut orders) = (Buffer::new(device), Buffer::new(device), Buffer::new(device));
+        partials.grow_to(optim_cuda::dot_blocks(shared.max(1)) * 36)?;
+        counter.grow_to(1)?;
+        counter.fill_zero(0..1)?;
+        orders.grow_to(8 * 7)?;
+        Ok(Some(DeviceSurgery {
+            dev: dev.clone(),
+            partials,
+            tri: zeroed(36)?,
+            counter,
+            orders,
+            weights: zeroed(8)?,
+            records: zeroed(RING * optim_cuda::RECORD_LEN)?,
+            waiting: Vec::new(),
+        }))
+    }
+
+    fn ptr<T: crate::device::Element>(b: &Buffer<T>) -> u64 {
+        b.device_ptr().expect("allocated on the device")
+    }
+
+    /// Queues the surgery of the gradients at `ptrs` (their first `shared` floats) and the
+    /// weighted sum of that part into the first of them, in place.
+    fn run(&mut self, ptrs: &[u64], shared: usize, orders: &[Vec<usize>], reduction: Reduction) -> Result<()> {
+        let k = ptrs.len();
+        if shared > 0 {
+            let (p, t, c) = (Self::ptr(&self.partials), Self::ptr(&self.tri), Self::ptr(&self.counter));
+            optim_cuda::pairwise_dots_into(&self.dev, ptrs, shared, p, t, c)?;
+        } else {
+            self.tri.fill_zero(0..36)?;
+        }
+        let flat: Vec<u32> = orders.iter().flatten().map(|&j| j as u32).collect();
+        if !flat.is_empty() {
+            self.orders.write(0, &flat)?;
+        }
+        let record = Self::ptr(&self.records) + (self.waiting.len() * optim_cuda::RECORD_LEN * 8) as u64;
+        let (tri, ord, w) = (Self::ptr(&self.tri), Self::ptr(&self.orders), Self::ptr(&self.weights));
+        optim_cuda::pcgrad_surgery(&self.dev, tri, ord, k, reduction == Reduction::Mean, w, record)?;
+        if shared > 0 {
+            optim_cuda::weighted_sum_dw(&self.dev, ptrs[0], &ptrs[1..], w, shared)?;
+        }
+        Ok(())
+    }
+
+    /// The surgeries of the records written since the last read (one device read).
+    fn read(&mut self) -> Result<Vec<Combined>> {
+        if self.waiting.is_empty() {
+            return Ok(Vec::new());
+        }
+        use optim_cuda::{RECORD_LEN, RECORD_PROJECTED, RECORD_RATIOS, RECORD_WEIGHTS};
+        let values = self.records.read(0..self.waiting.len() * RECORD_LEN)?;
+        let out = self
+            .waiting
+            .drain(..)
+            .zip(values.chunks_exact(RECORD_LEN))
+            .map(|((step, tasks), r)| {
+                let k = tasks.len();
+                let surgery = Surgery {
+                    weights: r[RECORD_WEIGHTS..RECORD_WEIGHTS + k].to_vec(),
+                    cosines: r[..k * k.saturating_sub(1) / 2].to_vec(),
+                    projected: r[RECORD_PROJECTED] as usize,
+                    pairs: k * k.saturating_sub(1),
+                    norm_ratio: r[RECORD_RATIOS..RECORD_RATIOS + k].to_vec(),
+                };
+                Combined { step, tasks, surgery }
+            })
+            .collect();
+        Ok(out)
+    }
 }
 
 impl<F: Float> TaskGradients<F> {
@@ -202,7 +321,8 @@ impl<F: Float> TaskGradients<F> {
             b.grow_to(n)?;
             slots.push(b);
         }
-        Ok(TaskGradients { slots, active: Vec::new(), shared })
+        let device = if F::NAME == "f32" { DeviceSurgery::new(&store.device, shared)? } else { None };
+        Ok(TaskGradients { slots, active: Vec::new(), shared, done: Vec::new(), device })
     }
 
     /// Routes the backward passes that follow into task `t`'s slot (zeroed on its first use in a step).
@@ -222,14 +342,16 @@ impl<F: Float> TaskGradients<F> {
     }
 
     /// Projects the task gradients written since the last combine and leaves their combination in
-    /// the store's gradient arena (every value of it: no zeroing needed before). Returns the
-    /// surgery, its tasks in the order of `tasks()`; `orders(k)` gives the visiting orders.
+    /// the store's gradient arena (every value of it: no zeroing needed before). `orders(k)` gives
+    /// the visiting orders; the surgery, labelled `step`, comes out of [`TaskGradients::drain`].
+    /// On a GPU nothing here waits for the device.
     pub fn combine(
         &mut self,
         store: &mut Store<F>,
         reduction: Reduction,
+        step: usize,
         orders: impl FnOnce(usize) -> Vec<Vec<usize>>,
-    ) -> Result<(Vec<usize>, Surgery)> {
+    ) -> Result<()> {
         let mut tasks = std::mem::take(&mut self.active);
         tasks.sort_unstable();
         let Some(&first) = tasks.first() else {
@@ -237,19 +359,62 @@ impl<F: Float> TaskGradients<F> {
         };
         let k = tasks.len();
         let n = store.num_trainable();
+        let orders = orders(k);
+        check_orders(&orders, k)?;
         let device = store.device.clone();
-        let views: Vec<&Buffer<F>> = tasks.iter().map(|&t| &self.slots[t]).collect();
-        let gram = if self.shared == 0 { vec![0.0; k * k] } else { pairwise_dots(&device, &views, self.shared)? };
-        let surgery = surgery(&gram, &orders(k), reduction)?;
         // The combination is written into the first slot, which then becomes the store's arena.
         let mut dst = std::mem::replace(&mut self.slots[first], Buffer::new(&device));
         let others: Vec<&Buffer<F>> = tasks[1..].iter().map(|&t| &self.slots[t]).collect();
-        weighted_sum(&device, &mut dst, &others, &surgery.weights, 0..self.shared)?;
+        match &mut self.device {
+            Some(ds) => {
+                if ds.waiting.len() == RING {
+                    self.done.extend(ds.read()?);
+                }
+                // dst holds task `first`'s gradient and takes the combination in place.
+                let ptrs: Vec<u64> =
+                    std::iter::once(&dst).chain(others.iter().copied()).map(|g| g.device_ptr().unwrap_or(0)).collect();
+                ds.run(&ptrs, self.shared, &orders, reduction)?;
+                ds.waiting.push((step, tasks.clone()));
+            }
+            None => {
+                let mut views: Vec<&Buffer<F>> = vec![&dst];
+                views.extend(others.iter().copied());
+                let gram =
+                    if self.shared == 0 { vec![0.0; k * k] } else { pairwise_dots(&device, &views, self.shared)? };
+                let surgery = surgery(&gram, &orders, reduction)?;
+                weighted_sum(&device, &mut dst, &others, &surgery.weights, 0..self.shared)?;
+                self.done.push(Combined { step, tasks: tasks.clone(), surgery });
+            }
+        }
         weighted_sum(&device, &mut dst, &others, &vec![1.0; k], self.shared..n)?;
         store.swap_grads(&mut dst)?;
         self.slots[first] = dst;
-        Ok((tasks, surgery))
+        Ok(())
     }
+
+    /// The surgeries combined since the last drain, oldest first (on a GPU, one device read).
+    pub fn drain(&mut self) -> Result<Vec<Combined>> {
+        if let Some(ds) = &mut self.device {
+            self.done.extend(ds.read()?);
+        }
+        Ok(std::mem::take(&mut self.done))
+    }
+}
+
+/// Errors unless each of the k orders is a permutation of the other tasks.
+fn check_orders(orders: &[Vec<usize>], k: usize) -> Result<()> {
+    if orders.len() != k {
+        return Err(Error::Config(format!("pcgrad: {} visiting orders for {k} tasks", orders.len())));
+    }
+    for (i, order) in orders.iter().enumerate() {
+        let mut seen = vec![false; k];
+        if order.len() != k - 1 || order.iter().any(|&j| j == i || j >= k || std::mem::replace(&mut seen[j], true)) {
+            return Err(Error::Config(format!(
+                "pcgrad: task {i}'s order {order:?} is not a permutation of the others"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The end of the shared prefix of the trainable arena: the offset of the first trainable

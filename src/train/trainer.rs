@@ -157,6 +157,24 @@ pub fn train_task(
     Ok(loss)
 }
 
+/// Logs the PCGrad surgeries combined since the last call (one device read on a GPU): a record
+/// each in metrics.jsonl, kept in `window` for the next evaluation's summary.
+fn log_surgeries(
+    grads: &mut Option<TaskGradients<f32>>,
+    tasks: &[Task],
+    metrics: &mut Metrics,
+    window: &mut Vec<pcgrad::Stats>,
+) -> Result<()> {
+    let Some(g) = grads else { return Ok(()) };
+    for c in g.drain()? {
+        let names: Vec<Task> = c.tasks.iter().map(|&t| tasks[t]).collect();
+        let record = pcgrad::Stats::new(c.step, &names, &c.surgery);
+        window.push(record.clone());
+        metrics.push(Record::Pcgrad(record))?;
+    }
+    Ok(())
+}
+
 /// Fine-tunes; see the module doc.
 pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let started = Instant::now();
@@ -259,12 +277,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
         if let Some(g) = &mut task_grads {
             let step = state.step;
-            let (tasks, surgery) =
-                g.combine(&mut tape.store, opts.pcgrad_reduction, |k| pcgrad::visiting_orders(opts.seed, step, k))?;
-            let record =
-                pcgrad::Stats::new(step + 1, &tasks.iter().map(|&t| opts.tasks[t]).collect::<Vec<_>>(), &surgery);
-            pcgrad_window.push(record.clone());
-            metrics.push(Record::Pcgrad(record))?;
+            g.combine(&mut tape.store, opts.pcgrad_reduction, step + 1, |k| {
+                pcgrad::visiting_orders(opts.seed, step, k)
+            })?;
         }
         let scale = if opts.grad_clip > 0.0 {
             let norm = grad_norm(&tape.store)?;
@@ -278,7 +293,14 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         state.adam_step = opt.step;
         let micro_done = micro_at(state.step);
         let epoch = plan.epoch_at(micro_done.saturating_sub(1), opts.epochs);
-        if state.step.is_multiple_of(opts.log_every) || state.step == total_steps {
+        let epoch_end = plan.crosses_epoch_end(micro_at(state.step - 1), micro_done);
+        let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
+        let stopping = args.stop_after == Some(state.step);
+        let log = state.step.is_multiple_of(opts.log_every) || state.step == total_steps;
+        if log || epoch_end || periodic || stopping {
+            log_surgeries(&mut task_grads, &opts.tasks, &mut metrics, &mut pcgrad_window)?;
+        }
+        if log {
             let current: Vec<(String, f64)> = opts
                 .tasks
                 .iter()
@@ -306,8 +328,6 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             logged_step = state.step;
         }
         progress.update(state.step, &shown);
-        let epoch_end = plan.crosses_epoch_end(micro_at(state.step - 1), micro_done);
-        let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
         if epoch_end || periodic || state.step == total_steps {
             let (preds, scores, combined) = evaluate_dev(&model, &mut tape, &mut tok, &data, opts.batch_size * 2)?;
             let named: Vec<(String, f64)> = scores.iter().map(|s| (s.task.name().to_string(), s.value)).collect();
