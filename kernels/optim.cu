@@ -22,6 +22,27 @@ extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float*
     }
 }
 
+// adamw_step with gradient clipping decided on the device: sumsq (one double, from pairwise_dots)
+// is ‖g‖²; with norm = √sumsq, grad_scale = clip / (norm + 1e-6) where norm > clip, else 1, in
+// double as the host would compute it. So a clipped step never waits for the norm on the host.
+extern "C" __global__ void adamw_step_clip(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
+                                           float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt,
+                                           const double* sumsq, double clip) {
+    const double norm = __dsqrt_rn(*sumsq);
+    const float grad_scale = norm > clip ? (float)__ddiv_rn(clip, __dadd_rn(norm, 1e-6)) : 1.0f;
+    GRID_STRIDE(i, n) {
+        float gi = g[i] * grad_scale;
+        float pi = p[i] * (1.0f - lr * weight_decay);
+        float mi = m[i];
+        mi = mi + (1.0f - beta1) * (gi - mi);
+        float vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = pi - step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
 // PCGrad's combination: dst = w0·dst + Σ_{j<k} w_{j+1}·g_j over n floats (unused pointers may be
 // null). Each element reads only itself, so dst may be one of the task gradients.
 extern "C" __global__ void weighted_sum(float* dst, const float* g0, const float* g1, const float* g2, const float* g3,

@@ -29,6 +29,16 @@ pub struct AdamW<F: Float> {
     pub step: u64,
     pub m: Buffer<F>,
     pub v: Buffer<F>,
+    /// On a GPU, pairwise_dots' scratch for the clipping norm: partials, ‖g‖², counter.
+    clip_scratch: Option<(Buffer<f32>, Buffer<f64>, Buffer<u32>)>,
+}
+
+/// How a step scales the gradients: by a factor known on the host, or by the clipping factor of
+/// the norm² that pairwise_dots left in device memory at `sumsq`.
+#[derive(Clone, Copy, Debug)]
+pub enum Scale {
+    By(f64),
+    ClipOnDevice { sumsq: u64, max_norm: f64 },
 }
 
 /// The per-step constants: the host computes them in f64, both paths use them as F.
@@ -46,7 +56,7 @@ impl<F: Float> AdamW<F> {
         v.grow_to(n)?;
         m.fill_zero(0..n)?;
         v.fill_zero(0..n)?;
-        Ok(AdamW { config, step: 0, m, v })
+        Ok(AdamW { config, step: 0, m, v, clip_scratch: None })
     }
 
     /// One step at learning rate `lr` over every trainable parameter, from the gradients in the store.
@@ -56,6 +66,45 @@ impl<F: Float> AdamW<F> {
 
     /// One step with every gradient multiplied by `grad_scale` first (gradient clipping).
     pub fn update_scaled(&mut self, store: &mut Store<F>, lr: f64, grad_scale: f64) -> Result<()> {
+        self.step_with(store, lr, Scale::By(grad_scale))
+    }
+
+    /// One step with the gradients clipped to L2 norm `max_norm` (scaled by max_norm / (‖g‖ + 1e-6)
+    /// when ‖g‖ > max_norm; no clipping when max_norm ≤ 0). On a GPU the norm never leaves the
+    /// device: the step does not wait for it.
+    pub fn update_clipped(&mut self, store: &mut Store<F>, lr: f64, max_norm: f64) -> Result<()> {
+        if max_norm <= 0.0 {
+            return self.update(store, lr);
+        }
+        match (&store.device, F::NAME) {
+            (Device::Cuda(dev), "f32") => {
+                let n = store.num_trainable();
+                if self.clip_scratch.is_none() {
+                    let mut partials = Buffer::new(&store.device);
+                    partials.grow_to(cuda::dot_blocks(n.max(1)))?;
+                    let (mut sumsq, mut counter) = (Buffer::new(&store.device), Buffer::new(&store.device));
+                    sumsq.grow_to(1)?;
+                    counter.grow_to(1)?;
+                    counter.fill_zero(0..1)?;
+                    self.clip_scratch = Some((partials, sumsq, counter));
+                }
+                let (partials, sumsq, counter) = self.clip_scratch.as_ref().expect("allocated above");
+                let ptr = |p: Option<u64>| p.expect("allocated on the device");
+                let g = ptr(store.grads().device_ptr());
+                let s = ptr(sumsq.device_ptr());
+                if n > 0 {
+                    cuda::pairwise_dots_into(dev, &[g], n, ptr(partials.device_ptr()), s, ptr(counter.device_ptr()))?;
+                }
+                self.step_with(store, lr, Scale::ClipOnDevice { sumsq: s, max_norm })
+            }
+            _ => {
+                let norm = grad_norm(store)?;
+                self.update_scaled(store, lr, if norm > max_norm { max_norm / (norm + 1e-6) } else { 1.0 })
+            }
+        }
+    }
+
+    fn step_with(&mut self, store: &mut Store<F>, lr: f64, scale: Scale) -> Result<()> {
         let n = store.num_trainable();
         if self.m.len() != n {
             return Err(Error::Config(format!("AdamW moments hold {} values, the model {n}", self.m.len())));
@@ -70,6 +119,9 @@ impl<F: Float> AdamW<F> {
             Device::Cpu => {
                 let (p, g) = (params.cpu_mut().expect("cpu buffer"), grads.cpu().expect("cpu buffer"));
                 let (m, v) = (self.m.cpu_mut().expect("cpu buffer"), self.v.cpu_mut().expect("cpu buffer"));
+                let Scale::By(grad_scale) = scale else {
+                    return Err(Error::Config("AdamW: a device-side clip on the CPU".into()));
+                };
                 cpu::adamw(p, g, m, v, lr, &c, k.step_size, k.bc2_sqrt, grad_scale);
             }
             Device::Cuda(dev) => {
@@ -82,7 +134,7 @@ impl<F: Float> AdamW<F> {
                     &c,
                     k.step_size,
                     k.bc2_sqrt,
-                    grad_scale,
+                    scale,
                 )?;
             }
         }
@@ -268,7 +320,8 @@ pub mod cuda {
 
     const FILE: &str = "optim.cu";
 
-    /// [p, g, m, v] (n each): one fused AdamW step.
+    /// [p, g, m, v] (n each): one fused AdamW step (`adamw_step`, or `adamw_step_clip` when the
+    /// clipping factor comes from device memory).
     pub fn adamw(
         dev: &Cuda,
         [p, g, m, v]: [u64; 4],
@@ -277,11 +330,11 @@ pub mod cuda {
         c: &AdamWConfig,
         step_size: f64,
         bc2_sqrt: f64,
-        grad_scale: f64,
+        scale: super::Scale,
     ) -> Result<()> {
         let (grid, block) = grid_1d(n);
         let f = |x: f64| Arg::F32(x as f32);
-        let args = [
+        let mut args = vec![
             Arg::Ptr(p),
             Arg::Ptr(g),
             Arg::Ptr(m),
@@ -294,9 +347,17 @@ pub mod cuda {
             f(c.weight_decay),
             f(step_size),
             f(bc2_sqrt),
-            f(grad_scale),
         ];
-        dev.launch(FILE, "adamw_step", grid, block, 0, &args)
+        match scale {
+            super::Scale::By(s) => {
+                args.push(f(s));
+                dev.launch(FILE, "adamw_step", grid, block, 0, &args)
+            }
+            super::Scale::ClipOnDevice { sumsq, max_norm } => {
+                args.extend([Arg::Ptr(sumsq), Arg::F64(max_norm)]);
+                dev.launch(FILE, "adamw_step_clip", grid, block, 0, &args)
+            }
+        }
     }
 
     /// dst = w[0]·dst + Σ_j w[j+1]·srcs[j] over n floats (up to 7 sources), one launch.

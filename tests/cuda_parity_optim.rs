@@ -153,3 +153,32 @@ fn pcgrad_surgery_on_the_device_is_the_cpus() {
         );
     }
 }
+
+/// Gradient clipping decided on the device (the norm from pairwise_dots, the factor inside the
+/// AdamW kernel) against the CPU's host-side clipping, clipped and not.
+#[test]
+fn adamw_clipped_on_the_device() {
+    let Some(g) = gpu() else { return };
+    let n = 100_003;
+    let mut rng = Rng::new(12);
+    let init: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| (0..n).map(|_| rng.normal() as f32).collect()).collect();
+    // ‖g‖ ≈ √n ≈ 316: a max norm of 10 clips, 1e4 does not.
+    for max_norm in [10.0, 1e4] {
+        let run = |dev: &Device| {
+            let mut tape = Tape::<f32>::new(dev.clone());
+            let w = tape.store.add_param("w", &[n], &init, true).unwrap();
+            let mut opt = AdamW::new(&tape.store, AdamWConfig::default()).unwrap();
+            for gr in &grads {
+                tape.store.write_grad(w, gr).unwrap();
+                opt.update_clipped(&mut tape.store, 1e-2, max_norm).unwrap();
+            }
+            let mut out = tape.store.read(w).unwrap();
+            out.extend(opt.v.read(0..n).unwrap());
+            out
+        };
+        let e = rel(&run(&g), &run(&Device::Cpu));
+        println!("clipped AdamW, max norm {max_norm}: relative {e:.2e}");
+        assert!(e <= F32_TOL, "max norm {max_norm}: differs by {e:e}");
+    }
+}

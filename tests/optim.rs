@@ -79,3 +79,24 @@ fn pairwise_dots_form_the_gram_matrix() {
     assert_eq!(g, vec![14.0, 6.0, 3.0, 6.0, 5.25, 2.0, 3.0, 2.0, 1.0]);
     assert!(pairwise_dots(&dev, &refs, 5).is_err());
 }
+
+#[test]
+fn clipping_scales_by_max_norm_over_the_norm_when_it_exceeds() {
+    // ‖(3, 4)‖ = 5: clipped to 2 the step sees g·2/(5 + 1e-6); to 10 it sees g itself.
+    for (max_norm, scale) in [(2.0, 2.0 / (5.0 + 1e-6)), (10.0, 1.0), (0.0, 1.0)] {
+        let run = |clip: Option<f64>| {
+            let mut tape = Tape::<f64>::new(Device::Cpu);
+            let w = tape.store.add_param("w", &[2], &[1.0, -1.0], true).unwrap();
+            let mut opt = AdamW::new(&tape.store, AdamWConfig::default()).unwrap();
+            for _ in 0..2 {
+                tape.store.write_grad(w, &[3.0, 4.0]).unwrap();
+                match clip {
+                    Some(c) => opt.update_clipped(&mut tape.store, 0.1, c).unwrap(),
+                    None => opt.update_scaled(&mut tape.store, 0.1, scale).unwrap(),
+                }
+            }
+            (tape.store.read(w).unwrap(), opt.v.read(0..2).unwrap())
+        };
+        assert_eq!(run(Some(max_norm)), run(None), "max norm {max_norm}");
+    }
+}

@@ -47,6 +47,7 @@ pub enum Arg {
     U32(u32),
     U64(u64),
     F32(f32),
+    F64(f64),
 }
 
 fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -156,6 +157,7 @@ impl Cuda {
                 Arg::I32(v) => b.arg(v),
                 Arg::U32(v) => b.arg(v),
                 Arg::F32(v) => b.arg(v),
+                Arg::F64(v) => b.arg(v),
             };
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: shared_bytes };

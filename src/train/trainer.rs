@@ -16,7 +16,7 @@ use crate::data::cs224n::{self, Dataset, Split, Task};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::optim::{AdamW, AdamWConfig, grad_norm};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::mix64;
 use crate::tape::Tape;
 use std::path::{Path, PathBuf};
@@ -281,14 +281,8 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 pcgrad::visiting_orders(opts.seed, step, k)
             })?;
         }
-        let scale = if opts.grad_clip > 0.0 {
-            let norm = grad_norm(&tape.store)?;
-            if norm > opts.grad_clip { opts.grad_clip / (norm + 1e-6) } else { 1.0 }
-        } else {
-            1.0
-        };
         let lr = opts.lr * lr_factor(opts.lr_schedule, state.step, warmup, total_steps);
-        opt.update_scaled(&mut tape.store, lr, scale)?;
+        opt.update_clipped(&mut tape.store, lr, opts.grad_clip)?;
         state.step += 1;
         state.adam_step = opt.step;
         let micro_done = micro_at(state.step);
