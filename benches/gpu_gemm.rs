@@ -51,6 +51,7 @@ fn label(kind: Kind) -> &'static str {
         Kind::F32 => "f32",
         Kind::Tf32 => "tf32",
         Kind::Bf16 { .. } => "bf16",
+        Kind::Bf16Rounded => "bf16 (f32 operands rounded)",
     }
 }
 
@@ -59,7 +60,7 @@ fn agreement(kind: Kind) -> f64 {
     match kind {
         Kind::F32 => 1e-4,
         Kind::Tf32 => 5e-3,
-        Kind::Bf16 { .. } => 2e-2,
+        Kind::Bf16 { .. } | Kind::Bf16Rounded => 2e-2,
     }
 }
 

@@ -11,15 +11,15 @@
 //! step time included) for `benches/step_compare.py`, which sets them beside PyTorch's
 //! (`benches/torch_step.py`); `scripts/gpu-step.sh` runs both, alternated, in one command.
 //!
-//! `cargo bench --bench gpu_step -- [--model DIR] [--device cuda|cpu] [--gemm tf32|f32] …`;
+//! `cargo bench --bench gpu_step -- [--model DIR] [--device cuda|cpu] [--precision bf16|f32] …`;
 //! `--device cpu` with a small `--batch`/`--len` is a smoke run of the same code.
 
 #[path = "common/step.rs"]
 mod step;
 
 use clap::Parser;
-use engine::device::DeviceChoice;
 use engine::device::cuda::GemmPrecision;
+use engine::device::{DeviceChoice, Precision};
 use engine::model::Checkpoint;
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
@@ -89,7 +89,11 @@ struct Args {
     steps: usize,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "joint,pcgrad,lora,pcgrad-lora")]
     methods: Vec<Method>,
-    /// GPU matmuls: tf32 tensor cores or plain float32.
+    /// The matmuls' operands (`--precision` of finetune): bf16 on the tensor cores (as PyTorch's
+    /// bf16 autocast), or float32.
+    #[arg(long, value_enum, default_value = "bf16")]
+    precision: Precision,
+    /// The arithmetic of float32 matmuls on a GPU: tf32 tensor cores or plain float32.
     #[arg(long, value_enum, default_value = "tf32")]
     gemm: Gemm,
     #[arg(long, value_enum, default_value = "joint")]
@@ -128,10 +132,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Gemm::Tf32 => GemmPrecision::Tf32,
         });
     }
-    let base = TrainOptions { pair_encoding: args.pair_encoding, ..TrainOptions::default() };
-    let precision = match (&device, args.gemm) {
-        (Device::Cpu, _) | (_, Gemm::F32) => "f32",
-        (_, Gemm::Tf32) => "f32+tf32",
+    let base = TrainOptions { pair_encoding: args.pair_encoding, precision: args.precision, ..TrainOptions::default() };
+    let precision = match (args.precision, &device, args.gemm) {
+        (Precision::Bf16, _, _) => "bf16",
+        (_, Device::Cpu, _) | (_, _, Gemm::F32) => "f32",
+        (_, _, Gemm::Tf32) => "f32+tf32",
     };
     let passes = if args.pair_encoding == PairEncoding::Joint { 3 } else { 5 };
     println!(

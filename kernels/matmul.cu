@@ -582,3 +582,14 @@ TC_LAYOUTS(tf32_gemm_64x64, Tf32, 64, 64, 2, 2, 3, 4)
 TC_LAYOUTS(bf16_gemm_128x256, Bf16, 128, 256, 2, 4, 4, 1)
 TC_LAYOUTS(bf16_gemm_128x128, Bf16, 128, 128, 2, 2, 4, 2)
 TC_LAYOUTS(bf16_gemm_64x64, Bf16, 64, 64, 2, 2, 4, 4)
+
+// The bf16-operand path of float32 matmuls (`Precision::Bf16`): item b, row r, column c of a
+// float32 matrix read through strides (rs, cs, bs) → out[(b·rows + r)·cols + c] in bf16, rounded
+// to nearest even. n = items · rows · cols.
+extern "C" __global__ void to_bf16_compact(const float* x, u64 rs, u64 cs, u64 bs, u64 rows, u64 cols, u64 n,
+                                           bf16* out) {
+    GRID_STRIDE(i, n) {
+        const u64 c = i % cols, r = (i / cols) % rows, b = i / (cols * rows);
+        out[i] = f32_to_bf16(x[b * bs + r * rs + c * cs]);
+    }
+}

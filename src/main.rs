@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use engine::data::cs224n::{Split, Task};
-use engine::device::{Device, DeviceChoice};
+use engine::device::{Device, DeviceChoice, Precision};
 use engine::embed::{EmbedOptions, Pooling, embed};
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
@@ -263,6 +263,10 @@ struct FinetuneCli {
     /// The linears that get adapters: any of query,key,value,attn_out,ffn_in,ffn_out.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "query,value", requires = "lora")]
     lora_targets: Vec<Target>,
+    /// The matmuls' operands: f32, or bf16 (rounded to nearest even, float32 accumulation; the
+    /// tensor cores on a GPU). Weights, optimizer state and every other op stay float32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Stop after N steps as an interruption would (out/last is saved; continue with --resume).
     #[arg(long)]
     stop_after: Option<usize>,
@@ -327,6 +331,7 @@ impl FinetuneCli {
                 dropout: self.lora_dropout,
                 targets: self.lora_targets.clone(),
             }),
+            precision: self.precision,
         })
     }
 }

@@ -3,7 +3,7 @@
 //! Parameters are named ranges, registered once; activations are bump-allocated per pass and
 //! released all at once by [`Store::reset_acts`].
 
-use crate::device::{Buffer, Cuda, Device};
+use crate::device::{Buffer, Cuda, Device, Precision};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::tensor::{Arena, Shape, Tensor};
@@ -28,6 +28,8 @@ enum BufId {
 
 pub struct Store<F: Float> {
     pub device: Device,
+    /// How the matrix products read their operands.
+    pub precision: Precision,
     params: Buffer<F>,
     grads: Buffer<F>,
     frozen: Buffer<F>,
@@ -55,6 +57,7 @@ impl<F: Float> Store<F> {
             grad_ranges: Vec::new(),
             int_len: 0,
             names: Vec::new(),
+            precision: Precision::F32,
             device,
         }
     }

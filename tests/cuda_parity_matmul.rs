@@ -255,6 +255,28 @@ fn bf16_kernels_bf16_out() {
     direct(Kind::Bf16 { out_bf16: true }, BF16_TOL);
 }
 
+/// `Kind::Bf16Rounded` (the `--precision bf16` path): float32 operands in any layout, shared or
+/// batched, copied to bf16 (rounded to nearest even) by the launcher, then the bf16 kernels with
+/// float32 output; against float64 on the operands rounded on the host, so only the float32
+/// accumulation differs.
+#[test]
+fn bf16_rounded_operands() {
+    let Some(Device::Cuda(dev)) = gpu() else { return };
+    let cases: [Case; 3] = [(2, 150, 99, 70, true, true), (3, 128, 256, 96, false, false), (1, 1, 61, 5, false, true)];
+    for (li, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)].into_iter().enumerate() {
+        for (i, &case) in cases.iter().enumerate() {
+            let p = Problem::new(case, ta, tb, false, (li * 4 + i) as u64 + 100);
+            let round = |v: &[f32]| v.iter().map(|&x| bf16_value(bf16_bits(x))).collect::<Vec<f32>>();
+            let rounded = Problem { a: round(&p.a), b: round(&p.b), c0: p.c0.clone(), ..p };
+            let want: Vec<f32> = rounded.reference().iter().map(|&v| v as f32).collect();
+            let got = p.run(&dev, Kind::Bf16Rounded, None);
+            let e = rel(&got, &want);
+            println!("bf16-rounded layout {li} case {case:?}: {e:.2e}");
+            assert!(e <= F32_TOL, "layout {li} case {case:?}: relative error {e:.3e}");
+        }
+    }
+}
+
 #[test]
 fn bf16_launcher_choice() {
     // The bf16 launcher's own tile choice on BERT-like shapes: a linear forward and an attention

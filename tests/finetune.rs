@@ -340,3 +340,31 @@ fn lora_checkpoints_hold_adapters_and_heads_and_merge_into_a_plain_model() {
     assert!(err.contains("adapter_config.json"), "{err}");
     assert!(!Path::new("/tmp/engine-never").exists());
 }
+
+/// `--precision bf16`: recorded in train.json (so --resume keeps it), trains to finite losses that
+/// differ from float32's from the first step (every matmul reads rounded operands), and resumes
+/// exactly.
+#[test]
+fn bf16_precision_trains_resumes_and_is_recorded() {
+    let (model, data) = (tiny_model("bf16"), tiny_data(24, "bf16"));
+    let steps = ["--max-steps", "4", "--lr", "1e-3"];
+    let (f32_run, bf16_run, part) = (scratch("f32-run"), scratch("bf16-run"), scratch("bf16-part"));
+    finetune(&model, &data, &f32_run, &steps);
+    let mut bf16 = steps.to_vec();
+    bf16.extend_from_slice(&["--precision", "bf16"]);
+    finetune(&model, &data, &bf16_run, &bf16);
+    let options: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bf16_run.join("last/train.json")).unwrap()).unwrap();
+    assert_eq!(options["precision"], "bf16");
+    let (a, b) = (losses(&f32_run), losses(&bf16_run));
+    assert_eq!(a.len(), b.len());
+    assert_ne!(a[0], b[0], "bf16 operands change the first step's losses");
+    for (_, l) in &b {
+        assert!(l.as_object().unwrap().values().all(|v| v.as_f64().unwrap().is_finite()), "{l}");
+    }
+    bf16.extend_from_slice(&["--stop-after", "2"]);
+    finetune(&model, &data, &part, &bf16);
+    let last = part.join("last");
+    finetune(&model, &data, &part, &["--resume", last.to_str().unwrap()]);
+    assert_eq!(losses(&part), b, "the resumed bf16 run differs");
+}

@@ -177,3 +177,85 @@ fn float32_and_float64_agree() {
     let norm: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
     assert!(diff / norm < 1e-5, "f32 vs f64 relative difference {}", diff / norm);
 }
+
+/// Under `Precision::Bf16` a linear layer and a matmul read bf16-rounded operands, forward and
+/// backward, and compute everything else in float32: the same bits as float32 ops on operands
+/// rounded by hand (to nearest even, through `half`), and not the float32 result.
+#[test]
+fn bf16_precision_rounds_every_matmul_operand() {
+    use engine::device::Precision;
+    use engine::rng::Rng;
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect() };
+    let mut rng = Rng::new(21);
+    let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    let (x0, w0, b0, v0, dy0) = (values(4 * 6), values(5 * 6), values(5), values(5 * 3), values(4 * 3));
+    // out = (x·wᵀ + b) · v, its gradient seeded with dy: every matmul operand is rounded, the
+    // bias add and the upstream gradients' other uses are not.
+    let run = |precision: Precision, x: &[f32], w: &[f32], v: &[f32]| {
+        let mut tape = Tape::<f32>::new(Device::Cpu);
+        tape.store.precision = precision;
+        let xt = tape.store.add_param("x", &[4, 6], x, true).unwrap();
+        let wt = tape.store.add_param("w", &[5, 6], w, true).unwrap();
+        let bt = tape.store.add_param("b", &[5], &b0, true).unwrap();
+        let vt = tape.store.add_param("v", &[5, 3], v, true).unwrap();
+        let h = tape.linear(xt, wt, bt).unwrap();
+        let out = tape.matmul(h, vt, false, false).unwrap();
+        let dy = tape.store.constant(&dy0, &[4, 3]).unwrap();
+        let prod = tape.mul(out, dy).unwrap();
+        let loss = tape.sum(prod).unwrap();
+        tape.backward(loss).unwrap();
+        let mut all = tape.store.read(out).unwrap();
+        for t in [xt, wt, bt, vt] {
+            all.extend(tape.store.read_grad(t).unwrap());
+        }
+        (all, tape.store.read(h).unwrap())
+    };
+    let (bf16, h16) = run(Precision::Bf16, &x0, &w0, &v0);
+    let (f32_all, _) = run(Precision::F32, &x0, &w0, &v0);
+    assert_ne!(bf16, f32_all, "bf16 must change the result");
+    // By hand: the linear on rounded x, w; the matmul on rounded h (its float32 output), v.
+    let mut tape = Tape::<f32>::new(Device::Cpu);
+    let (xr, wr, vr) = (round(&x0), round(&w0), round(&v0));
+    let hr = round(&h16);
+    let xt = tape.store.add_param("x", &[4, 6], &xr, true).unwrap();
+    let wt = tape.store.add_param("w", &[5, 6], &wr, true).unwrap();
+    let bt = tape.store.add_param("b", &[5], &b0, true).unwrap();
+    let h = tape.linear(xt, wt, bt).unwrap();
+    assert_eq!(tape.store.read(h).unwrap(), h16, "the linear's output");
+    let ht = tape.store.add_param("h", &[4, 5], &hr, true).unwrap();
+    let vt = tape.store.add_param("v", &[5, 3], &vr, true).unwrap();
+    let out = tape.matmul(ht, vt, false, false).unwrap();
+    assert_eq!(tape.store.read(out).unwrap(), bf16[..12].to_vec(), "the matmul's output");
+    // Gradients by hand: dv = round(h)ᵀ·round(dy), dh = round(dy)·round(v)ᵀ, dx = round(dh)·round(w),
+    // dw = round(dh)ᵀ·round(x), db = Σ dh (unrounded).
+    let (dyr, mm) = (round(&dy0), |a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool| {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f32;
+                for l in 0..k {
+                    let av = if ta { a[l * m + i] } else { a[i * k + l] };
+                    let bv = if tb { b[j * k + l] } else { b[l * n + j] };
+                    s += av * bv;
+                }
+                c[i * n + j] = s;
+            }
+        }
+        c
+    });
+    let dv = mm(&hr, &dyr, 5, 4, 3, true, false);
+    let dh = mm(&dyr, &vr, 4, 3, 5, false, true);
+    let dhr = round(&dh);
+    let dx = mm(&dhr, &wr, 4, 5, 6, false, false);
+    let dw = mm(&dhr, &xr, 5, 4, 6, true, false);
+    let db: Vec<f32> = (0..5).map(|j| (0..4).map(|i| dh[i * 5 + j]).sum()).collect();
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        for (a, b) in got.iter().zip(want) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}: {got:?} vs {want:?}");
+        }
+    };
+    close(&bf16[12..36], &dx, "dx");
+    close(&bf16[36..66], &dw, "dw");
+    close(&bf16[66..71], &db, "db");
+    close(&bf16[71..86], &dv, "dv");
+}

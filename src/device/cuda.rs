@@ -4,7 +4,7 @@
 use super::kernels::KERNEL_SOURCES;
 use super::nvrtc;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -31,6 +31,9 @@ pub struct Cuda {
     gemm_precision: AtomicU8,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    /// Device memory that launches borrow for the length of one queued op (the bf16 copies of
+    /// matmul operands): reused in stream order, grown when too small.
+    scratch: Mutex<Option<cudarc::driver::CudaSlice<u8>>>,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -91,6 +94,7 @@ impl Cuda {
             gemm_precision: AtomicU8::new(GemmPrecision::F32 as u8),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(None),
         }))
     }
 
@@ -178,6 +182,21 @@ impl Cuda {
         end.record(&self.stream).map_err(driver_err("recording an event"))?;
         end.synchronize().map_err(driver_err("waiting for an event"))?;
         start.elapsed_ms(&end).map_err(driver_err("reading an event"))
+    }
+
+    /// The address of `bytes` of scratch device memory (256-byte aligned). Work queued on this
+    /// device's one stream before the next call may use it: later work runs after it in stream
+    /// order, and a grown buffer frees the old one in stream order too.
+    pub fn scratch(&self, bytes: usize) -> Result<u64> {
+        let mut s = self.scratch.lock().expect("scratch poisoned");
+        let held = s.as_ref().map_or(0, |b| b.len());
+        if held < bytes {
+            let size = bytes.max(2 * held).max(1 << 20);
+            let fresh = self.stream.alloc_zeros::<u8>(size).map_err(driver_err("allocating scratch"))?;
+            *s = Some(fresh);
+        }
+        let b = s.as_ref().expect("allocated above");
+        Ok(b.device_ptr(&self.stream).0)
     }
 
     /// Waits for all queued work; surfaces asynchronous kernel faults.

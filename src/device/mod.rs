@@ -19,6 +19,19 @@ pub enum Device {
     Cuda(Arc<Cuda>),
 }
 
+/// The arithmetic of matrix products (linear layers, attention scores and mixing): float32
+/// operands, or operands rounded to bf16 (to nearest even) with float32 accumulation and output.
+/// On a GPU bf16 runs on the tensor cores; the CPU rounds the operands the same way before its
+/// float32 GEMM, as the reference. Every other op, the master weights, the optimizer's moments
+/// and the reductions stay float32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
 /// What the user asked for with `--device`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {

@@ -3,7 +3,7 @@
 //! an activation the size of the output (the bias is the GEMM's starting value on the CPU).
 
 use super::Op;
-use super::matmul::{self, MatDims};
+use super::matmul::{self, MatDims, operand};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -34,18 +34,19 @@ impl<F: Float> Tape<F> {
             ));
         }
         let out = self.output(shape, &[x, w, b])?;
+        let p = self.store.precision;
         match self.store.device {
             Device::Cuda(_) => {
                 let (dev, [], [xp, wp, bp], [op]) =
                     self.store.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-                matmul::cuda::forward(&dev, &dims, xp, wp, op)?;
+                matmul::cuda::forward(&dev, &dims, xp, wp, op, p)?;
                 // In place: each element reads only itself.
                 super::elementwise::cuda::bias_add(&dev, op, bp, op, dims.m, dims.n)?;
             }
             Device::Cpu => {
                 let ([xv, wv, bv], [ov]) =
                     self.store.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-                cpu::forward(&dims, xv, wv, bv, ov);
+                cpu::forward(&dims, &operand(xv, p), &operand(wv, p), bv, ov);
             }
         }
         Ok(self.push(out, Op::Linear(Linear { x, w, b, out, dims })))
@@ -54,16 +55,16 @@ impl<F: Float> Tape<F> {
 
 impl Linear {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        let (x, w, b, out, d) = (self.x, self.w, self.b, self.out, &self.dims);
+        let (x, w, b, out, d, p) = (self.x, self.w, self.b, self.out, &self.dims, s.precision);
         match s.device {
             Device::Cuda(_) => {
                 if x.requires_grad {
                     let (dev, [], [wp, dy], [dx]) = s.cuda_io([], [Slot::Val(w), Slot::Grad(out)], [Slot::Grad(x)])?;
-                    matmul::cuda::backward_a(&dev, d, wp, dy, dx)?;
+                    matmul::cuda::backward_a(&dev, d, wp, dy, dx, p)?;
                 }
                 if w.requires_grad {
                     let (dev, [], [xp, dy], [dw]) = s.cuda_io([], [Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
-                    matmul::cuda::backward_b(&dev, d, xp, dy, dw)?;
+                    matmul::cuda::backward_b(&dev, d, xp, dy, dw, p)?;
                 }
                 if b.requires_grad {
                     let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(out)], [Slot::Grad(b)])?;
@@ -73,11 +74,11 @@ impl Linear {
             Device::Cpu => {
                 if x.requires_grad {
                     let ([wv, dy], [dx]) = s.cpu_views([Slot::Val(w), Slot::Grad(out)], [Slot::Grad(x)])?;
-                    matmul::cpu::backward_a(d, wv, dy, dx);
+                    matmul::cpu::backward_a(d, &operand(wv, p), &operand(dy, p), dx);
                 }
                 if w.requires_grad {
                     let ([xv, dy], [dw]) = s.cpu_views([Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
-                    matmul::cpu::backward_b(d, xv, dy, dw);
+                    matmul::cpu::backward_b(d, &operand(xv, p), &operand(dy, p), dw);
                 }
                 if b.requires_grad {
                     let ([dy], [db]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(b)])?;

@@ -4,7 +4,7 @@
 //! (M, K)), and matching batch dimensions (attention: (B, NH, T, HS) · (B, NH, T, HS)ᵀ).
 
 use super::Op;
-use crate::device::Device;
+use crate::device::{Device, Precision};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::store::{Slot, Store};
@@ -72,6 +72,18 @@ impl MatDims {
     }
 }
 
+/// A matmul operand as the CPU path reads it under `p`: itself, or a copy rounded to bf16 (to
+/// nearest even), the values the GPU's bf16 kernels read.
+pub(crate) fn operand<F: Float>(x: &[F], p: Precision) -> std::borrow::Cow<'_, [F]> {
+    match p {
+        Precision::F32 => std::borrow::Cow::Borrowed(x),
+        Precision::Bf16 => {
+            let round = |v: F| F::from_f64(half::bf16::from_f32(v.to_f64() as f32).to_f32() as f64);
+            std::borrow::Cow::Owned(x.iter().map(|&v| round(v)).collect())
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Matmul {
     pub a: Tensor,
@@ -85,15 +97,16 @@ impl<F: Float> Tape<F> {
     pub fn matmul(&mut self, a: Tensor, b: Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
         let (dims, shape) = MatDims::infer(a.shape, b.shape, trans_a, trans_b)?;
         let out = self.output(shape, &[a, b])?;
+        let p = self.store.precision;
         match self.store.device {
             Device::Cuda(_) => {
                 let (dev, [], [ap, bp], [op]) =
                     self.store.cuda_io([], [Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
-                cuda::forward(&dev, &dims, ap, bp, op)?;
+                cuda::forward(&dev, &dims, ap, bp, op, p)?;
             }
             Device::Cpu => {
                 let ([av, bv], [ov]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
-                cpu::forward(&dims, av, bv, ov);
+                cpu::forward(&dims, &operand(av, p), &operand(bv, p), ov);
             }
         }
         Ok(self.push(out, Op::Matmul(Matmul { a, b, out, dims })))
@@ -102,26 +115,26 @@ impl<F: Float> Tape<F> {
 
 impl Matmul {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        let (a, b, out, d) = (self.a, self.b, self.out, &self.dims);
+        let (a, b, out, d, p) = (self.a, self.b, self.out, &self.dims, s.precision);
         match s.device {
             Device::Cuda(_) => {
                 if a.requires_grad {
                     let (dev, [], [bp, dy], [da]) = s.cuda_io([], [Slot::Val(b), Slot::Grad(out)], [Slot::Grad(a)])?;
-                    cuda::backward_a(&dev, d, bp, dy, da)?;
+                    cuda::backward_a(&dev, d, bp, dy, da, p)?;
                 }
                 if b.requires_grad {
                     let (dev, [], [ap, dy], [db]) = s.cuda_io([], [Slot::Val(a), Slot::Grad(out)], [Slot::Grad(b)])?;
-                    cuda::backward_b(&dev, d, ap, dy, db)?;
+                    cuda::backward_b(&dev, d, ap, dy, db, p)?;
                 }
             }
             Device::Cpu => {
                 if a.requires_grad {
                     let ([bv, dy], [da]) = s.cpu_views([Slot::Val(b), Slot::Grad(out)], [Slot::Grad(a)])?;
-                    cpu::backward_a(d, bv, dy, da);
+                    cpu::backward_a(d, &operand(bv, p), &operand(dy, p), da);
                 }
                 if b.requires_grad {
                     let ([av, dy], [db]) = s.cpu_views([Slot::Val(a), Slot::Grad(out)], [Slot::Grad(b)])?;
-                    cpu::backward_b(d, av, dy, db);
+                    cpu::backward_b(d, &operand(av, p), &operand(dy, p), db);
                 }
             }
         }
@@ -135,6 +148,7 @@ impl Matmul {
 /// [`cpu::gemm`]. Pointers are device addresses.
 pub mod cuda {
     use super::MatDims;
+    use crate::device::Precision;
     use crate::device::cuda::{Arg, Cuda, GemmPrecision};
     use crate::error::{Error, Result};
     use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
@@ -192,15 +206,22 @@ pub mod cuda {
     pub enum Kind {
         F32,
         Tf32,
-        Bf16 { out_bf16: bool },
+        Bf16 {
+            out_bf16: bool,
+        },
+        /// float32 operands and output in memory; the operands are rounded to compact bf16
+        /// copies (one pass each) for the bf16 kernels (`Precision::Bf16`).
+        Bf16Rounded,
     }
 
     impl Kind {
-        /// The float32 arithmetic the device is set to (`Cuda::set_gemm_precision`).
-        pub fn of(dev: &Cuda) -> Kind {
-            match dev.gemm_precision() {
-                GemmPrecision::F32 => Kind::F32,
-                GemmPrecision::Tf32 => Kind::Tf32,
+        /// The arithmetic of a float32 matmul under `p`: the device's float32 arithmetic
+        /// (`Cuda::set_gemm_precision`), or its operands rounded to bf16 on the tensor cores.
+        pub fn of(dev: &Cuda, p: Precision) -> Kind {
+            match (p, dev.gemm_precision()) {
+                (Precision::Bf16, _) => Kind::Bf16Rounded,
+                (Precision::F32, GemmPrecision::F32) => Kind::F32,
+                (Precision::F32, GemmPrecision::Tf32) => Kind::Tf32,
             }
         }
         fn input_bytes(self) -> usize {
@@ -257,7 +278,7 @@ pub mod cuda {
         match kind {
             Kind::F32 => &SGEMM,
             Kind::Tf32 => &TF32,
-            Kind::Bf16 { .. } => &BF16,
+            Kind::Bf16 { .. } | Kind::Bf16Rounded => &BF16,
         }
     }
 
@@ -277,7 +298,39 @@ pub mod cuda {
     /// Runs `g` in `kind` with the configuration [`pick`] chooses. Inputs and output are device
     /// addresses of float32 (bf16 inputs, and the output when `out_bf16`, for `Kind::Bf16`).
     pub fn gemm(dev: &Cuda, g: &Gemm, kind: Kind) -> Result<()> {
+        if kind == Kind::Bf16Rounded {
+            return bf16_rounded_gemm(dev, g);
+        }
         gemm_with(dev, g, kind, pick(dev, g, kind))
+    }
+
+    /// `g` on float32 operands rounded to bf16: each operand is copied, rounded to nearest even,
+    /// into a compact row-major bf16 matrix (one item when its batch stride is 0) in the device's
+    /// scratch, then the bf16 kernels run with float32 output.
+    fn bf16_rounded_gemm(dev: &Cuda, g: &Gemm) -> Result<()> {
+        let items = |v: View| if v.bs == 0 { 1 } else { g.batch };
+        let (na, nb) = (items(g.a) * g.m * g.k, items(g.b) * g.k * g.n);
+        // (each copy starts on a 16-byte boundary for the kernels' vector loads)
+        let a_bytes = (2 * na).next_multiple_of(16);
+        let scratch = dev.scratch(a_bytes + 2 * nb)?;
+        let (a16, b16) = (scratch, scratch + a_bytes as u64);
+        to_bf16(dev, g.a, items(g.a), g.m, g.k, a16)?;
+        to_bf16(dev, g.b, items(g.b), g.k, g.n, b16)?;
+        let compact = |ptr: u64, v: View, rows: usize, cols: usize| {
+            let r = View::row_major(ptr, rows, cols);
+            if v.bs == 0 { r.shared() } else { r }
+        };
+        let g16 = Gemm { a: compact(a16, g.a, g.m, g.k), b: compact(b16, g.b, g.k, g.n), ..*g };
+        gemm(dev, &g16, Kind::Bf16 { out_bf16: false })
+    }
+
+    /// `items` matrices of rows × cols read through `v` (float32) → compact row-major bf16 at `out`.
+    fn to_bf16(dev: &Cuda, v: View, items: usize, rows: usize, cols: usize, out: u64) -> Result<()> {
+        let n = items * rows * cols;
+        let (grid, block) = crate::device::cuda::grid_1d(n);
+        let u = |x: usize| Arg::U64(x as u64);
+        let args = [Arg::Ptr(v.ptr), u(v.rs), u(v.cs), u(v.bs), u(rows), u(cols), u(n), Arg::Ptr(out)];
+        dev.launch(FILE, "to_bf16_compact", grid, block, 0, &args)
     }
 
     /// The bf16 tensor-core GEMM: `a`, `b` hold bf16 (as 16-bit patterns), products accumulate in
@@ -413,8 +466,8 @@ pub mod cuda {
     }
 
     /// out (batch, M, N) = op(a) · op(b); as `cpu::forward`.
-    pub fn forward(dev: &Cuda, d: &MatDims, a: u64, b: u64, out: u64) -> Result<()> {
-        gemm(dev, &forward_gemm(d, a, b, out), Kind::of(dev))
+    pub fn forward(dev: &Cuda, d: &MatDims, a: u64, b: u64, out: u64, p: Precision) -> Result<()> {
+        gemm(dev, &forward_gemm(d, a, b, out), Kind::of(dev, p))
     }
 
     pub(super) fn forward_gemm(d: &MatDims, a: u64, b: u64, out: u64) -> Gemm {
@@ -432,8 +485,8 @@ pub mod cuda {
     }
 
     /// da += dy · op(b)ᵀ (or its transpose when a is transposed); as `cpu::backward_a`.
-    pub fn backward_a(dev: &Cuda, d: &MatDims, b: u64, dy: u64, da: u64) -> Result<()> {
-        gemm(dev, &backward_a_gemm(d, b, dy, da), Kind::of(dev))
+    pub fn backward_a(dev: &Cuda, d: &MatDims, b: u64, dy: u64, da: u64, p: Precision) -> Result<()> {
+        gemm(dev, &backward_a_gemm(d, b, dy, da), Kind::of(dev, p))
     }
 
     pub(super) fn backward_a_gemm(d: &MatDims, b: u64, dy: u64, da: u64) -> Gemm {
@@ -466,8 +519,8 @@ pub mod cuda {
     }
 
     /// db += op(a)ᵀ · dy (or its transpose when b is transposed); as `cpu::backward_b`.
-    pub fn backward_b(dev: &Cuda, d: &MatDims, a: u64, dy: u64, db: u64) -> Result<()> {
-        gemm(dev, &backward_b_gemm(d, a, dy, db), Kind::of(dev))
+    pub fn backward_b(dev: &Cuda, d: &MatDims, a: u64, dy: u64, db: u64, p: Precision) -> Result<()> {
+        gemm(dev, &backward_b_gemm(d, a, dy, db), Kind::of(dev, p))
     }
 
     pub(super) fn backward_b_gemm(d: &MatDims, a: u64, dy: u64, db: u64) -> Gemm {

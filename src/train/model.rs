@@ -57,7 +57,8 @@ fn output_width(task: Task) -> usize {
 }
 
 impl MultiTaskModel {
-    /// The model of `opts` on `store`, registered in this order (PCGrad relies on it): the encoder
+    /// The model of `opts` on `store` (which takes the run's matmul precision), registered in
+    /// this order (PCGrad relies on it): the encoder
     /// from `ckpt` (frozen under LoRA, below --freeze-layers, or when not `training`), the LoRA
     /// adapters if asked, the heads. Adapters and heads come from `trained` (a saved run) when
     /// given, else are drawn from the run's seed.
@@ -68,6 +69,7 @@ impl MultiTaskModel {
         opts: &TrainOptions,
         training: bool,
     ) -> Result<MultiTaskModel> {
+        store.precision = opts.precision;
         let layers = ckpt.config.num_hidden_layers;
         let frozen = opts.freeze_layers;
         if frozen > layers {

@@ -5,6 +5,7 @@
 
 use super::pcgrad::Reduction;
 use crate::data::cs224n::Task;
+use crate::device::Precision;
 use crate::model::bert::Pooling;
 use crate::model::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,9 @@ pub struct TrainOptions {
     /// LoRA adapters on the encoder, whose own weights are then frozen.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// The matmuls' operands: float32, or rounded to bf16 (tensor cores on a GPU).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainOptions {
@@ -116,6 +120,7 @@ impl Default for TrainOptions {
             pcgrad: false,
             pcgrad_reduction: Reduction::Sum,
             lora: None,
+            precision: Precision::F32,
         }
     }
 }
