@@ -6,9 +6,9 @@
 // correction, eps outside the square root), in one pass over params, grads and both moments.
 // step_size = lr / (1 − β1^t) and bc2_sqrt = √(1 − β2^t) come from the host (computed in double);
 // grad_scale multiplies every gradient first (gradient clipping; 1 otherwise).
-extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
-                                      float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt,
-                                      float grad_scale) {
+__device__ __forceinline__ void adamw_pass(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
+                                           float beta2, float eps, float weight_decay, float step_size,
+                                           float bc2_sqrt, float grad_scale) {
     GRID_STRIDE(i, n) {
         float gi = g[i] * grad_scale;
         float pi = p[i] * (1.0f - lr * weight_decay);
@@ -22,6 +22,12 @@ extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float*
     }
 }
 
+extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
+                                      float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt,
+                                      float grad_scale) {
+    adamw_pass(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt, grad_scale);
+}
+
 // adamw_step with gradient clipping decided on the device: sumsq (one double, from pairwise_dots)
 // is ‖g‖²; with norm = √sumsq, grad_scale = clip / (norm + 1e-6) where norm > clip, else 1, in
 // double as the host would compute it. So a clipped step never waits for the norm on the host.
@@ -30,32 +36,26 @@ extern "C" __global__ void adamw_step_clip(float* p, const float* g, float* m, f
                                            const double* sumsq, double clip) {
     const double norm = __dsqrt_rn(*sumsq);
     const float grad_scale = norm > clip ? (float)__ddiv_rn(clip, __dadd_rn(norm, 1e-6)) : 1.0f;
+    adamw_pass(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt, grad_scale);
+}
+
+// PCGrad's combination: dst = w[0]·dst + Σ_{j<k} w[j+1]·g[j] over n floats (unused pointers may
+// be null). Each element reads only itself, so dst may be one of the task gradients.
+__device__ __forceinline__ void weighted_pass(float* dst, const float* const g[7], const float w[8], u32 k, u64 n) {
     GRID_STRIDE(i, n) {
-        float gi = g[i] * grad_scale;
-        float pi = p[i] * (1.0f - lr * weight_decay);
-        float mi = m[i];
-        mi = mi + (1.0f - beta1) * (gi - mi);
-        float vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = pi - step_size * (mi / denom);
-        m[i] = mi;
-        v[i] = vi;
+        float acc = w[0] * dst[i];
+        for (u32 j = 0; j < 7; j++)
+            if (j < k) acc += w[j + 1] * g[j][i];
+        dst[i] = acc;
     }
 }
 
-// PCGrad's combination: dst = w0·dst + Σ_{j<k} w_{j+1}·g_j over n floats (unused pointers may be
-// null). Each element reads only itself, so dst may be one of the task gradients.
 extern "C" __global__ void weighted_sum(float* dst, const float* g0, const float* g1, const float* g2, const float* g3,
                                         const float* g4, const float* g5, const float* g6, float w0, float w1,
                                         float w2, float w3, float w4, float w5, float w6, float w7, u32 k, u64 n) {
-    const float* g[7] = {g0, g1, g2, g3, g4, g5, g6};
-    const float w[7] = {w1, w2, w3, w4, w5, w6, w7};
-    GRID_STRIDE(i, n) {
-        float acc = w0 * dst[i];
-        for (u32 j = 0; j < 7; j++)
-            if (j < k) acc += w[j] * g[j][i];
-        dst[i] = acc;
-    }
+    const float* const g[7] = {g0, g1, g2, g3, g4, g5, g6};
+    const float w[8] = {w0, w1, w2, w3, w4, w5, w6, w7};
+    weighted_pass(dst, g, w, k, n);
 }
 
 #define MAX_TASKS 8
@@ -112,15 +112,10 @@ extern "C" __global__ void pairwise_dots(const float* g0, const float* g1, const
 extern "C" __global__ void weighted_sum_dw(float* dst, const float* g0, const float* g1, const float* g2, const float* g3,
                                            const float* g4, const float* g5, const float* g6, const double* weights,
                                            u32 k, u64 n) {
-    const float* g[7] = {g0, g1, g2, g3, g4, g5, g6};
+    const float* const g[7] = {g0, g1, g2, g3, g4, g5, g6};
     float w[8];
     for (u32 j = 0; j < 8; j++) w[j] = j <= k ? (float)weights[j] : 0.0f;
-    GRID_STRIDE(i, n) {
-        float acc = w[0] * dst[i];
-        for (u32 j = 0; j < 7; j++)
-            if (j < k) acc += w[j + 1] * g[j][i];
-        dst[i] = acc;
-    }
+    weighted_pass(dst, g, w, k, n);
 }
 
 // Where pair (i, j), i ≤ j, sits in the upper triangle (row by row) of a k×k matrix.
