@@ -18,7 +18,7 @@ fn main() {
     let mut rng = Rng::new(3);
     let x: Vec<f32> = (0..N).map(|_| rng.normal() as f32 * 2.0).collect();
     let dy: Vec<f32> = (0..N).map(|_| rng.normal() as f32).collect();
-    let (mut out, mut mask) = (vec![0f32; N], vec![0f32; N]);
+    let mut out = vec![0f32; N];
     println!("CPU elementwise ops, f32, {} threads, {N} elements", rayon::current_num_threads());
     println!("{:<16} {:>10} {:>16}", "op", "ns/element", "ms per step");
     let time = |name: &str, per_step: f64, f: &mut dyn FnMut(usize)| {
@@ -32,7 +32,8 @@ fn main() {
     };
     time("gelu forward", FFN_PER_STEP, &mut |_| gelu::cpu::forward(&x, &mut out));
     time("gelu backward", FFN_PER_STEP, &mut |_| gelu::cpu::backward(&x, &dy, &mut out));
-    time("dropout forward", FFN_PER_STEP, &mut |r| dropout::cpu::forward(&x, 0.1, 7, r as u64, &mut mask, &mut out));
+    time("dropout forward", FFN_PER_STEP, &mut |r| dropout::cpu::forward(&x, 0.1, 7, r as u64, &mut out));
+    time("dropout backward", FFN_PER_STEP, &mut |r| dropout::cpu::backward(&dy, 0.1, 7, r as u64, &mut out));
     // (N / 32 rows of 32 keys, one mask row per 12 heads × 32 queries, two padded keys)
     let t = 32;
     let keys: Vec<i32> = (0..N / (12 * t)).flat_map(|_| (0..t).map(|j| (j < t - 2) as i32)).collect();

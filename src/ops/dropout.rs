@@ -1,6 +1,7 @@
 //! Inverted dropout: in training, each element is kept with probability 1 − p and scaled by
-//! 1/(1 − p). The mask is drawn from a counter-based hash of (tape seed, call number, index),
-//! so it is reproducible and the same on every device, and it is saved for backward.
+//! 1/(1 − p). The mask is drawn from a counter-based hash of (tape seed, call number, index), so
+//! it is reproducible and the same on every device, and it is never stored: the backward pass
+//! draws it again (a hash per element costs less than writing and reading a mask).
 
 use super::Op;
 use crate::device::Device;
@@ -13,9 +14,11 @@ use crate::tensor::Tensor;
 #[derive(Clone, Debug)]
 pub struct Dropout {
     pub x: Tensor,
-    /// 0 or 1/(1 − p) per element.
-    pub mask: Tensor,
     pub out: Tensor,
+    /// The mask's draw: probability, tape seed and stream.
+    pub p: f64,
+    pub seed: u64,
+    pub stream: u64,
 }
 
 impl<F: Float> Tape<F> {
@@ -28,20 +31,18 @@ impl<F: Float> Tape<F> {
             return Ok(x);
         }
         let (seed, stream) = (self.seed(), self.next_stream());
-        let mask = self.store.alloc_act(x.shape, false)?;
         let out = self.output(x.shape, &[x])?;
         match self.store.device {
             Device::Cuda(_) => {
-                let (dev, [], [xp], [mp, op]) =
-                    self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(mask), Slot::Val(out)])?;
-                cuda::forward(&dev, xp, p, seed, stream, mp, op, x.numel())?;
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::forward(&dev, xp, p, seed, stream, op, x.numel())?;
             }
             Device::Cpu => {
-                let ([xv], [mv, ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(mask), Slot::Val(out)])?;
-                cpu::forward(xv, p, seed, stream, mv, ov);
+                let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                cpu::forward(xv, p, seed, stream, ov);
             }
         }
-        Ok(self.push(out, Op::Dropout(Dropout { x, mask, out })))
+        Ok(self.push(out, Op::Dropout(Dropout { x, out, p, seed, stream })))
     }
 }
 
@@ -50,22 +51,15 @@ impl Dropout {
         if !self.x.requires_grad {
             return Ok(());
         }
+        let (p, seed, stream) = (self.p, self.seed, self.stream);
         match s.device {
             Device::Cuda(_) => {
-                let (dev, [], [mp, dy], [dx]) =
-                    s.cuda_io([], [Slot::Val(self.mask), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
-                cuda::backward(&dev, mp, dy, dx, self.x.numel())?;
+                let (dev, [], [dy], [dx]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::backward(&dev, dy, p, seed, stream, dx, self.x.numel())?;
             }
             Device::Cpu => {
-                let ([m, dy], [dx]) =
-                    s.cpu_views([Slot::Val(self.mask), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
-                crate::ops::elementwise::cpu::binary_backward(
-                    crate::ops::elementwise::BinaryKind::Mul,
-                    false,
-                    m,
-                    dy,
-                    dx,
-                );
+                let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cpu::backward(dy, p, seed, stream, dx);
             }
         }
         Ok(())
@@ -79,36 +73,33 @@ pub mod cuda {
 
     const FILE: &str = "dropout.cu";
 
-    /// mask (n) = 1/(1 − p) where hash_uniform(seed, stream, i) ≥ p, else 0; out (n) = x (n) · mask.
-    /// The same mask as [`super::cpu::forward`]: p is compared in f64 (passed as its bits) and the
-    /// kept value is rounded to f32 here, on the host, exactly as the CPU path rounds it.
-    pub fn forward(dev: &Cuda, x: u64, p: f64, seed: u64, stream: u64, mask: u64, out: u64, n: usize) -> Result<()> {
-        let keep = (1.0 / (1.0 - p)) as f32;
-        let (grid, block) = grid_1d(n);
-        let args = [
-            Arg::Ptr(x),
-            Arg::Ptr(mask),
-            Arg::Ptr(out),
+    /// The arguments after the buffers: p is compared in f64 (passed as its bits) and the kept
+    /// value is rounded to f32 here, on the host, exactly as the CPU path rounds it.
+    fn draw(p: f64, seed: u64, stream: u64, n: usize) -> [Arg; 5] {
+        [
             Arg::U64(p.to_bits()),
-            Arg::F32(keep),
+            Arg::F32((1.0 / (1.0 - p)) as f32),
             Arg::U64(seed),
             Arg::U64(stream),
             Arg::U64(n as u64),
-        ];
+        ]
+    }
+
+    /// out (n) = x (n) · 1/(1 − p) where hash_uniform(seed, stream, i) ≥ p, else 0: the mask of
+    /// [`super::cpu::forward`].
+    pub fn forward(dev: &Cuda, x: u64, p: f64, seed: u64, stream: u64, out: u64, n: usize) -> Result<()> {
+        let (grid, block) = grid_1d(n);
+        let mut args = vec![Arg::Ptr(x), Arg::Ptr(out)];
+        args.extend(draw(p, seed, stream, n));
         dev.launch(FILE, "dropout_forward", grid, block, 0, &args)
     }
 
-    /// dx (n) += dy (n) · mask (n).
-    pub fn backward(dev: &Cuda, mask: u64, dy: u64, dx: u64, n: usize) -> Result<()> {
+    /// dx (n) += dy (n) · the same mask, drawn again.
+    pub fn backward(dev: &Cuda, dy: u64, p: f64, seed: u64, stream: u64, dx: u64, n: usize) -> Result<()> {
         let (grid, block) = grid_1d(n);
-        dev.launch(
-            FILE,
-            "dropout_backward",
-            grid,
-            block,
-            0,
-            &[Arg::Ptr(mask), Arg::Ptr(dy), Arg::Ptr(dx), Arg::U64(n as u64)],
-        )
+        let mut args = vec![Arg::Ptr(dy), Arg::Ptr(dx)];
+        args.extend(draw(p, seed, stream, n));
+        dev.launch(FILE, "dropout_backward", grid, block, 0, &args)
     }
 }
 
@@ -118,26 +109,49 @@ pub mod cpu {
     use crate::rng::{hash_bits, hash_key, keep_threshold};
     use rayon::prelude::*;
 
-    /// In parallel chunks; element i's draw depends on i only, so chunking changes nothing.
-    /// Kept where hash_uniform(seed, stream, i) ≥ p, compared as integers (see `keep_threshold`).
-    pub fn forward<F: Float>(x: &[F], p: f64, seed: u64, stream: u64, mask: &mut [F], out: &mut [F]) {
-        let keep = F::from_f64(1.0 / (1.0 - p));
-        let (key, threshold) = (hash_key(seed, stream), keep_threshold(p));
-        mask.par_chunks_mut(PAR_CHUNK)
-            .zip(out.par_chunks_mut(PAR_CHUNK))
-            .zip(x.par_chunks(PAR_CHUNK))
-            .enumerate()
-            .for_each(|(ci, ((mask, out), x))| {
-                let first = (ci * PAR_CHUNK) as u64;
-                simd(|| chunk(x, key, threshold, keep, first, mask, out))
-            });
+    /// The mask's value at element `index`: 1/(1 − p) where hash_uniform(seed, stream, index) ≥ p,
+    /// else 0, compared as integers (see `keep_threshold`).
+    #[derive(Clone, Copy)]
+    struct Mask<F> {
+        key: u64,
+        threshold: u64,
+        keep: F,
     }
 
-    #[inline(always)]
-    fn chunk<F: Float>(x: &[F], key: u64, threshold: u64, keep: F, first: u64, mask: &mut [F], out: &mut [F]) {
-        for i in 0..x.len() {
-            mask[i] = if hash_bits(key, first + i as u64) >= threshold { keep } else { F::ZERO };
-            out[i] = x[i] * mask[i];
+    impl<F: Float> Mask<F> {
+        fn new(p: f64, seed: u64, stream: u64) -> Self {
+            Mask { key: hash_key(seed, stream), threshold: keep_threshold(p), keep: F::from_f64(1.0 / (1.0 - p)) }
         }
+        #[inline(always)]
+        fn at(self, index: u64) -> F {
+            if hash_bits(self.key, index) >= self.threshold { self.keep } else { F::ZERO }
+        }
+    }
+
+    /// out = x · mask, in parallel chunks; element i's draw depends on i only, so chunking
+    /// changes nothing.
+    pub fn forward<F: Float>(x: &[F], p: f64, seed: u64, stream: u64, out: &mut [F]) {
+        let mask = Mask::new(p, seed, stream);
+        out.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).enumerate().for_each(|(ci, (out, x))| {
+            let first = (ci * PAR_CHUNK) as u64;
+            simd(|| {
+                for i in 0..x.len() {
+                    out[i] = x[i] * mask.at(first + i as u64);
+                }
+            })
+        });
+    }
+
+    /// dx += dy · mask, the forward's mask drawn again.
+    pub fn backward<F: Float>(dy: &[F], p: f64, seed: u64, stream: u64, dx: &mut [F]) {
+        let mask = Mask::new(p, seed, stream);
+        dx.par_chunks_mut(PAR_CHUNK).zip(dy.par_chunks(PAR_CHUNK)).enumerate().for_each(|(ci, (dx, dy))| {
+            let first = (ci * PAR_CHUNK) as u64;
+            simd(|| {
+                for i in 0..dy.len() {
+                    dx[i] += dy[i] * mask.at(first + i as u64);
+                }
+            })
+        });
     }
 }

@@ -170,15 +170,19 @@ mod simd_tests {
     #[test]
     fn dropout_keeps_what_hash_uniform_keeps() {
         let n = 2 * super::PAR_CHUNK + 77;
-        let (x, _) = inputs(n);
+        let (x, dy) = inputs(n);
         for p in [0.1, 0.5] {
-            let (mut mask, mut out) = (vec![0.0; n], vec![0.0; n]);
-            super::dropout::cpu::forward(&x, p, 11, 3, &mut mask, &mut out);
             let keep = (1.0 / (1.0 - p)) as f32;
-            let want: Vec<f32> = (0..n).map(|i| if hash_uniform(11, 3, i as u64) >= p { keep } else { 0.0 }).collect();
-            same_bits(&mask, &want, "dropout mask");
-            let want: Vec<f32> = (0..n).map(|i| x[i] * want[i]).collect();
+            let mask: Vec<f32> = (0..n).map(|i| if hash_uniform(11, 3, i as u64) >= p { keep } else { 0.0 }).collect();
+            let mut out = vec![0.0; n];
+            super::dropout::cpu::forward(&x, p, 11, 3, &mut out);
+            let want: Vec<f32> = (0..n).map(|i| x[i] * mask[i]).collect();
             same_bits(&out, &want, "dropout output");
+            // the backward pass draws the same mask again
+            let mut dx = vec![0.5; n];
+            super::dropout::cpu::backward(&dy, p, 11, 3, &mut dx);
+            let want: Vec<f32> = (0..n).map(|i| 0.5 + dy[i] * mask[i]).collect();
+            same_bits(&dx, &want, "dropout gradient");
         }
     }
 
