@@ -290,11 +290,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         let epoch_end = plan.crosses_epoch_end(micro_at(state.step - 1), micro_done);
         let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
         let stopping = args.stop_after == Some(state.step);
-        let log = state.step.is_multiple_of(opts.log_every) || state.step == total_steps;
-        if log || epoch_end || periodic || stopping {
-            log_surgeries(&mut task_grads, &opts.tasks, &mut metrics, &mut pcgrad_window)?;
-        }
+        // Logged also before every evaluation and checkpoint, so that no checkpoint is written
+        // after a non-finite loss that its steps had.
+        let log =
+            state.step.is_multiple_of(opts.log_every) || state.step == total_steps || epoch_end || periodic || stopping;
         if log {
+            log_surgeries(&mut task_grads, &opts.tasks, &mut metrics, &mut pcgrad_window)?;
             let current: Vec<(String, f64)> = opts
                 .tasks
                 .iter()
