@@ -368,3 +368,35 @@ fn bf16_precision_trains_resumes_and_is_recorded() {
     finetune(&model, &data, &part, &["--resume", last.to_str().unwrap()]);
     assert_eq!(losses(&part), b, "the resumed bf16 run differs");
 }
+
+/// A run whose loss turns non-finite stops with one error naming the task and the steps, before
+/// any checkpoint is written.
+#[test]
+fn a_diverging_run_stops_before_writing_a_checkpoint() {
+    let (model, data) = (tiny_model("diverge"), tiny_data(24, "diverge"));
+    let out = scratch("diverge");
+    let o = engine(&[
+        "finetune",
+        "--model",
+        model.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "6",
+        "--log-every",
+        "3",
+        "--lr",
+        "1e30",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a diverging run must fail");
+    assert!(err.contains("loss became") && err.contains("lower --lr"), "{err}");
+    assert!(!out.join("best").exists() && !out.join("last").exists(), "no checkpoint after a non-finite loss");
+}
