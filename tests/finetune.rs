@@ -13,6 +13,13 @@ fn engine(args: &[&str]) -> Output {
 }
 
 fn finetune(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let o = try_finetune(model, data, out, extra);
+    assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// `engine finetune` on the CPU at batch 4, logging every step, with `extra` flags.
+fn try_finetune(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "finetune",
         "--model",
@@ -30,9 +37,7 @@ fn finetune(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
         "--quiet",
     ];
     args.extend_from_slice(extra);
-    let o = engine(&args);
-    assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
-    o
+    engine(&args)
 }
 
 /// Training records of metrics.jsonl: (step, task → loss).
@@ -375,26 +380,7 @@ fn bf16_precision_trains_resumes_and_is_recorded() {
 fn a_diverging_run_stops_before_writing_a_checkpoint() {
     let (model, data) = (tiny_model("diverge"), tiny_data(24, "diverge"));
     let out = scratch("diverge");
-    let o = engine(&[
-        "finetune",
-        "--model",
-        model.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "6",
-        "--log-every",
-        "3",
-        "--lr",
-        "1e30",
-        "--quiet",
-    ]);
+    let o = try_finetune(&model, &data, &out, &["--max-steps", "6", "--lr", "1e30"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a diverging run must fail");
     assert!(err.contains("loss became") && err.contains("lower --lr"), "{err}");
