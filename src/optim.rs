@@ -29,8 +29,8 @@ pub struct AdamW<F: Float> {
     pub step: u64,
     pub m: Buffer<F>,
     pub v: Buffer<F>,
-    /// On a GPU, pairwise_dots' scratch for the clipping norm: partials, ‖g‖², counter.
-    clip_scratch: Option<(Buffer<f32>, Buffer<f64>, Buffer<u32>)>,
+    /// On a GPU, where the clipping norm ‖g‖² is computed and kept.
+    clip_dots: Option<DeviceDots>,
 }
 
 /// How a step scales the gradients: by a factor known on the host, or by the clipping factor of
@@ -56,7 +56,7 @@ impl<F: Float> AdamW<F> {
         v.grow_to(n)?;
         m.fill_zero(0..n)?;
         v.fill_zero(0..n)?;
-        Ok(AdamW { config, step: 0, m, v, clip_scratch: None })
+        Ok(AdamW { config, step: 0, m, v, clip_dots: None })
     }
 
     /// One step at learning rate `lr` over every trainable parameter, from the gradients in the store.
@@ -77,25 +77,14 @@ impl<F: Float> AdamW<F> {
             return self.update(store, lr);
         }
         match (&store.device, F::NAME) {
-            (Device::Cuda(dev), "f32") => {
+            (Device::Cuda(_), "f32") => {
                 let n = store.num_trainable();
-                if self.clip_scratch.is_none() {
-                    let mut partials = Buffer::new(&store.device);
-                    partials.grow_to(cuda::dot_blocks(n.max(1)))?;
-                    let (mut sumsq, mut counter) = (Buffer::new(&store.device), Buffer::new(&store.device));
-                    sumsq.grow_to(1)?;
-                    counter.grow_to(1)?;
-                    counter.fill_zero(0..1)?;
-                    self.clip_scratch = Some((partials, sumsq, counter));
+                if self.clip_dots.is_none() {
+                    self.clip_dots = DeviceDots::new(&store.device, n, 1)?;
                 }
-                let (partials, sumsq, counter) = self.clip_scratch.as_ref().expect("allocated above");
-                let ptr = |p: Option<u64>| p.expect("allocated on the device");
-                let g = ptr(store.grads().device_ptr());
-                let s = ptr(sumsq.device_ptr());
-                if n > 0 {
-                    cuda::pairwise_dots_into(dev, &[g], n, ptr(partials.device_ptr()), s, ptr(counter.device_ptr()))?;
-                }
-                self.step_with(store, lr, Scale::ClipOnDevice { sumsq: s, max_norm })
+                let dots = self.clip_dots.as_mut().expect("a CUDA store");
+                let sumsq = dots.run(&[store.grads().device_ptr().unwrap_or(0)], n)?;
+                self.step_with(store, lr, Scale::ClipOnDevice { sumsq, max_norm })
             }
             _ => {
                 let norm = grad_norm(store)?;
@@ -167,9 +156,11 @@ pub fn pairwise_dots<F: Float>(device: &Device, grads: &[&Buffer<F>], n: usize) 
             let views: Vec<&[F]> = grads.iter().map(|g| &g.cpu().expect("cpu buffer")[..n]).collect();
             cpu::pairwise_dots(&views)
         }
-        Device::Cuda(dev) => {
+        Device::Cuda(_) => {
             let ptrs: Vec<u64> = grads.iter().map(|g| g.device_ptr().unwrap_or(0)).collect();
-            cuda::pairwise_dots(dev, &ptrs, n)?
+            let mut dots = DeviceDots::new(device, n, k)?.expect("a CUDA device");
+            dots.run(&ptrs, n)?;
+            dots.triangle.read(0..k * (k + 1) / 2)?
         }
     };
     let mut full = vec![0.0; k * k];
@@ -182,6 +173,61 @@ pub fn pairwise_dots<F: Float>(device: &Device, grads: &[&Buffer<F>], n: usize) 
         }
     }
     Ok(full)
+}
+
+/// [`pairwise_dots`] on a GPU with its scratch kept and its result left in device memory, where
+/// the kernels that need it (PCGrad's surgery, the clipped AdamW step) read it: no host read, no
+/// allocation per call.
+pub struct DeviceDots {
+    dev: std::sync::Arc<crate::device::Cuda>,
+    /// Per-block partial sums, dot_blocks(n) × k(k+1)/2.
+    partials: Buffer<f32>,
+    /// The upper triangle of the Gram matrix (row by row), k(k+1)/2 doubles.
+    pub triangle: Buffer<f64>,
+    /// The kernel's block counter, left at zero by each launch.
+    counter: Buffer<u32>,
+    max: (usize, usize),
+}
+
+impl DeviceDots {
+    /// Scratch for up to `k` gradients of up to `n` values; None on the CPU.
+    pub fn new(device: &Device, n: usize, k: usize) -> Result<Option<DeviceDots>> {
+        let Device::Cuda(dev) = device else { return Ok(None) };
+        let pairs = k * (k + 1) / 2;
+        let zeroed = |len: usize| -> Result<Buffer<f64>> {
+            let mut b = Buffer::new(device);
+            b.grow_to(len)?;
+            b.fill_zero(0..len)?;
+            Ok(b)
+        };
+        let (mut partials, mut counter) = (Buffer::new(device), Buffer::new(device));
+        partials.grow_to(cuda::dot_blocks(n.max(1)) * pairs)?;
+        counter.grow_to(1)?;
+        counter.fill_zero(0..1)?;
+        Ok(Some(DeviceDots { dev: dev.clone(), partials, triangle: zeroed(pairs)?, counter, max: (n, k) }))
+    }
+
+    /// Queues the dot products of the first `n` values of `grads` (device addresses); returns the
+    /// address of the triangle they go to. With n = 0 the triangle is zero.
+    pub fn run(&mut self, grads: &[u64], n: usize) -> Result<u64> {
+        if n > self.max.0 || grads.len() > self.max.1 {
+            return Err(Error::Config(format!(
+                "DeviceDots for {} gradients of {} values got {} of {n}",
+                self.max.1,
+                self.max.0,
+                grads.len()
+            )));
+        }
+        if n == 0 {
+            self.triangle.fill_zero(0..grads.len() * (grads.len() + 1) / 2)?;
+        } else {
+            let (p, t, c) = (self.partials.device_ptr(), self.triangle.device_ptr(), self.counter.device_ptr());
+            let (p, t, c) = (p.expect("allocated"), t.expect("allocated"), c.expect("allocated"));
+            cuda::pairwise_dots_into(&self.dev, grads, n, p, t, c)?;
+        }
+        let triangle = self.triangle.device_ptr().expect("allocated on the device");
+        Ok(triangle)
+    }
 }
 
 /// dst[x] = weights[0]·dst[x] + Σ_j weights[j+1]·others[j][x] for x in `range` (PCGrad's combination;
@@ -315,8 +361,7 @@ pub mod cpu {
 pub mod cuda {
     use super::AdamWConfig;
     use crate::device::cuda::{Arg, Cuda, grid_1d};
-    use crate::error::{Error, Result};
-    use cudarc::driver::DevicePtr;
+    use crate::error::Result;
 
     const FILE: &str = "optim.cu";
 
@@ -376,21 +421,9 @@ pub mod cuda {
         n.div_ceil(256).clamp(1, 1024)
     }
 
-    /// The upper triangle of the Gram matrix of up to 8 gradients (n floats each), one launch.
-    pub fn pairwise_dots(dev: &Cuda, grads: &[u64], n: usize) -> Result<Vec<f64>> {
-        let pairs = grads.len() * (grads.len() + 1) / 2;
-        let err = |e: cudarc::driver::DriverError| Error::Cuda(format!("pairwise_dots scratch: {e}"));
-        let partials = dev.stream.alloc_zeros::<f32>(dot_blocks(n) * pairs).map_err(err)?;
-        let out = dev.stream.alloc_zeros::<f64>(pairs).map_err(err)?;
-        let done = dev.stream.alloc_zeros::<u32>(1).map_err(err)?;
-        let (p, o, d) =
-            (partials.device_ptr(&dev.stream).0, out.device_ptr(&dev.stream).0, done.device_ptr(&dev.stream).0);
-        pairwise_dots_into(dev, grads, n, p, o, d)?;
-        dev.stream.clone_dtoh(&out).map_err(err)
-    }
-
-    /// [`pairwise_dots`] into device memory: `out` (k(k+1)/2 doubles), with the caller's
-    /// scratch: `partials` (dot_blocks(n) · k(k+1)/2 floats) and `done` (one zeroed u32, left zero).
+    /// The upper triangle of the Gram matrix of up to 8 gradients (n floats each), one launch,
+    /// into `out` (k(k+1)/2 doubles), with the caller's scratch: `partials` (dot_blocks(n) ·
+    /// k(k+1)/2 floats) and `done` (one zeroed u32, left zero). See [`super::DeviceDots`].
     pub fn pairwise_dots_into(dev: &Cuda, grads: &[u64], n: usize, partials: u64, out: u64, done: u64) -> Result<()> {
         let mut args: Vec<Arg> = (0..8).map(|i| Arg::Ptr(grads.get(i).copied().unwrap_or(0))).collect();
         args.extend([

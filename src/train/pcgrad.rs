@@ -18,7 +18,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::optim::cuda as optim_cuda;
-use crate::optim::{pairwise_dots, weighted_sum};
+use crate::optim::{DeviceDots, pairwise_dots, weighted_sum};
 use crate::rng::{Rng, mix64};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
@@ -73,16 +73,12 @@ pub fn surgery(gram: &[f64], orders: &[Vec<usize>], reduction: Reduction) -> Res
     if gram.len() != k * k {
         return Err(Error::Config(format!("pcgrad: a {k}-task surgery needs a {k}×{k} Gram matrix")));
     }
+    check_orders(orders, k)?;
     let g = |i: usize, j: usize| gram[i * k + j];
     let mut weights = vec![0.0; k];
     let mut projected = 0;
     let mut norm_ratio = Vec::with_capacity(k);
     for (i, order) in orders.iter().enumerate() {
-        if order.len() != k - 1 || order.iter().any(|&j| j == i || j >= k) {
-            return Err(Error::Config(format!(
-                "pcgrad: task {i}'s order {order:?} is not a permutation of the others"
-            )));
-        }
         // g_i^PC = Σ_l a[l] g_l
         let mut a = vec![0.0; k];
         a[i] = 1.0;
@@ -211,11 +207,8 @@ const RING: usize = 256;
 /// statistics go to a ring of records that the host reads when it logs.
 struct DeviceSurgery {
     dev: std::sync::Arc<crate::device::Cuda>,
-    partials: Buffer<f32>,
-    /// The Gram triangle (up to 36 doubles).
-    tri: Buffer<f64>,
-    /// pairwise_dots' block counter (left at zero by the kernel).
-    counter: Buffer<u32>,
+    /// The Gram triangle of the shared part, computed and kept on the device.
+    dots: DeviceDots,
     /// This step's visiting orders, k × (k − 1).
     orders: Buffer<u32>,
     weights: Buffer<f64>,
@@ -226,26 +219,23 @@ struct DeviceSurgery {
 }
 
 impl DeviceSurgery {
-    fn new(device: &Device, shared: usize) -> Result<Option<DeviceSurgery>> {
-        let Device::Cuda(dev) = device else { return Ok(None) };
+    fn new(device: &Device, tasks: usize, shared: usize) -> Result<Option<DeviceSurgery>> {
+        let (Device::Cuda(dev), Some(dots)) = (device, DeviceDots::new(device, shared, tasks)?) else {
+            return Ok(None);
+        };
         let zeroed = |n: usize| -> Result<Buffer<f64>> {
             let mut b = Buffer::new(device);
             b.grow_to(n)?;
             b.fill_zero(0..n)?;
             Ok(b)
         };
-        let (mut partials, mut counter, mut orders) = (Buffer::new(device), Buffer::new(device), Buffer::new(device));
-        partials.grow_to(optim_cuda::dot_blocks(shared.max(1)) * 36)?;
-        counter.grow_to(1)?;
-        counter.fill_zero(0..1)?;
-        orders.grow_to(8 * 7)?;
+        let mut orders = Buffer::new(device);
+        orders.grow_to((tasks * tasks.saturating_sub(1)).max(1))?;
         Ok(Some(DeviceSurgery {
             dev: dev.clone(),
-            partials,
-            tri: zeroed(36)?,
-            counter,
+            dots,
             orders,
-            weights: zeroed(8)?,
+            weights: zeroed(tasks)?,
             records: zeroed(RING * optim_cuda::RECORD_LEN)?,
             waiting: Vec::new(),
         }))
@@ -259,18 +249,13 @@ impl DeviceSurgery {
     /// weighted sum of that part into the first of them, in place.
     fn run(&mut self, ptrs: &[u64], shared: usize, orders: &[Vec<usize>], reduction: Reduction) -> Result<()> {
         let k = ptrs.len();
-        if shared > 0 {
-            let (p, t, c) = (Self::ptr(&self.partials), Self::ptr(&self.tri), Self::ptr(&self.counter));
-            optim_cuda::pairwise_dots_into(&self.dev, ptrs, shared, p, t, c)?;
-        } else {
-            self.tri.fill_zero(0..36)?;
-        }
+        let tri = self.dots.run(ptrs, shared)?;
         let flat: Vec<u32> = orders.iter().flatten().map(|&j| j as u32).collect();
         if !flat.is_empty() {
             self.orders.write(0, &flat)?;
         }
         let record = Self::ptr(&self.records) + (self.waiting.len() * optim_cuda::RECORD_LEN * 8) as u64;
-        let (tri, ord, w) = (Self::ptr(&self.tri), Self::ptr(&self.orders), Self::ptr(&self.weights));
+        let (ord, w) = (Self::ptr(&self.orders), Self::ptr(&self.weights));
         optim_cuda::pcgrad_surgery(&self.dev, tri, ord, k, reduction == Reduction::Mean, w, record)?;
         if shared > 0 {
             optim_cuda::weighted_sum_dw(&self.dev, ptrs[0], &ptrs[1..], w, shared)?;
@@ -321,7 +306,7 @@ impl<F: Float> TaskGradients<F> {
             b.grow_to(n)?;
             slots.push(b);
         }
-        let device = if F::NAME == "f32" { DeviceSurgery::new(&store.device, shared)? } else { None };
+        let device = if F::NAME == "f32" { DeviceSurgery::new(&store.device, tasks, shared)? } else { None };
         Ok(TaskGradients { slots, active: Vec::new(), shared, done: Vec::new(), device })
     }
 
@@ -360,7 +345,7 @@ impl<F: Float> TaskGradients<F> {
         let k = tasks.len();
         let n = store.num_trainable();
         let orders = orders(k);
-        check_orders(&orders, k)?;
+        check_orders(&orders, k)?; // (the device's surgery kernel trusts them)
         let device = store.device.clone();
         // The combination is written into the first slot, which then becomes the store's arena.
         let mut dst = std::mem::replace(&mut self.slots[first], Buffer::new(&device));
