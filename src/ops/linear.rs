@@ -3,7 +3,7 @@
 //! an activation the size of the output (the bias is the GEMM's starting value on the CPU).
 
 use super::Op;
-use super::matmul::{self, MatDims, operand};
+use super::matmul::{self, MatDims};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -46,7 +46,7 @@ impl<F: Float> Tape<F> {
             Device::Cpu => {
                 let ([xv, wv, bv], [ov]) =
                     self.store.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-                cpu::forward(&dims, &operand(xv, p), &operand(wv, p), bv, ov);
+                cpu::forward(&dims, xv, wv, bv, ov, p);
             }
         }
         Ok(self.push(out, Op::Linear(Linear { x, w, b, out, dims })))
@@ -74,11 +74,11 @@ impl Linear {
             Device::Cpu => {
                 if x.requires_grad {
                     let ([wv, dy], [dx]) = s.cpu_views([Slot::Val(w), Slot::Grad(out)], [Slot::Grad(x)])?;
-                    matmul::cpu::backward_a(d, &operand(wv, p), &operand(dy, p), dx);
+                    matmul::cpu::backward_a(d, wv, dy, dx, p);
                 }
                 if w.requires_grad {
                     let ([xv, dy], [dw]) = s.cpu_views([Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
-                    matmul::cpu::backward_b(d, &operand(xv, p), &operand(dy, p), dw);
+                    matmul::cpu::backward_b(d, xv, dy, dw, p);
                 }
                 if b.requires_grad {
                     let ([dy], [db]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(b)])?;
@@ -92,11 +92,14 @@ impl Linear {
 
 pub mod cpu {
     use super::MatDims;
+    use crate::device::Precision;
     use crate::float::Float;
-    use crate::ops::matmul::cpu::gemm;
+    use crate::ops::matmul::cpu::{gemm, operand};
 
-    /// out (M, N) = b (broadcast over rows), then out += x (M, K) · w (N, K)ᵀ.
-    pub fn forward<F: Float>(d: &MatDims, x: &[F], w: &[F], b: &[F], out: &mut [F]) {
+    /// out (M, N) = b (broadcast over rows), then out += x (M, K) · w (N, K)ᵀ, the product's
+    /// operands read under `p`.
+    pub fn forward<F: Float>(d: &MatDims, x: &[F], w: &[F], b: &[F], out: &mut [F], p: Precision) {
+        let (x, w) = (&*operand(x, p), &*operand(w, p));
         for row in out.chunks_exact_mut(d.n) {
             row.copy_from_slice(b);
         }

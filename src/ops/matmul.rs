@@ -4,7 +4,7 @@
 //! (M, K)), and matching batch dimensions (attention: (B, NH, T, HS) · (B, NH, T, HS)ᵀ).
 
 use super::Op;
-use crate::device::{Device, Precision};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::store::{Slot, Store};
@@ -72,18 +72,6 @@ impl MatDims {
     }
 }
 
-/// A matmul operand as the CPU path reads it under `p`: itself, or a copy rounded to bf16 (to
-/// nearest even), the values the GPU's bf16 kernels read.
-pub(crate) fn operand<F: Float>(x: &[F], p: Precision) -> std::borrow::Cow<'_, [F]> {
-    match p {
-        Precision::F32 => std::borrow::Cow::Borrowed(x),
-        Precision::Bf16 => {
-            let round = |v: F| F::from_f64(half::bf16::from_f32(v.to_f64() as f32).to_f32() as f64);
-            std::borrow::Cow::Owned(x.iter().map(|&v| round(v)).collect())
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Matmul {
     pub a: Tensor,
@@ -106,7 +94,7 @@ impl<F: Float> Tape<F> {
             }
             Device::Cpu => {
                 let ([av, bv], [ov]) = self.store.cpu_views([Slot::Val(a), Slot::Val(b)], [Slot::Val(out)])?;
-                cpu::forward(&dims, &operand(av, p), &operand(bv, p), ov);
+                cpu::forward(&dims, av, bv, ov, p);
             }
         }
         Ok(self.push(out, Op::Matmul(Matmul { a, b, out, dims })))
@@ -130,11 +118,11 @@ impl Matmul {
             Device::Cpu => {
                 if a.requires_grad {
                     let ([bv, dy], [da]) = s.cpu_views([Slot::Val(b), Slot::Grad(out)], [Slot::Grad(a)])?;
-                    cpu::backward_a(d, &operand(bv, p), &operand(dy, p), da);
+                    cpu::backward_a(d, bv, dy, da, p);
                 }
                 if b.requires_grad {
                     let ([av, dy], [db]) = s.cpu_views([Slot::Val(a), Slot::Grad(out)], [Slot::Grad(b)])?;
-                    cpu::backward_b(d, &operand(av, p), &operand(dy, p), db);
+                    cpu::backward_b(d, av, dy, db, p);
                 }
             }
         }
@@ -555,8 +543,21 @@ pub mod cuda {
 
 pub mod cpu {
     use super::MatDims;
+    use crate::device::Precision;
     use crate::float::Float;
     use rayon::prelude::*;
+
+    /// A matmul operand as the CPU path reads it under `p`: itself, or a copy rounded to bf16 (to
+    /// nearest even), the values the GPU's bf16 kernels read.
+    pub(crate) fn operand<F: Float>(x: &[F], p: Precision) -> std::borrow::Cow<'_, [F]> {
+        match p {
+            Precision::F32 => std::borrow::Cow::Borrowed(x),
+            Precision::Bf16 => {
+                let round = |v: F| F::from_f64(half::bf16::from_f32(v.to_f64() as f32).to_f32() as f64);
+                std::borrow::Cow::Owned(x.iter().map(|&v| round(v)).collect())
+            }
+        }
+    }
 
     /// A strided matrix operand: data, (row stride, column stride).
     type Operand<'a, F> = (&'a [F], (isize, isize));
@@ -631,7 +632,8 @@ pub mod cpu {
     }
 
     /// out (batch, M, N) = op(a) · op(b).
-    pub fn forward<F: Float>(d: &MatDims, a: &[F], b: &[F], out: &mut [F]) {
+    pub fn forward<F: Float>(d: &MatDims, a: &[F], b: &[F], out: &mut [F], p: Precision) {
+        let (a, b) = (&*operand(a, p), &*operand(b, p));
         let (sa, sb) = (d.m * d.k, if d.batch > 1 { d.k * d.n } else { 0 });
         over_batch(d.batch, out, |i, o, th| {
             gemm(d.m, d.n, d.k, o, (&a[i * sa..], d.a_strides()), (&b[i * sb..], d.b_strides()), false, th)
@@ -639,7 +641,8 @@ pub mod cpu {
     }
 
     /// da += dy · op(b)ᵀ (or its transpose when a is transposed).
-    pub fn backward_a<F: Float>(d: &MatDims, b: &[F], dy: &[F], da: &mut [F]) {
+    pub fn backward_a<F: Float>(d: &MatDims, b: &[F], dy: &[F], da: &mut [F], p: Precision) {
+        let (b, dy) = (&*operand(b, p), &*operand(dy, p));
         let (sb, sy) = (if d.batch > 1 { d.k * d.n } else { 0 }, d.m * d.n);
         let dy_s = (d.n as isize, 1);
         over_batch(d.batch, da, |i, g, th| {
@@ -654,7 +657,8 @@ pub mod cpu {
     }
 
     /// db += op(a)ᵀ · dy (or its transpose when b is transposed); a shared b sums over all rows.
-    pub fn backward_b<F: Float>(d: &MatDims, a: &[F], dy: &[F], db: &mut [F]) {
+    pub fn backward_b<F: Float>(d: &MatDims, a: &[F], dy: &[F], db: &mut [F], p: Precision) {
+        let (a, dy) = (&*operand(a, p), &*operand(dy, p));
         let (sa, sy) = (d.m * d.k, d.m * d.n);
         let dy_s = (d.n as isize, 1);
         over_batch(d.batch, db, |i, g, th| {
@@ -672,6 +676,7 @@ pub mod cpu {
 #[cfg(test)]
 mod tests {
     use super::{MatDims, cpu, cuda};
+    use crate::device::Precision;
     use crate::rng::Rng;
     use crate::tensor::Shape;
 
@@ -721,19 +726,19 @@ mod tests {
             let (da0, db0) = (draw(a_shape.numel()), draw(b_shape.numel()));
 
             let mut want = vec![0.0; out_shape.numel()];
-            cpu::forward(&d, &a, &b, &mut want);
+            cpu::forward(&d, &a, &b, &mut want, Precision::F32);
             let mut got = vec![f64::NAN; out_shape.numel()];
             run(&cuda::forward_gemm(&d, 1, 2, 9), [&a, &b, &dy], &mut got);
             assert!(close(&got, &want), "forward {sa:?} {sb:?} {ta} {tb}");
 
             let (mut want, mut got) = (da0.clone(), da0.clone());
-            cpu::backward_a(&d, &b, &dy, &mut want);
+            cpu::backward_a(&d, &b, &dy, &mut want, Precision::F32);
             let g = cuda::backward_a_gemm(&d, 2, 3, 9);
             run(&g, [&a, &b, &dy], &mut got);
             assert!(close(&got, &want), "backward_a {sa:?} {sb:?} {ta} {tb}: {g:?}");
 
             let (mut want, mut got) = (db0.clone(), db0.clone());
-            cpu::backward_b(&d, &a, &dy, &mut want);
+            cpu::backward_b(&d, &a, &dy, &mut want, Precision::F32);
             let g = cuda::backward_b_gemm(&d, 1, 3, 9);
             run(&g, [&a, &b, &dy], &mut got);
             assert!(close(&got, &want), "backward_b {sa:?} {sb:?} {ta} {tb}: {g:?}");
