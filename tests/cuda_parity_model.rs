@@ -48,6 +48,14 @@ fn tiny_bert_with_lora_matches_the_cpu() {
     compare(&g, Some(&lora), Precision::F32, 1e-4);
 }
 
+/// LoRA with its dropout off, where the adapters run folded into the base weights.
+#[test]
+fn tiny_bert_with_folded_lora_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let lora = LoraConfig { rank: 3, alpha: 6.0, dropout: 0.0, targets: Target::ALL.to_vec() };
+    compare(&g, Some(&lora), Precision::F32, 1e-4);
+}
+
 fn compare(g: &Device, lora: Option<&LoraConfig>, precision: Precision, tol: f64) {
     let (loss_c, grads_c) = step(&Device::Cpu, lora, precision);
     let (loss_g, grads_g) = step(g, lora, precision);

@@ -10,6 +10,8 @@
 mod common;
 use common::tiny_bert;
 use engine::model::lora::{Adapter, Lora, LoraConfig, Target};
+use engine::ops::Op;
+use engine::ops::lora_linear::Band;
 use engine::rng::Rng;
 use engine::{Device, Result, Tape, Tensor};
 
@@ -244,6 +246,31 @@ fn lora_linear() {
         let d = lora.delta(t, Adapter { a: x[3], b: x[4] }, x[0])?;
         t.add(y, d)
     });
+}
+
+#[test]
+fn lora_linear_folded() {
+    // x (B, T, IN) · (w + s·Σ B·A)ᵀ + b, two adapters on bands of a (9, 7) weight (rows 0..3 and
+    // 6..9, as the query and value of a fused projection): every input checked, w too.
+    check("lora linear folded", &[&[2, 5, 7], &[9, 7], &[9], &[2, 7], &[3, 2], &[2, 7], &[3, 2]], &|t, x| {
+        let bands = [Band { row: 0, a: x[3], b: x[4] }, Band { row: 6, a: x[5], b: x[6] }];
+        t.lora_linear(x[0], x[1], x[2], &bands, 1.5)
+    });
+}
+
+/// With the adapters' dropout off, training runs them folded into the base weights.
+#[test]
+fn tiny_bert_with_folded_lora_on_every_linear() {
+    let mut tape = Tape::<f64>::new(Device::Cpu);
+    tape.set_training(true);
+    tape.set_seed(78);
+    let cfg = LoraConfig { rank: 3, alpha: 6.0, dropout: 0.0, targets: Target::ALL.to_vec() };
+    let model = tiny_bert::build_with(&mut tape, 5, Some(&cfg));
+    let params: Vec<Tensor> = tape.store.params().filter(|(_, t)| t.requires_grad).map(|(_, t)| t).collect();
+    let build = |t: &mut Tape<f64>, _: &[Tensor]| tiny_bert::three_task_loss(t, &model);
+    let worst = check_tape("tiny bert + folded lora", &mut tape, &params, &build);
+    assert!(tape.ops().iter().any(|op| matches!(op, Op::LoraLinear(_))), "the adapters did not run folded");
+    println!("tiny BERT with folded LoRA, {} trainable tensors: worst relative error {worst:.3e}", params.len());
 }
 
 #[test]

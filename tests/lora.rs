@@ -87,3 +87,50 @@ fn fresh_adapters_leave_the_base_model_unchanged() {
     m.bert.lora = Some(lora);
     assert!(hidden(&mut tape, &m) == base, "step 0 must be the base model, bit for bit");
 }
+
+/// Folded into the base weight (`Tape::lora_linear`), an adapter computes what its own path
+/// (`Lora::delta` added to the linear) computes: the output and the gradients of the input, the
+/// bias, A and B agree to float64 rounding. The base weight is frozen, as under LoRA.
+#[test]
+fn folded_adapter_computes_what_the_unfolded_path_computes() {
+    use engine::model::lora::{Adapter, Lora};
+    use engine::ops::lora_linear::Band;
+    let mut tape = Tape::<f64>::new(Device::Cpu);
+    tape.set_training(true);
+    let mut rng = engine::rng::Rng::new(5);
+    let mut add = |tape: &mut Tape<f64>, name: &str, dims: &[usize], trainable: bool| {
+        let v: Vec<f64> = (0..dims.iter().product()).map(|_| rng.normal()).collect();
+        tape.store.add_param(name, dims, &v, trainable).unwrap()
+    };
+    let (x, w, b) =
+        (add(&mut tape, "x", &[3, 4, 10], true), add(&mut tape, "w", &[6, 10], false), add(&mut tape, "b", &[6], true));
+    let (a, bb) = (add(&mut tape, "a", &[4, 10], true), add(&mut tape, "bb", &[6, 4], true));
+    let weights: Vec<f64> = (0..3 * 4 * 6).map(|i| ((i * 7 % 11) as f64 - 5.0) / 3.0).collect();
+    let lora = Lora { config: LoraConfig { dropout: 0.0, ..config(&[Target::Query]) }, layers: Vec::new() };
+    let scale = lora.config.scale();
+    let run = |tape: &mut Tape<f64>, folded: bool| -> Vec<Vec<f64>> {
+        tape.store.zero_grads().unwrap();
+        tape.reset();
+        let out = if folded {
+            tape.lora_linear(x, w, b, &[Band { row: 0, a, b: bb }], scale).unwrap()
+        } else {
+            let y = tape.linear(x, w, b).unwrap();
+            let d = lora.delta(tape, Adapter { a, b: bb }, x).unwrap();
+            tape.add(y, d).unwrap()
+        };
+        let r = tape.constant(&weights, out.dims()).unwrap();
+        let p = tape.mul(out, r).unwrap();
+        let l = tape.sum(p).unwrap();
+        tape.backward(l).unwrap();
+        let mut v = vec![tape.store.read(out).unwrap()];
+        v.extend([x, b, a, bb].map(|t| tape.store.read_grad(t).unwrap()));
+        v
+    };
+    let (folded, unfolded) = (run(&mut tape, true), run(&mut tape, false));
+    for (what, (f, u)) in ["output", "dx", "db", "dA", "dB"].iter().zip(folded.iter().zip(&unfolded)) {
+        let d = f.iter().zip(u).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+        let n = u.iter().map(|q| q.abs()).fold(0.0, f64::max);
+        println!("{what}: largest difference {d:.2e} (largest value {n:.2e})");
+        assert!(d <= 1e-12 * n.max(1.0), "{what} differs by {d:e}");
+    }
+}

@@ -6,6 +6,7 @@ use super::config::BertConfig;
 use super::lora::{Lora, Target};
 use crate::error::Result;
 use crate::float::Float;
+use crate::ops::lora_linear::Band;
 use crate::rng::Rng;
 use crate::store::Store;
 use crate::tape::Tape;
@@ -203,12 +204,21 @@ impl Bert {
         let scale = 1.0 / (cfg.head_size() as f64).sqrt();
         for (li, l) in self.layers[..n].iter().enumerate() {
             let heads = cfg.num_attention_heads;
-            // y = x·wᵀ + b, plus the layer's adapter on `target` if it has one.
             let proj = |tape: &mut Tape<F>, x: Tensor, w: Tensor, b: Tensor, target: Target| -> Result<Tensor> {
-                let y = linear(tape, x, w, b)?;
-                self.add_adapter(tape, li, target, x, y)
+                self.adapted_linear(tape, li, x, w, b, &[(0, target)])
             };
             let (q, k, v) = match l.fused_qkv() {
+                // Adapters folded into the fused weight: one op, then the three head splits.
+                Some((w, b)) if self.folds_adapters(tape) || self.lora.is_none() => {
+                    let c = cfg.hidden_size;
+                    let bands = [(0, Target::Query), (c, Target::Key), (2 * c, Target::Value)];
+                    let qkv = self.adapted_linear(tape, li, x, w, b, &bands)?; // (B, T, 3C)
+                    let mut split = Vec::with_capacity(3);
+                    for i in 0..3 {
+                        split.push(tape.split_heads_cols(qkv, i * c, c, heads)?); // (B, NH, T, HS)
+                    }
+                    (split[0], split[1], split[2])
+                }
                 Some((w, b)) => {
                     let c = cfg.hidden_size;
                     let qkv = linear(tape, x, w, b)?; // (B, T, 3C)
@@ -254,21 +264,43 @@ impl Bert {
         self.lora.as_ref().and_then(|l| l.adapter(layer, target))
     }
 
-    /// `y` plus the adapter's (α/R)·B(A x) when layer `layer` has one on `target`.
-    fn add_adapter<F: Float>(
+    /// Whether adapters run folded into their base weights (`Tape::lora_linear`): when the
+    /// matmuls compute in float32, and the adapters' dropout is off (or the tape is not training).
+    fn folds_adapters<F: Float>(&self, tape: &Tape<F>) -> bool {
+        self.lora.as_ref().is_some_and(|l| {
+            (l.config.dropout == 0.0 || !tape.is_training()) && crate::ops::matmul::exact_f32(&tape.store)
+        })
+    }
+
+    /// x·wᵀ + b with layer `layer`'s adapters on `targets`, each `(row, target)` adapting the rows
+    /// of w from `row` on: folded into w, or as (α/R)·B(A x) added to the output (one target at
+    /// row 0 only).
+    fn adapted_linear<F: Float>(
         &self,
         tape: &mut Tape<F>,
         layer: usize,
-        target: Target,
         x: Tensor,
-        y: Tensor,
+        w: Tensor,
+        b: Tensor,
+        targets: &[(usize, Target)],
     ) -> Result<Tensor> {
-        match (self.adapter(layer, target), &self.lora) {
-            (Some(ad), Some(lora)) => {
-                let d = lora.delta(tape, ad, x)?;
+        let bands: Vec<Band> = targets
+            .iter()
+            .filter_map(|&(row, t)| self.adapter(layer, t).map(|ad| Band { row, a: ad.a, b: ad.b }))
+            .collect();
+        let Some(lora) = self.lora.as_ref().filter(|_| !bands.is_empty()) else {
+            return linear(tape, x, w, b);
+        };
+        if self.folds_adapters(tape) {
+            return tape.lora_linear(x, w, b, &bands, lora.config.scale());
+        }
+        match bands[..] {
+            [Band { row: 0, a, b: b_ }] if b_.dims()[0] == w.dims()[0] => {
+                let y = linear(tape, x, w, b)?;
+                let d = lora.delta(tape, super::lora::Adapter { a, b: b_ }, x)?;
                 tape.add(y, d)
             }
-            _ => Ok(y),
+            _ => Err(crate::error::Error::Config("adapters on bands of one weight run folded only".into())),
         }
     }
 

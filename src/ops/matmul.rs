@@ -101,6 +101,17 @@ impl<F: Float> Tape<F> {
     }
 }
 
+/// Whether `store`'s matmuls compute in full float32 (or wider): float32 operands on the CPU, and
+/// on a GPU the float32 FMA kernels rather than tf32 or bf16 tensor cores.
+pub fn exact_f32<F: Float>(store: &Store<F>) -> bool {
+    use crate::device::Precision;
+    match &store.device {
+        _ if store.precision != Precision::F32 => false,
+        Device::Cpu => true,
+        Device::Cuda(dev) => dev.gemm_precision() == crate::device::cuda::GemmPrecision::F32,
+    }
+}
+
 impl Matmul {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let (a, b, out, d, p) = (self.a, self.b, self.out, &self.dims, s.precision);

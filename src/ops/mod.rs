@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod gelu;
 pub mod layernorm;
 pub mod linear;
+pub mod lora_linear;
 pub mod loss;
 pub mod matmul;
 pub mod permute;
@@ -27,6 +28,7 @@ use crate::tensor::Tensor;
 pub enum Op {
     Matmul(matmul::Matmul),
     Linear(linear::Linear),
+    LoraLinear(lora_linear::LoraLinear),
     Binary(elementwise::Binary),
     Unary(elementwise::Unary),
     BiasAdd(elementwise::BiasAdd),
@@ -53,6 +55,7 @@ impl Op {
         match self {
             Op::Matmul(o) => o.backward(s),
             Op::Linear(o) => o.backward(s),
+            Op::LoraLinear(o) => o.backward(s),
             Op::Binary(o) => o.backward(s),
             Op::Unary(o) => o.backward(s),
             Op::BiasAdd(o) => o.backward(s),

@@ -1,0 +1,303 @@
+//! A linear layer with low-rank adapters folded into its weight, as one op:
+//! `out (…, OUT) = x (…, IN) · W'ᵀ + b`, `W' = W + Σ s·B·A` over its adapters, each on a band of
+//! W's rows (the query and value bands of a fused (3C, C) projection).
+//!
+//! The unfolded form, `x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ` per adapter, costs two skinny GEMMs, a scale, an
+//! add (and a head split, in the fused projection) per adapter and pass, and as much again
+//! backward. Folded, the base GEMM reads W' instead of W (formed once per call: R·OUT·IN
+//! multiply-adds, against M·OUT·IN for the GEMM itself), and backward needs only what the
+//! adapters' gradients take, through the narrow `Z = x·(s·A)ᵀ` (M, R) kept from the forward:
+//! `dX = dY·W'`, `dB = dY_bandᵀ·Z`, `dA = s·(dY_band·B)ᵀ·x` — never a full (OUT, IN) product.
+//!
+//! W' holds W + s·B·A in the matmuls' arithmetic: the model uses this op only when that is float32
+//! (`matmul::exact_f32`), where the adapters' update survives the sum. In bf16 or tf32 a small
+//! s·B·A would round away against W, so there (and under adapter dropout, which acts on the
+//! adapters' input alone) the adapters keep their own path (`Lora::delta`).
+
+use super::Op;
+use super::matmul::{self, MatDims};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::store::{Slot, Store};
+use crate::tape::Tape;
+use crate::tensor::{Shape, Tensor};
+
+/// One adapter on rows `row..row + OUTᵦ` of a linear's weight: A (R, IN), B (OUTᵦ, R).
+#[derive(Clone, Copy, Debug)]
+pub struct Band {
+    pub row: usize,
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+/// A band and the activations its backward uses.
+#[derive(Clone, Copy, Debug)]
+pub struct BandActs {
+    pub band: Band,
+    /// s·A (R, IN).
+    pub scaled_a: Tensor,
+    /// x·(s·A)ᵀ (M, R).
+    pub z: Tensor,
+    /// Room for dY_band·B (M, R), written in backward.
+    pub g: Tensor,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoraLinear {
+    pub x: Tensor,
+    pub w: Tensor,
+    pub b: Tensor,
+    /// W' (OUT, IN).
+    pub merged: Tensor,
+    pub bands: Vec<BandActs>,
+    pub scale: f64,
+    pub out: Tensor,
+    pub dims: MatDims,
+}
+
+impl<F: Float> Tape<F> {
+    /// x (…, IN) · (w + Σ scale·B·A)ᵀ + b → (…, OUT), each band's B·A added to its rows of w.
+    pub fn lora_linear(&mut self, x: Tensor, w: Tensor, b: Tensor, bands: &[Band], scale: f64) -> Result<Tensor> {
+        let err = |why: String| Error::shape("lora_linear", why);
+        if w.shape.rank() != 2 {
+            return Err(err(format!("weight {} must be (OUT, IN) for x {}", w.shape, x.shape)));
+        }
+        let (dims, shape) = MatDims::infer(x.shape, w.shape, false, true).map_err(|e| err(e.to_string()))?;
+        if b.dims() != [dims.n] {
+            return Err(err(format!("bias {} does not match weight {} (needs [{}])", b.shape, w.shape, dims.n)));
+        }
+        for band in bands {
+            let (a, bb) = (band.a.dims(), band.b.dims());
+            if a.len() != 2 || bb.len() != 2 || a[1] != dims.k || bb[1] != a[0] || band.row + bb[0] > dims.n {
+                return Err(err(format!(
+                    "adapter A {} and B {} at row {} do not fit weight {} (A must be (R, {}), B (rows, R) within its {} rows)",
+                    band.a.shape, band.b.shape, band.row, w.shape, dims.k, dims.n
+                )));
+            }
+        }
+        let mut inputs = vec![x, w, b];
+        inputs.extend(bands.iter().flat_map(|band| [band.a, band.b]));
+        let out = self.output(shape, &inputs)?;
+        let merged = self.store.alloc_act(w.shape, false)?;
+        let mut acts = Vec::with_capacity(bands.len());
+        for &band in bands {
+            let r = band.a.dims()[0];
+            acts.push(BandActs {
+                band,
+                scaled_a: self.store.alloc_act(band.a.shape, false)?,
+                z: self.store.alloc_act(Shape::new(&[dims.m, r])?, false)?,
+                g: self.store.alloc_act(Shape::new(&[dims.m, r])?, false)?,
+            });
+        }
+        let op = LoraLinear { x, w, b, merged, bands: acts, scale, out, dims };
+        op.forward(&mut self.store)?;
+        Ok(self.push(out, Op::LoraLinear(op)))
+    }
+}
+
+/// `dst (m×n) (+)= lhs (m×k) · rhs (k×n)` for the op's GEMMs: strides in elements, `(row, column)`.
+struct Product {
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (usize, (usize, usize)),
+    rhs: (usize, (usize, usize)),
+    accumulate: bool,
+}
+
+impl LoraLinear {
+    fn forward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        let (d, p, inp) = (&self.dims, s.precision, self.dims.k);
+        // W' = W, then each band's rows += B·(s·A); Z = x·(s·A)ᵀ.
+        copy(s, self.w, self.merged)?;
+        for ba in &self.bands {
+            let (r, rows) = (ba.band.a.dims()[0], ba.band.b.dims()[0]);
+            scale(s, self.scale, ba.band.a, ba.scaled_a)?;
+            let merge = Product { m: rows, n: inp, k: r, lhs: (0, (r, 1)), rhs: (0, (inp, 1)), accumulate: true };
+            gemm(
+                s,
+                &merge,
+                [Slot::Val(ba.band.b), Slot::Val(ba.scaled_a)],
+                (Slot::Val(self.merged), ba.band.row * inp),
+            )?;
+            let z = Product { m: d.m, n: r, k: inp, lhs: (0, (inp, 1)), rhs: (0, (1, inp)), accumulate: false };
+            gemm(s, &z, [Slot::Val(self.x), Slot::Val(ba.scaled_a)], (Slot::Val(ba.z), 0))?;
+        }
+        let (x, w, b, out) = (self.x, self.merged, self.b, self.out);
+        match s.device {
+            Device::Cuda(_) => {
+                let (dev, [], [xp, wp, bp], [op]) =
+                    s.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+                matmul::cuda::forward(&dev, d, xp, wp, op, p)?;
+                super::elementwise::cuda::bias_add(&dev, op, bp, op, d.m, d.n)?;
+            }
+            Device::Cpu => {
+                let ([xv, wv, bv], [ov]) = s.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+                super::linear::cpu::forward(d, xv, wv, bv, ov, p);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        let (d, p, out_dim, inp) = (&self.dims, s.precision, self.dims.n, self.dims.k);
+        if self.x.requires_grad {
+            // dX += dY · W'
+            match s.device {
+                Device::Cuda(_) => {
+                    let (dev, [], [wp, dy], [dx]) =
+                        s.cuda_io([], [Slot::Val(self.merged), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                    matmul::cuda::backward_a(&dev, d, wp, dy, dx, p)?;
+                }
+                Device::Cpu => {
+                    let ([wv, dy], [dx]) =
+                        s.cpu_views([Slot::Val(self.merged), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                    matmul::cpu::backward_a(d, wv, dy, dx, p);
+                }
+            }
+        }
+        if self.w.requires_grad {
+            // dW += dYᵀ · x (the gradient of W' is W's)
+            match s.device {
+                Device::Cuda(_) => {
+                    let (dev, [], [xp, dy], [dw]) =
+                        s.cuda_io([], [Slot::Val(self.x), Slot::Grad(self.out)], [Slot::Grad(self.w)])?;
+                    matmul::cuda::backward_b(&dev, d, xp, dy, dw, p)?;
+                }
+                Device::Cpu => {
+                    let ([xv, dy], [dw]) =
+                        s.cpu_views([Slot::Val(self.x), Slot::Grad(self.out)], [Slot::Grad(self.w)])?;
+                    matmul::cpu::backward_b(d, xv, dy, dw, p);
+                }
+            }
+        }
+        for ba in &self.bands {
+            let (band, r, rows) = (ba.band, ba.band.a.dims()[0], ba.band.b.dims()[0]);
+            if band.b.requires_grad {
+                // dB += dY_bandᵀ · Z
+                let db = Product {
+                    m: rows,
+                    n: r,
+                    k: d.m,
+                    lhs: (band.row, (1, out_dim)),
+                    rhs: (0, (r, 1)),
+                    accumulate: true,
+                };
+                gemm(s, &db, [Slot::Grad(self.out), Slot::Val(ba.z)], (Slot::Grad(band.b), 0))?;
+            }
+            if band.a.requires_grad {
+                // G = s · dY_band · B, then dA += Gᵀ · x
+                let g = Product {
+                    m: d.m,
+                    n: r,
+                    k: rows,
+                    lhs: (band.row, (out_dim, 1)),
+                    rhs: (0, (r, 1)),
+                    accumulate: false,
+                };
+                gemm(s, &g, [Slot::Grad(self.out), Slot::Val(band.b)], (Slot::Val(ba.g), 0))?;
+                scale_in_place(s, self.scale, ba.g)?;
+                let da = Product { m: r, n: inp, k: d.m, lhs: (0, (1, r)), rhs: (0, (inp, 1)), accumulate: true };
+                gemm(s, &da, [Slot::Val(ba.g), Slot::Val(self.x)], (Slot::Grad(band.a), 0))?;
+            }
+        }
+        if self.b.requires_grad {
+            match s.device {
+                Device::Cuda(_) => {
+                    let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.b)])?;
+                    super::elementwise::cuda::bias_backward(&dev, dy, db, d.m, d.n)?;
+                }
+                Device::Cpu => {
+                    let ([dy], [db]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.b)])?;
+                    super::elementwise::cpu::bias_backward(dy, db);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `g` on the store's device in its matmul arithmetic: operands `reads` (each from the
+/// element offset in `g`), output `dst` from element offset `dst.1`.
+fn gemm<F: Float>(s: &mut Store<F>, g: &Product, reads: [Slot; 2], dst: (Slot, usize)) -> Result<()> {
+    let p = s.precision;
+    match s.device {
+        Device::Cuda(_) => {
+            use matmul::cuda::{Gemm, Kind, View};
+            let (dev, [], [lp, rp], [op]) = s.cuda_io([], reads, [dst.0])?;
+            let size = std::mem::size_of::<F>() as u64;
+            let view = |ptr: u64, (off, (rs, cs)): (usize, (usize, usize))| View {
+                ptr: ptr + off as u64 * size,
+                rs,
+                cs,
+                bs: 0,
+            };
+            let c = View { ptr: op + dst.1 as u64 * size, rs: g.n, cs: 1, bs: 0 };
+            let gemm = Gemm {
+                batch: 1,
+                m: g.m,
+                n: g.n,
+                k: g.k,
+                a: view(lp, g.lhs),
+                b: view(rp, g.rhs),
+                c,
+                accumulate: g.accumulate,
+            };
+            matmul::cuda::gemm(&dev, &gemm, Kind::of(&dev, p))
+        }
+        Device::Cpu => {
+            let ([lv, rv], [ov]) = s.cpu_views(reads, [dst.0])?;
+            let (lv, rv) = (matmul::cpu::operand(lv, p), matmul::cpu::operand(rv, p));
+            let strides = |(rs, cs): (usize, usize)| (rs as isize, cs as isize);
+            matmul::cpu::gemm(
+                g.m,
+                g.n,
+                g.k,
+                &mut ov[dst.1..],
+                (&lv[g.lhs.0..], strides(g.lhs.1)),
+                (&rv[g.rhs.0..], strides(g.rhs.1)),
+                g.accumulate,
+                rayon::current_num_threads(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// dst = src (1·v is v exactly).
+fn copy<F: Float>(s: &mut Store<F>, src: Tensor, dst: Tensor) -> Result<()> {
+    scale(s, 1.0, src, dst)
+}
+
+/// dst = c · src.
+fn scale<F: Float>(s: &mut Store<F>, c: f64, src: Tensor, dst: Tensor) -> Result<()> {
+    match s.device {
+        Device::Cuda(_) => {
+            let (dev, [], [sp], [dp]) = s.cuda_io([], [Slot::Val(src)], [Slot::Val(dst)])?;
+            super::elementwise::cuda::scale(&dev, c as f32, sp, dp, src.numel())
+        }
+        Device::Cpu => {
+            let ([sv], [dv]) = s.cpu_views([Slot::Val(src)], [Slot::Val(dst)])?;
+            super::elementwise::cpu::scale(F::from_f64(c), sv, dv);
+            Ok(())
+        }
+    }
+}
+
+/// t = c · t.
+fn scale_in_place<F: Float>(s: &mut Store<F>, c: f64, t: Tensor) -> Result<()> {
+    match s.device {
+        Device::Cuda(_) => {
+            let (dev, [], [], [tp]) = s.cuda_io([], [], [Slot::Val(t)])?;
+            // Each element reads only itself.
+            super::elementwise::cuda::scale(&dev, c as f32, tp, tp, t.numel())
+        }
+        Device::Cpu => {
+            let ([], [tv]) = s.cpu_views([], [Slot::Val(t)])?;
+            let c = F::from_f64(c);
+            tv.iter_mut().for_each(|v| *v = c * *v);
+            Ok(())
+        }
+    }
+}
