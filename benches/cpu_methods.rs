@@ -2,7 +2,7 @@
 //! through the trainer's own code (`MultiTaskModel::build`, `train_task`, PCGrad's combine, AdamW):
 //! joint, PCGrad, LoRA r=8 (query,value), PCGrad + LoRA r=8. Batch 16 per task, 32 tokens, the
 //! three tasks with pairs read separately (five encoder passes per step, as in `cpu_step`).
-//! Median and fastest of 20 steps per method after 2 warm-up steps, the methods interleaved (10
+//! Median and fastest of 40 steps per method after 2 warm-up steps, the methods interleaved (20
 //! rounds of 2 steps each) so that the VM's drifts of ±10% hit them alike; ratios of both, and the
 //! median of the ratios within each round; peak heap of each method alone, from
 //! model load through two steps (a counting allocator: every weight, gradient, activation and
@@ -52,7 +52,7 @@ const B: usize = 16;
 const T: usize = 32;
 const WARMUP: usize = 2;
 /// Timed steps: ROUNDS rounds of PER_ROUND steps of each method in turn.
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 20;
 const PER_ROUND: usize = 2;
 
 /// One training step of `r` in ms (batch making excluded).

@@ -208,8 +208,8 @@ impl Bert {
                 self.adapted_linear(tape, li, x, w, b, &[(0, target)])
             };
             let (q, k, v) = match l.fused_qkv() {
-                // Adapters folded into the fused weight: one op, then the three head splits.
-                Some((w, b)) if self.folds_adapters(tape) || self.lora.is_none() => {
+                // No adapters, or adapters folded into the fused weight: one op, then the splits.
+                Some((w, b)) if self.lora.is_none() || self.folds_adapters(tape) => {
                     let c = cfg.hidden_size;
                     let bands = [(0, Target::Query), (c, Target::Key), (2 * c, Target::Value)];
                     let qkv = self.adapted_linear(tape, li, x, w, b, &bands)?; // (B, T, 3C)
@@ -219,6 +219,7 @@ impl Bert {
                     }
                     (split[0], split[1], split[2])
                 }
+                // Adapters beside the fused projection: each one's delta added to its head split.
                 Some((w, b)) => {
                     let c = cfg.hidden_size;
                     let qkv = linear(tape, x, w, b)?; // (B, T, 3C)

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::store::{Slot, Store};
 use crate::tape::Tape;
-use crate::tensor::Tensor;
+use crate::tensor::{Shape, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -23,71 +23,103 @@ pub struct Linear {
 impl<F: Float> Tape<F> {
     /// x (…, IN) · w (OUT, IN)ᵀ + b (OUT) → (…, OUT).
     pub fn linear(&mut self, x: Tensor, w: Tensor, b: Tensor) -> Result<Tensor> {
-        if w.shape.rank() != 2 {
-            return Err(Error::shape("linear", format!("weight {} must be (OUT, IN) for x {}", w.shape, x.shape)));
-        }
-        let (dims, shape) = MatDims::infer(x.shape, w.shape, false, true).map_err(|e| Error::shape("linear", e))?;
-        if b.dims() != [dims.n] {
-            return Err(Error::shape(
-                "linear",
-                format!("bias {} does not match weight {} (needs [{}])", b.shape, w.shape, dims.n),
-            ));
-        }
+        let (dims, shape) = check("linear", x, w, b)?;
         let out = self.output(shape, &[x, w, b])?;
-        let p = self.store.precision;
-        match self.store.device {
-            Device::Cuda(_) => {
-                let (dev, [], [xp, wp, bp], [op]) =
-                    self.store.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-                matmul::cuda::forward(&dev, &dims, xp, wp, op, p)?;
-                // In place: each element reads only itself.
-                super::elementwise::cuda::bias_add(&dev, op, bp, op, dims.m, dims.n)?;
-            }
-            Device::Cpu => {
-                let ([xv, wv, bv], [ov]) =
-                    self.store.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-                cpu::forward(&dims, xv, wv, bv, ov, p);
-            }
-        }
+        forward(&mut self.store, &dims, x, w, b, out)?;
         Ok(self.push(out, Op::Linear(Linear { x, w, b, out, dims })))
     }
 }
 
+/// The GEMM problem and output shape of x (…, IN) · w (OUT, IN)ᵀ + b (OUT), or why they do not fit.
+pub(crate) fn check(op: &'static str, x: Tensor, w: Tensor, b: Tensor) -> Result<(MatDims, Shape)> {
+    if w.shape.rank() != 2 {
+        return Err(Error::shape(op, format!("weight {} must be (OUT, IN) for x {}", w.shape, x.shape)));
+    }
+    let (dims, shape) = MatDims::infer(x.shape, w.shape, false, true).map_err(|e| Error::shape(op, e))?;
+    if b.dims() != [dims.n] {
+        return Err(Error::shape(
+            op,
+            format!("bias {} does not match weight {} (needs [{}])", b.shape, w.shape, dims.n),
+        ));
+    }
+    Ok((dims, shape))
+}
+
+/// out = x · wᵀ + b on the store's device, the product in the store's matmul precision.
+pub(crate) fn forward<F: Float>(
+    s: &mut Store<F>,
+    d: &MatDims,
+    x: Tensor,
+    w: Tensor,
+    b: Tensor,
+    out: Tensor,
+) -> Result<()> {
+    let p = s.precision;
+    match s.device {
+        Device::Cuda(_) => {
+            let (dev, [], [xp, wp, bp], [op]) =
+                s.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+            matmul::cuda::forward(&dev, d, xp, wp, op, p)?;
+            // In place: each element reads only itself.
+            super::elementwise::cuda::bias_add(&dev, op, bp, op, d.m, d.n)?;
+        }
+        Device::Cpu => {
+            let ([xv, wv, bv], [ov]) = s.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+            cpu::forward(d, xv, wv, bv, ov, p);
+        }
+    }
+    Ok(())
+}
+
 impl Linear {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        let (x, w, b, out, d, p) = (self.x, self.w, self.b, self.out, &self.dims, s.precision);
-        match s.device {
-            Device::Cuda(_) => {
-                if x.requires_grad {
-                    let (dev, [], [wp, dy], [dx]) = s.cuda_io([], [Slot::Val(w), Slot::Grad(out)], [Slot::Grad(x)])?;
-                    matmul::cuda::backward_a(&dev, d, wp, dy, dx, p)?;
-                }
-                if w.requires_grad {
-                    let (dev, [], [xp, dy], [dw]) = s.cuda_io([], [Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
-                    matmul::cuda::backward_b(&dev, d, xp, dy, dw, p)?;
-                }
-                if b.requires_grad {
-                    let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(out)], [Slot::Grad(b)])?;
-                    super::elementwise::cuda::bias_backward(&dev, dy, db, d.m, d.n)?;
-                }
+        backward(s, &self.dims, self.x, self.w, self.w, self.b, self.out)
+    }
+}
+
+/// The gradients of out = x · vᵀ + b, each for the inputs that take one: dx += dy · v (`v`: the
+/// weight's values in the forward), dw += dyᵀ · x (`w`: where the weight's gradient goes), db.
+pub(crate) fn backward<F: Float>(
+    s: &mut Store<F>,
+    d: &MatDims,
+    x: Tensor,
+    v: Tensor,
+    w: Tensor,
+    b: Tensor,
+    out: Tensor,
+) -> Result<()> {
+    let p = s.precision;
+    match s.device {
+        Device::Cuda(_) => {
+            if x.requires_grad {
+                let (dev, [], [vp, dy], [dx]) = s.cuda_io([], [Slot::Val(v), Slot::Grad(out)], [Slot::Grad(x)])?;
+                matmul::cuda::backward_a(&dev, d, vp, dy, dx, p)?;
             }
-            Device::Cpu => {
-                if x.requires_grad {
-                    let ([wv, dy], [dx]) = s.cpu_views([Slot::Val(w), Slot::Grad(out)], [Slot::Grad(x)])?;
-                    matmul::cpu::backward_a(d, wv, dy, dx, p);
-                }
-                if w.requires_grad {
-                    let ([xv, dy], [dw]) = s.cpu_views([Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
-                    matmul::cpu::backward_b(d, xv, dy, dw, p);
-                }
-                if b.requires_grad {
-                    let ([dy], [db]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(b)])?;
-                    super::elementwise::cpu::bias_backward(dy, db);
-                }
+            if w.requires_grad {
+                let (dev, [], [xp, dy], [dw]) = s.cuda_io([], [Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
+                matmul::cuda::backward_b(&dev, d, xp, dy, dw, p)?;
+            }
+            if b.requires_grad {
+                let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(out)], [Slot::Grad(b)])?;
+                super::elementwise::cuda::bias_backward(&dev, dy, db, d.m, d.n)?;
             }
         }
-        Ok(())
+        Device::Cpu => {
+            if x.requires_grad {
+                let ([vv, dy], [dx]) = s.cpu_views([Slot::Val(v), Slot::Grad(out)], [Slot::Grad(x)])?;
+                matmul::cpu::backward_a(d, vv, dy, dx, p);
+            }
+            if w.requires_grad {
+                let ([xv, dy], [dw]) = s.cpu_views([Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
+                matmul::cpu::backward_b(d, xv, dy, dw, p);
+            }
+            if b.requires_grad {
+                let ([dy], [db]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(b)])?;
+                super::elementwise::cpu::bias_backward(dy, db);
+            }
+        }
     }
+    Ok(())
 }
 
 pub mod cpu {

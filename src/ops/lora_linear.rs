@@ -59,21 +59,17 @@ pub struct LoraLinear {
 impl<F: Float> Tape<F> {
     /// x (…, IN) · (w + Σ scale·B·A)ᵀ + b → (…, OUT), each band's B·A added to its rows of w.
     pub fn lora_linear(&mut self, x: Tensor, w: Tensor, b: Tensor, bands: &[Band], scale: f64) -> Result<Tensor> {
-        let err = |why: String| Error::shape("lora_linear", why);
-        if w.shape.rank() != 2 {
-            return Err(err(format!("weight {} must be (OUT, IN) for x {}", w.shape, x.shape)));
-        }
-        let (dims, shape) = MatDims::infer(x.shape, w.shape, false, true).map_err(|e| err(e.to_string()))?;
-        if b.dims() != [dims.n] {
-            return Err(err(format!("bias {} does not match weight {} (needs [{}])", b.shape, w.shape, dims.n)));
-        }
+        let (dims, shape) = super::linear::check("lora_linear", x, w, b)?;
         for band in bands {
             let (a, bb) = (band.a.dims(), band.b.dims());
             if a.len() != 2 || bb.len() != 2 || a[1] != dims.k || bb[1] != a[0] || band.row + bb[0] > dims.n {
-                return Err(err(format!(
-                    "adapter A {} and B {} at row {} do not fit weight {} (A must be (R, {}), B (rows, R) within its {} rows)",
-                    band.a.shape, band.b.shape, band.row, w.shape, dims.k, dims.n
-                )));
+                return Err(Error::shape(
+                    "lora_linear",
+                    format!(
+                        "adapter A {} and B {} at row {} do not fit weight {} (A must be (R, {}), B (rows, R) within its {} rows)",
+                        band.a.shape, band.b.shape, band.row, w.shape, dims.k, dims.n
+                    ),
+                ));
             }
         }
         let mut inputs = vec![x, w, b];
@@ -108,7 +104,7 @@ struct Product {
 
 impl LoraLinear {
     fn forward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        let (d, p, inp) = (&self.dims, s.precision, self.dims.k);
+        let (d, inp) = (&self.dims, self.dims.k);
         // W' = W, then each band's rows += B·(s·A); Z = x·(s·A)ᵀ.
         copy(s, self.w, self.merged)?;
         for ba in &self.bands {
@@ -124,54 +120,13 @@ impl LoraLinear {
             let z = Product { m: d.m, n: r, k: inp, lhs: (0, (inp, 1)), rhs: (0, (1, inp)), accumulate: false };
             gemm(s, &z, [Slot::Val(self.x), Slot::Val(ba.scaled_a)], (Slot::Val(ba.z), 0))?;
         }
-        let (x, w, b, out) = (self.x, self.merged, self.b, self.out);
-        match s.device {
-            Device::Cuda(_) => {
-                let (dev, [], [xp, wp, bp], [op]) =
-                    s.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-                matmul::cuda::forward(&dev, d, xp, wp, op, p)?;
-                super::elementwise::cuda::bias_add(&dev, op, bp, op, d.m, d.n)?;
-            }
-            Device::Cpu => {
-                let ([xv, wv, bv], [ov]) = s.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-                super::linear::cpu::forward(d, xv, wv, bv, ov, p);
-            }
-        }
-        Ok(())
+        super::linear::forward(s, d, self.x, self.merged, self.b, self.out)
     }
 
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        let (d, p, out_dim, inp) = (&self.dims, s.precision, self.dims.n, self.dims.k);
-        if self.x.requires_grad {
-            // dX += dY · W'
-            match s.device {
-                Device::Cuda(_) => {
-                    let (dev, [], [wp, dy], [dx]) =
-                        s.cuda_io([], [Slot::Val(self.merged), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
-                    matmul::cuda::backward_a(&dev, d, wp, dy, dx, p)?;
-                }
-                Device::Cpu => {
-                    let ([wv, dy], [dx]) =
-                        s.cpu_views([Slot::Val(self.merged), Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
-                    matmul::cpu::backward_a(d, wv, dy, dx, p);
-                }
-            }
-        }
-        if self.w.requires_grad {
-            // dW += dYᵀ · x (the gradient of W' is W's)
-            match s.device {
-                Device::Cuda(_) => {
-                    let (dev, [], [xp, dy], [dw]) =
-                        s.cuda_io([], [Slot::Val(self.x), Slot::Grad(self.out)], [Slot::Grad(self.w)])?;
-                    matmul::cuda::backward_b(&dev, d, xp, dy, dw, p)?;
-                }
-                Device::Cpu => {
-                    let ([xv, dy], [dw]) =
-                        s.cpu_views([Slot::Val(self.x), Slot::Grad(self.out)], [Slot::Grad(self.w)])?;
-                    matmul::cpu::backward_b(d, xv, dy, dw, p);
-                }
-            }
-        }
+        let (d, out_dim, inp) = (&self.dims, self.dims.n, self.dims.k);
+        // dX += dY·W', dW += dYᵀ·x (dW' is dW), db.
+        super::linear::backward(s, d, self.x, self.merged, self.w, self.b, self.out)?;
         for ba in &self.bands {
             let (band, r, rows) = (ba.band, ba.band.a.dims()[0], ba.band.b.dims()[0]);
             if band.b.requires_grad {
@@ -200,18 +155,6 @@ impl LoraLinear {
                 scale_in_place(s, self.scale, ba.g)?;
                 let da = Product { m: r, n: inp, k: d.m, lhs: (0, (1, r)), rhs: (0, (inp, 1)), accumulate: true };
                 gemm(s, &da, [Slot::Val(ba.g), Slot::Val(self.x)], (Slot::Grad(band.a), 0))?;
-            }
-        }
-        if self.b.requires_grad {
-            match s.device {
-                Device::Cuda(_) => {
-                    let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.b)])?;
-                    super::elementwise::cuda::bias_backward(&dev, dy, db, d.m, d.n)?;
-                }
-                Device::Cpu => {
-                    let ([dy], [db]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.b)])?;
-                    super::elementwise::cpu::bias_backward(dy, db);
-                }
             }
         }
         Ok(())
