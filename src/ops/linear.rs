@@ -25,8 +25,9 @@ impl<F: Float> Tape<F> {
     pub fn linear(&mut self, x: Tensor, w: Tensor, b: Tensor) -> Result<Tensor> {
         let (dims, shape) = check("linear", x, w, b)?;
         let out = self.output(shape, &[x, w, b])?;
-        forward(&mut self.store, &dims, x, w, b, out)?;
-        Ok(self.push(out, Op::Linear(Linear { x, w, b, out, dims })))
+        let op = Linear { x, w, b, out, dims };
+        op.forward(&mut self.store)?;
+        Ok(self.push(out, Op::Linear(op)))
     }
 }
 
@@ -45,81 +46,66 @@ pub(crate) fn check(op: &'static str, x: Tensor, w: Tensor, b: Tensor) -> Result
     Ok((dims, shape))
 }
 
-/// out = x · wᵀ + b on the store's device, the product in the store's matmul precision.
-pub(crate) fn forward<F: Float>(
-    s: &mut Store<F>,
-    d: &MatDims,
-    x: Tensor,
-    w: Tensor,
-    b: Tensor,
-    out: Tensor,
-) -> Result<()> {
-    let p = s.precision;
-    match s.device {
-        Device::Cuda(_) => {
-            let (dev, [], [xp, wp, bp], [op]) =
-                s.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-            matmul::cuda::forward(&dev, d, xp, wp, op, p)?;
-            // In place: each element reads only itself.
-            super::elementwise::cuda::bias_add(&dev, op, bp, op, d.m, d.n)?;
-        }
-        Device::Cpu => {
-            let ([xv, wv, bv], [ov]) = s.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
-            cpu::forward(d, xv, wv, bv, ov, p);
-        }
-    }
-    Ok(())
-}
-
 impl Linear {
-    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        backward(s, &self.dims, self.x, self.w, self.w, self.b, self.out)
+    /// out = x · wᵀ + b on the store's device, the product in the store's matmul precision.
+    pub(crate) fn forward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        let (x, w, b, out, d, p) = (self.x, self.w, self.b, self.out, &self.dims, s.precision);
+        match s.device {
+            Device::Cuda(_) => {
+                let (dev, [], [xp, wp, bp], [op]) =
+                    s.cuda_io([], [Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+                matmul::cuda::forward(&dev, d, xp, wp, op, p)?;
+                // In place: each element reads only itself.
+                super::elementwise::cuda::bias_add(&dev, op, bp, op, d.m, d.n)?;
+            }
+            Device::Cpu => {
+                let ([xv, wv, bv], [ov]) = s.cpu_views([Slot::Val(x), Slot::Val(w), Slot::Val(b)], [Slot::Val(out)])?;
+                cpu::forward(d, xv, wv, bv, ov, p);
+            }
+        }
+        Ok(())
     }
-}
 
-/// The gradients of out = x · vᵀ + b, each for the inputs that take one: dx += dy · v (`v`: the
-/// weight's values in the forward), dw += dyᵀ · x (`w`: where the weight's gradient goes), db.
-pub(crate) fn backward<F: Float>(
-    s: &mut Store<F>,
-    d: &MatDims,
-    x: Tensor,
-    v: Tensor,
-    w: Tensor,
-    b: Tensor,
-    out: Tensor,
-) -> Result<()> {
-    let p = s.precision;
-    match s.device {
-        Device::Cuda(_) => {
-            if x.requires_grad {
-                let (dev, [], [vp, dy], [dx]) = s.cuda_io([], [Slot::Val(v), Slot::Grad(out)], [Slot::Grad(x)])?;
-                matmul::cuda::backward_a(&dev, d, vp, dy, dx, p)?;
-            }
-            if w.requires_grad {
-                let (dev, [], [xp, dy], [dw]) = s.cuda_io([], [Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
-                matmul::cuda::backward_b(&dev, d, xp, dy, dw, p)?;
-            }
-            if b.requires_grad {
-                let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(out)], [Slot::Grad(b)])?;
-                super::elementwise::cuda::bias_backward(&dev, dy, db, d.m, d.n)?;
-            }
-        }
-        Device::Cpu => {
-            if x.requires_grad {
-                let ([vv, dy], [dx]) = s.cpu_views([Slot::Val(v), Slot::Grad(out)], [Slot::Grad(x)])?;
-                matmul::cpu::backward_a(d, vv, dy, dx, p);
-            }
-            if w.requires_grad {
-                let ([xv, dy], [dw]) = s.cpu_views([Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
-                matmul::cpu::backward_b(d, xv, dy, dw, p);
-            }
-            if b.requires_grad {
-                let ([dy], [db]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(b)])?;
-                super::elementwise::cpu::bias_backward(dy, db);
-            }
-        }
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        self.backward_through(s, self.w)
     }
-    Ok(())
+
+    /// The gradients, each for the inputs that take one: dx += dy · v (`v`: the weight's values in
+    /// the forward, which may be other than w's own), dw += dyᵀ · x, db.
+    pub(crate) fn backward_through<F: Float>(&self, s: &mut Store<F>, v: Tensor) -> Result<()> {
+        let (x, w, b, out, d, p) = (self.x, self.w, self.b, self.out, &self.dims, s.precision);
+        match s.device {
+            Device::Cuda(_) => {
+                if x.requires_grad {
+                    let (dev, [], [vp, dy], [dx]) = s.cuda_io([], [Slot::Val(v), Slot::Grad(out)], [Slot::Grad(x)])?;
+                    matmul::cuda::backward_a(&dev, d, vp, dy, dx, p)?;
+                }
+                if w.requires_grad {
+                    let (dev, [], [xp, dy], [dw]) = s.cuda_io([], [Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
+                    matmul::cuda::backward_b(&dev, d, xp, dy, dw, p)?;
+                }
+                if b.requires_grad {
+                    let (dev, [], [dy], [db]) = s.cuda_io([], [Slot::Grad(out)], [Slot::Grad(b)])?;
+                    super::elementwise::cuda::bias_backward(&dev, dy, db, d.m, d.n)?;
+                }
+            }
+            Device::Cpu => {
+                if x.requires_grad {
+                    let ([vv, dy], [dx]) = s.cpu_views([Slot::Val(v), Slot::Grad(out)], [Slot::Grad(x)])?;
+                    matmul::cpu::backward_a(d, vv, dy, dx, p);
+                }
+                if w.requires_grad {
+                    let ([xv, dy], [dw]) = s.cpu_views([Slot::Val(x), Slot::Grad(out)], [Slot::Grad(w)])?;
+                    matmul::cpu::backward_b(d, xv, dy, dw, p);
+                }
+                if b.requires_grad {
+                    let ([dy], [db]) = s.cpu_views([Slot::Grad(out)], [Slot::Grad(b)])?;
+                    super::elementwise::cpu::bias_backward(dy, db);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 pub mod cpu {

@@ -15,6 +15,7 @@
 //! adapters' input alone) the adapters keep their own path (`Lora::delta`).
 
 use super::Op;
+use super::linear::Linear;
 use super::matmul::{self, MatDims};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -103,6 +104,11 @@ struct Product {
 }
 
 impl LoraLinear {
+    /// The plain linear x · wᵀ + b on weight `w` (W or W').
+    fn base(&self, w: Tensor) -> Linear {
+        Linear { x: self.x, w, b: self.b, out: self.out, dims: self.dims }
+    }
+
     fn forward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let (d, inp) = (&self.dims, self.dims.k);
         // W' = W, then each band's rows += B·(s·A); Z = x·(s·A)ᵀ.
@@ -120,13 +126,13 @@ impl LoraLinear {
             let z = Product { m: d.m, n: r, k: inp, lhs: (0, (inp, 1)), rhs: (0, (1, inp)), accumulate: false };
             gemm(s, &z, [Slot::Val(self.x), Slot::Val(ba.scaled_a)], (Slot::Val(ba.z), 0))?;
         }
-        super::linear::forward(s, d, self.x, self.merged, self.b, self.out)
+        self.base(self.merged).forward(s)
     }
 
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
         let (d, out_dim, inp) = (&self.dims, self.dims.n, self.dims.k);
         // dX += dY·W', dW += dYᵀ·x (dW' is dW), db.
-        super::linear::backward(s, d, self.x, self.merged, self.w, self.b, self.out)?;
+        self.base(self.w).backward_through(s, self.merged)?;
         for ba in &self.bands {
             let (band, r, rows) = (ba.band, ba.band.a.dims()[0], ba.band.b.dims()[0]);
             if band.b.requires_grad {
