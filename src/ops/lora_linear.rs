@@ -103,6 +103,26 @@ struct Product {
     accumulate: bool,
 }
 
+impl Product {
+    /// The product as the CUDA GEMM runs it: operands at device addresses `lhs` and `rhs` (each
+    /// from its element offset), the output at `dst`, elements of `size` bytes.
+    fn cuda(&self, lhs: u64, rhs: u64, dst: u64, size: u64) -> matmul::cuda::Gemm {
+        use matmul::cuda::View;
+        let view =
+            |ptr: u64, (off, (rs, cs)): (usize, (usize, usize))| View { ptr: ptr + off as u64 * size, rs, cs, bs: 0 };
+        matmul::cuda::Gemm {
+            batch: 1,
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            a: view(lhs, self.lhs),
+            b: view(rhs, self.rhs),
+            c: View { ptr: dst, rs: self.n, cs: 1, bs: 0 },
+            accumulate: self.accumulate,
+        }
+    }
+}
+
 impl LoraLinear {
     /// The plain linear x · wᵀ + b on weight `w` (W or W').
     fn base(&self, w: Tensor) -> Linear {
@@ -173,27 +193,10 @@ fn gemm<F: Float>(s: &mut Store<F>, g: &Product, reads: [Slot; 2], dst: (Slot, u
     let p = s.precision;
     match s.device {
         Device::Cuda(_) => {
-            use matmul::cuda::{Gemm, Kind, View};
             let (dev, [], [lp, rp], [op]) = s.cuda_io([], reads, [dst.0])?;
             let size = std::mem::size_of::<F>() as u64;
-            let view = |ptr: u64, (off, (rs, cs)): (usize, (usize, usize))| View {
-                ptr: ptr + off as u64 * size,
-                rs,
-                cs,
-                bs: 0,
-            };
-            let c = View { ptr: op + dst.1 as u64 * size, rs: g.n, cs: 1, bs: 0 };
-            let gemm = Gemm {
-                batch: 1,
-                m: g.m,
-                n: g.n,
-                k: g.k,
-                a: view(lp, g.lhs),
-                b: view(rp, g.rhs),
-                c,
-                accumulate: g.accumulate,
-            };
-            matmul::cuda::gemm(&dev, &gemm, Kind::of(&dev, p))
+            let gemm = g.cuda(lp, rp, op + dst.1 as u64 * size, size);
+            matmul::cuda::gemm(&dev, &gemm, matmul::cuda::Kind::of(&dev, p))
         }
         Device::Cpu => {
             let ([lv, rv], [ov]) = s.cpu_views(reads, [dst.0])?;
@@ -247,6 +250,63 @@ fn scale_in_place<F: Float>(s: &mut Store<F>, c: f64, t: Tensor) -> Result<()> {
             let c = F::from_f64(c);
             tv.iter_mut().for_each(|v| *v = c * *v);
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Product;
+
+    /// The CUDA GEMM descriptions of the op's products, run on the host over one flat "device
+    /// memory" (an address is 8 × an element index), equal the CPU's strided GEMMs: the bands'
+    /// row offsets, the column slices of dY read straight and transposed, the accumulation.
+    #[test]
+    fn cuda_descriptions_read_and_write_what_the_cpu_does() {
+        let (m, out, inp, r, row, rows) = (5, 9, 7, 2, 6, 3);
+        let products = [
+            // merge: W'[row..] += B · sA
+            (Product { m: rows, n: inp, k: r, lhs: (0, (r, 1)), rhs: (0, (inp, 1)), accumulate: true }, row * inp),
+            // Z = x · sAᵀ
+            (Product { m, n: r, k: inp, lhs: (0, (inp, 1)), rhs: (0, (1, inp)), accumulate: false }, 0),
+            // dB += dY_bandᵀ · Z
+            (Product { m: rows, n: r, k: m, lhs: (row, (1, out)), rhs: (0, (r, 1)), accumulate: true }, 0),
+            // G = dY_band · B
+            (Product { m, n: r, k: rows, lhs: (row, (out, 1)), rhs: (0, (r, 1)), accumulate: false }, 0),
+            // dA += Gᵀ · x
+            (Product { m: r, n: inp, k: m, lhs: (0, (1, r)), rhs: (0, (inp, 1)), accumulate: true }, 0),
+        ];
+        let value = |i: usize| ((i * 37 % 23) as f64 - 11.0) / 7.0;
+        for (pi, (g, dst_off)) in products.iter().enumerate() {
+            // lhs, rhs and dst each get 100 elements, at 0, 100 and 200 of the memory.
+            let mut mem: Vec<f64> = (0..300).map(value).collect();
+            let mut cpu_dst = mem[200..].to_vec();
+            crate::ops::matmul::cpu::gemm(
+                g.m,
+                g.n,
+                g.k,
+                &mut cpu_dst[*dst_off..],
+                (&mem[g.lhs.0..100], (g.lhs.1.0 as isize, g.lhs.1.1 as isize)),
+                (&mem[100 + g.rhs.0..200], (g.rhs.1.0 as isize, g.rhs.1.1 as isize)),
+                g.accumulate,
+                1,
+            );
+            let d = g.cuda(0, 800, (200 + dst_off) as u64 * 8, 8);
+            assert_eq!((d.batch, d.c.cs), (1, 1));
+            let at = |v: crate::ops::matmul::cuda::View, i: usize, j: usize| v.ptr as usize / 8 + i * v.rs + j * v.cs;
+            for i in 0..d.m {
+                for j in 0..d.n {
+                    let sum: f64 = (0..d.k).map(|k| mem[at(d.a, i, k)] * mem[at(d.b, k, j)]).sum();
+                    let c = at(d.c, i, j);
+                    mem[c] = if d.accumulate { mem[c] + sum } else { sum };
+                }
+            }
+            for (e, (gpu, cpu)) in mem[200..].iter().zip(&cpu_dst).enumerate() {
+                assert!(
+                    (gpu - cpu).abs() <= 1e-12,
+                    "product {pi}: element {e}: {gpu} on the GPU's reading, {cpu} on the CPU"
+                );
+            }
         }
     }
 }
