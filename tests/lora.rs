@@ -38,11 +38,19 @@ fn merged_and_unmerged_outputs_agree() {
     assert!(rel <= 1e-5, "merged output differs by {rel:e}");
 }
 
+/// With the adapters' dropout on (they run beside the base linears) and off (folded into them).
 #[test]
 fn training_leaves_the_base_weights_bit_identical() {
+    for dropout in [0.1, 0.0] {
+        training_leaves_the_base_weights_bit_identical_with(dropout);
+    }
+}
+
+fn training_leaves_the_base_weights_bit_identical_with(dropout: f64) {
     let mut tape = Tape::<f32>::new(Device::Cpu);
     tape.set_training(true);
-    let m = tiny_bert::build_with(&mut tape, 3, Some(&config(&[Target::Query, Target::Value, Target::FfnOut])));
+    let cfg = LoraConfig { dropout, ..config(&[Target::Query, Target::Value, Target::FfnOut]) };
+    let m = tiny_bert::build_with(&mut tape, 3, Some(&cfg));
     let snapshot = |tape: &Tape<f32>, arena: Arena| -> Vec<(String, Vec<f32>)> {
         let params: Vec<(String, Tensor)> =
             tape.store.params().filter(|(_, t)| t.arena == arena).map(|(n, t)| (n.to_string(), t)).collect();
@@ -63,6 +71,8 @@ fn training_leaves_the_base_weights_bit_identical() {
         tape.backward(loss).unwrap();
         opt.update(&mut tape.store, 1e-2).unwrap();
     }
+    let folded = tape.ops().iter().any(|op| matches!(op, engine::ops::Op::LoraLinear(_)));
+    assert_eq!(folded, dropout == 0.0, "adapters folded with dropout {dropout}");
     assert!(snapshot(&tape, Arena::Frozen) == base, "a base weight changed");
     let after = snapshot(&tape, Arena::Param);
     assert!(after.iter().zip(&adapters).all(|(a, b)| a.1 != b.1), "every adapter and head should have moved");
