@@ -93,7 +93,8 @@ impl<F: Float> Tape<F> {
     }
 }
 
-/// `dst (m×n) (+)= lhs (m×k) · rhs (k×n)` for the op's GEMMs: strides in elements, `(row, column)`.
+/// `dst (m×n, row-major) (+)= lhs (m×k) · rhs (k×n)`, one of the op's GEMMs: each operand as
+/// (element offset, (row stride, column stride)) into its tensor.
 struct Product {
     m: usize,
     n: usize,
