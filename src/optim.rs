@@ -50,12 +50,7 @@ struct StepConsts {
 impl<F: Float> AdamW<F> {
     pub fn new(store: &Store<F>, config: AdamWConfig) -> Result<Self> {
         let n = store.num_trainable();
-        let mut m = Buffer::new(&store.device);
-        let mut v = Buffer::new(&store.device);
-        m.grow_to(n)?;
-        v.grow_to(n)?;
-        m.fill_zero(0..n)?;
-        v.fill_zero(0..n)?;
+        let (m, v) = (Buffer::zeros(&store.device, n)?, Buffer::zeros(&store.device, n)?);
         Ok(AdamW { config, step: 0, m, v, clip_dots: None })
     }
 
@@ -194,17 +189,10 @@ impl DeviceDots {
     pub fn new(device: &Device, n: usize, k: usize) -> Result<Option<DeviceDots>> {
         let Device::Cuda(dev) = device else { return Ok(None) };
         let pairs = k * (k + 1) / 2;
-        let zeroed = |len: usize| -> Result<Buffer<f64>> {
-            let mut b = Buffer::new(device);
-            b.grow_to(len)?;
-            b.fill_zero(0..len)?;
-            Ok(b)
-        };
-        let (mut partials, mut counter) = (Buffer::new(device), Buffer::new(device));
+        let mut partials = Buffer::new(device);
         partials.grow_to(cuda::dot_blocks(n.max(1)) * pairs)?;
-        counter.grow_to(1)?;
-        counter.fill_zero(0..1)?;
-        Ok(Some(DeviceDots { dev: dev.clone(), partials, triangle: zeroed(pairs)?, counter, max: (n, k) }))
+        let (triangle, counter) = (Buffer::zeros(device, pairs)?, Buffer::zeros(device, 1)?);
+        Ok(Some(DeviceDots { dev: dev.clone(), partials, triangle, counter, max: (n, k) }))
     }
 
     /// Queues the dot products of the first `n` values of `grads` (device addresses); returns the

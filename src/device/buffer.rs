@@ -44,6 +44,14 @@ impl<T: Element> Buffer<T> {
         }
     }
 
+    /// `n` zeros on `device`.
+    pub fn zeros(device: &Device, n: usize) -> Result<Self> {
+        let mut b = Buffer::new(device);
+        b.grow_to(n)?;
+        b.fill_zero(0..n)?;
+        Ok(b)
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Buffer::Cpu(v) => v.len(),

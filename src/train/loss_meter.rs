@@ -18,12 +18,7 @@ pub struct LossMeter {
 impl LossMeter {
     pub fn new(device: &Device, tasks: usize) -> Result<LossMeter> {
         let device_sums = match device {
-            Device::Cuda(_) => {
-                let mut b = Buffer::new(device);
-                b.grow_to(tasks)?;
-                b.fill_zero(0..tasks)?;
-                Some(b)
-            }
+            Device::Cuda(_) => Some(Buffer::zeros(device, tasks)?),
             Device::Cpu => None,
         };
         Ok(LossMeter { device_sums, host: vec![0.0; tasks], counts: vec![0; tasks] })

@@ -13,8 +13,7 @@
 //! Head gradients are summed as they are (each head has only its own task's gradient).
 
 use crate::data::cs224n::Task;
-use crate::device::Buffer;
-use crate::device::Device;
+use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::optim::cuda as optim_cuda;
@@ -223,20 +222,14 @@ impl DeviceSurgery {
         let (Device::Cuda(dev), Some(dots)) = (device, DeviceDots::new(device, shared, tasks)?) else {
             return Ok(None);
         };
-        let zeroed = |n: usize| -> Result<Buffer<f64>> {
-            let mut b = Buffer::new(device);
-            b.grow_to(n)?;
-            b.fill_zero(0..n)?;
-            Ok(b)
-        };
         let mut orders = Buffer::new(device);
         orders.grow_to((tasks * tasks.saturating_sub(1)).max(1))?;
         Ok(Some(DeviceSurgery {
             dev: dev.clone(),
             dots,
             orders,
-            weights: zeroed(tasks)?,
-            records: zeroed(RING * optim_cuda::RECORD_LEN)?,
+            weights: Buffer::zeros(device, tasks)?,
+            records: Buffer::zeros(device, RING * optim_cuda::RECORD_LEN)?,
             waiting: Vec::new(),
         }))
     }
