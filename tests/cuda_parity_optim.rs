@@ -5,7 +5,8 @@ use common::{F32_TOL, gpu, rel};
 use engine::device::Buffer;
 use engine::optim::{AdamW, AdamWConfig, pairwise_dots};
 use engine::rng::Rng;
-use engine::{Device, Tape};
+use engine::train::pcgrad::{TaskGradients, shared_len};
+use engine::{Device, Tape, Tensor};
 
 fn adamw_run(device: &Device, n: usize) -> Vec<f32> {
     let mut rng = Rng::new(8);
@@ -60,11 +61,42 @@ fn pairwise_dots_of_task_gradients() {
     assert_eq!(gram(&g), d);
 }
 
+/// A store with one shared parameter (n values) and a head of `head_len` per task, and PCGrad's
+/// slots for its k tasks.
+fn pcgrad_store(
+    dev: &Device,
+    n: usize,
+    k: usize,
+    head_len: usize,
+) -> (Tape<f32>, Tensor, Vec<Tensor>, TaskGradients<f32>) {
+    let mut tape = Tape::<f32>::new(dev.clone());
+    let w = tape.store.add_param("encoder.w", &[n], &vec![0.0; n], true).unwrap();
+    let heads = (0..k)
+        .map(|t| tape.store.add_param(&format!("head.t{t}.weight"), &[head_len], &vec![0.0; head_len], true).unwrap())
+        .collect();
+    let slots = TaskGradients::new(&tape.store, k, shared_len(&tape.store).unwrap()).unwrap();
+    (tape, w, heads, slots)
+}
+
+/// Task t's gradients, (shared parameter, values) and (its head, values), into its slot.
+fn write_task(
+    tape: &mut Tape<f32>,
+    slots: &mut TaskGradients<f32>,
+    t: usize,
+    w: (Tensor, &[f32]),
+    head: (Tensor, &[f32]),
+) {
+    slots.enter(&mut tape.store, t).unwrap();
+    tape.store.write_grad(w.0, w.1).unwrap();
+    tape.store.write_grad(head.0, head.1).unwrap();
+    slots.leave(&mut tape.store, t).unwrap();
+}
+
 /// PCGrad's whole combine on the GPU against the CPU: slots swapped into a store, the Gram matrix,
 /// the surgery, the weighted sum over the shared part and the plain sum over the heads.
 #[test]
 fn pcgrad_combine() {
-    use engine::train::pcgrad::{Reduction, TaskGradients, shared_len, visiting_orders};
+    use engine::train::pcgrad::{Reduction, visiting_orders};
     let Some(g) = gpu() else { return };
     let (n, k) = (300_007, 3);
     let mut rng = Rng::new(10);
@@ -74,18 +106,9 @@ fn pcgrad_combine() {
         .map(|t| common.iter().map(|c| c * (if t == 1 { -0.5 } else { 0.3 }) + rng.normal() as f32).collect())
         .collect();
     let combine = |dev: &Device| {
-        let mut tape = Tape::<f32>::new(dev.clone());
-        let w = tape.store.add_param("encoder.w", &[n], &vec![0.0; n], true).unwrap();
-        let heads: Vec<_> = (0..k)
-            .map(|t| tape.store.add_param(&format!("head.t{t}.weight"), &[5], &[0.0; 5], true).unwrap())
-            .collect();
-        let shared = shared_len(&tape.store).unwrap();
-        let mut slots = TaskGradients::new(&tape.store, k, shared).unwrap();
+        let (mut tape, w, heads, mut slots) = pcgrad_store(dev, n, k, 5);
         for t in 0..k {
-            slots.enter(&mut tape.store, t).unwrap();
-            tape.store.write_grad(w, &grads[t]).unwrap();
-            tape.store.write_grad(heads[t], &[t as f32 + 1.0; 5]).unwrap();
-            slots.leave(&mut tape.store, t).unwrap();
+            write_task(&mut tape, &mut slots, t, (w, &grads[t]), (heads[t], &[t as f32 + 1.0; 5]));
         }
         slots.combine(&mut tape.store, Reduction::Sum, 1, |k| visiting_orders(3, 0, k)).unwrap();
         let s = slots.drain().unwrap().remove(0).surgery;
@@ -111,28 +134,20 @@ fn pcgrad_combine() {
 /// tasks, both reductions, and more steps than the ring holds before a drain.
 #[test]
 fn pcgrad_surgery_on_the_device_is_the_cpus() {
-    use engine::train::pcgrad::{Reduction, TaskGradients, shared_len, visiting_orders};
+    use engine::train::pcgrad::{Reduction, visiting_orders};
     let Some(g) = gpu() else { return };
     let n = 1000;
     for (k, reduction, steps) in
         [(2, Reduction::Sum, 3), (3, Reduction::Mean, 300), (5, Reduction::Sum, 4), (8, Reduction::Mean, 2)]
     {
         let run = |dev: &Device| {
-            let mut tape = Tape::<f32>::new(dev.clone());
-            let w = tape.store.add_param("encoder.w", &[n], &vec![0.0; n], true).unwrap();
-            let heads: Vec<_> = (0..k)
-                .map(|t| tape.store.add_param(&format!("head.t{t}.weight"), &[2], &[0.0; 2], true).unwrap())
-                .collect();
-            let mut slots = TaskGradients::new(&tape.store, k, shared_len(&tape.store).unwrap()).unwrap();
+            let (mut tape, w, heads, mut slots) = pcgrad_store(dev, n, k, 2);
             let mut rng = Rng::new(k as u64);
             let mut finals = Vec::new();
             for step in 0..steps {
                 for (t, &head) in heads.iter().enumerate() {
                     let gt: Vec<f32> = (0..n).map(|_| rng.below(9) as f32 - 4.0).collect();
-                    slots.enter(&mut tape.store, t).unwrap();
-                    tape.store.write_grad(w, &gt).unwrap();
-                    tape.store.write_grad(head, &[t as f32; 2]).unwrap();
-                    slots.leave(&mut tape.store, t).unwrap();
+                    write_task(&mut tape, &mut slots, t, (w, &gt), (head, &[t as f32; 2]));
                 }
                 slots.combine(&mut tape.store, reduction, step + 1, |k| visiting_orders(9, step, k)).unwrap();
                 if step + 1 == steps {
