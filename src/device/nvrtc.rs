@@ -129,6 +129,28 @@ pub struct Compiled {
 /// Compiles `source` (named `file`, with `headers` as (name, source) for `#include "name"`) to a
 /// cubin for `sm_{arch}`. A compile error returns the log, which names file and line.
 pub fn compile(file: &str, source: &str, headers: &[(&str, &str)], arch: u32) -> Result<Compiled> {
+    let (cubin, log) = build(file, source, headers, arch, Output::Cubin)?;
+    Ok(Compiled { cubin, log })
+}
+
+/// Compiles `source` to PTX for `compute_{arch}` with the same options as [`compile`] (the PTX
+/// emulator runs it; ptxas would make the same cubin of it).
+pub fn compile_ptx(file: &str, source: &str, headers: &[(&str, &str)], arch: u32) -> Result<String> {
+    let (mut ptx, _log) = build(file, source, headers, arch, Output::Ptx)?;
+    while ptx.last() == Some(&0) {
+        ptx.pop();
+    }
+    String::from_utf8(ptx).map_err(|_| Error::Cuda(format!("{file}: NVRTC returned PTX that is not UTF-8")))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Cubin,
+    Ptx,
+}
+
+/// One NVRTC compilation: the output's bytes and the log.
+fn build(file: &str, source: &str, headers: &[(&str, &str)], arch: u32, output: Output) -> Result<(Vec<u8>, String)> {
     ensure_loaded()?;
     let cstr = |s: &str| CString::new(s).map_err(|_| Error::Cuda(format!("{file}: NUL byte in source")));
     let src = cstr(source)?;
@@ -137,15 +159,18 @@ pub fn compile(file: &str, source: &str, headers: &[(&str, &str)], arch: u32) ->
     let hdr_name: Vec<CString> = headers.iter().map(|(n, _)| cstr(n)).collect::<Result<_>>()?;
     let hdr_src_p: Vec<*const c_char> = hdr_src.iter().map(|s| s.as_ptr()).collect();
     let hdr_name_p: Vec<*const c_char> = hdr_name.iter().map(|s| s.as_ptr()).collect();
-    let opts: Vec<CString> = [
-        format!("--gpu-architecture=sm_{arch}"),
+    let mut opts = vec![
+        match output {
+            Output::Cubin => format!("--gpu-architecture=sm_{arch}"),
+            Output::Ptx => format!("--gpu-architecture=compute_{arch}"),
+        },
         "--std=c++17".into(),
-        "--ptxas-options=-v".into(),
         "-lineinfo".into(),
-    ]
-    .iter()
-    .map(|o| cstr(o))
-    .collect::<Result<_>>()?;
+    ];
+    if output == Output::Cubin {
+        opts.push("--ptxas-options=-v".into());
+    }
+    let opts: Vec<CString> = opts.iter().map(|o| cstr(o)).collect::<Result<_>>()?;
     let opt_p: Vec<*const c_char> = opts.iter().map(|s| s.as_ptr()).collect();
     let mut prog: sys::nvrtcProgram = std::ptr::null_mut();
     // SAFETY: every pointer points into a CString that outlives the calls; the program is
@@ -165,9 +190,17 @@ pub fn compile(file: &str, source: &str, headers: &[(&str, &str)], arch: u32) ->
         let compiled = sys::nvrtcCompileProgram(prog, opt_p.len() as c_int, opt_p.as_ptr());
         let log = program_log(prog);
         let result = if compiled != sys::nvrtcResult::NVRTC_SUCCESS {
-            Err(Error::Kernel { file: file.into(), arch: format!("sm_{arch}"), log })
+            let arch = match output {
+                Output::Cubin => format!("sm_{arch}"),
+                Output::Ptx => format!("compute_{arch}"),
+            };
+            Err(Error::Kernel { file: file.into(), arch, log })
         } else {
-            cubin(prog).map(|cubin| Compiled { cubin, log })
+            match output {
+                Output::Cubin => cubin(prog),
+                Output::Ptx => ptx(prog),
+            }
+            .map(|bytes| (bytes, log))
         };
         sys::nvrtcDestroyProgram(&mut prog);
         result
@@ -182,6 +215,14 @@ unsafe fn program_log(prog: sys::nvrtcProgram) -> String {
     let mut buf = vec![0u8; size];
     unsafe { sys::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut c_char) };
     String::from_utf8_lossy(&buf[..size.saturating_sub(1)]).into_owned()
+}
+
+unsafe fn ptx(prog: sys::nvrtcProgram) -> Result<Vec<u8>> {
+    let mut size = 0usize;
+    check(unsafe { sys::nvrtcGetPTXSize(prog, &mut size) }, "nvrtcGetPTXSize")?;
+    let mut buf = vec![0u8; size];
+    check(unsafe { sys::nvrtcGetPTX(prog, buf.as_mut_ptr() as *mut c_char) }, "nvrtcGetPTX")?;
+    Ok(buf)
 }
 
 unsafe fn cubin(prog: sys::nvrtcProgram) -> Result<Vec<u8>> {
