@@ -143,6 +143,12 @@ pub fn compile_ptx(file: &str, source: &str, headers: &[(&str, &str)], arch: u32
     String::from_utf8(ptx).map_err(|_| Error::Cuda(format!("{file}: NVRTC returned PTX that is not UTF-8")))
 }
 
+/// NVRTC options of every compilation besides the target. `--fmad=false`: no multiply-add is
+/// contracted into an FMA, because every kernel's CPU twin rounds each product and sum (Rust never
+/// contracts); kernels that want an FMA say `fmaf` (the SGEMM's inner product), which this
+/// leaves fused. Part of the compiled-module cache keys.
+pub const OPTIONS: &[&str] = &["--std=c++17", "-lineinfo", "--fmad=false"];
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Output {
     Cubin,
@@ -159,14 +165,11 @@ fn build(file: &str, source: &str, headers: &[(&str, &str)], arch: u32, output: 
     let hdr_name: Vec<CString> = headers.iter().map(|(n, _)| cstr(n)).collect::<Result<_>>()?;
     let hdr_src_p: Vec<*const c_char> = hdr_src.iter().map(|s| s.as_ptr()).collect();
     let hdr_name_p: Vec<*const c_char> = hdr_name.iter().map(|s| s.as_ptr()).collect();
-    let mut opts = vec![
-        match output {
-            Output::Cubin => format!("--gpu-architecture=sm_{arch}"),
-            Output::Ptx => format!("--gpu-architecture=compute_{arch}"),
-        },
-        "--std=c++17".into(),
-        "-lineinfo".into(),
-    ];
+    let mut opts = vec![match output {
+        Output::Cubin => format!("--gpu-architecture=sm_{arch}"),
+        Output::Ptx => format!("--gpu-architecture=compute_{arch}"),
+    }];
+    opts.extend(OPTIONS.iter().map(|o| o.to_string()));
     if output == Output::Cubin {
         opts.push("--ptxas-options=-v".into());
     }

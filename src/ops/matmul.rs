@@ -154,6 +154,10 @@ pub mod cuda {
 
     const FILE: &str = "matmul.cu";
 
+    /// The largest M, N or K the kernels take: 2³¹ − 1 less the largest tile side (256), so that
+    /// no 32-bit index of a partial last tile overflows.
+    pub const MAX_SIZE: i32 = i32::MAX - 256;
+
     // Kernel flags (kernels/matmul.cu).
     const VEC_A: i32 = 1;
     const VEC_B: i32 = 2;
@@ -297,16 +301,13 @@ pub mod cuda {
     /// Runs `g` in `kind` with the configuration [`pick`] chooses. Inputs and output are device
     /// addresses of float32 (bf16 inputs, and the output when `out_bf16`, for `Kind::Bf16`).
     pub fn gemm(dev: &Cuda, g: &Gemm, kind: Kind) -> Result<()> {
-        if kind == Kind::Bf16Rounded {
-            return bf16_rounded_gemm(dev, g);
-        }
         gemm_with(dev, g, kind, pick(dev, g, kind))
     }
 
     /// `g` on float32 operands rounded to bf16: each operand is copied, rounded to nearest even,
     /// into a compact row-major bf16 matrix (one item when its batch stride is 0) in the device's
-    /// scratch, then the bf16 kernels run with float32 output.
-    fn bf16_rounded_gemm(dev: &Cuda, g: &Gemm) -> Result<()> {
+    /// scratch, then the bf16 kernels of configuration `config` run with float32 output.
+    fn bf16_rounded_gemm(dev: &Cuda, g: &Gemm, config: usize) -> Result<()> {
         let items = |v: View| if v.bs == 0 { 1 } else { g.batch };
         let (na, nb) = (items(g.a) * g.m * g.k, items(g.b) * g.k * g.n);
         // (each copy starts on a 16-byte boundary for the kernels' vector loads)
@@ -320,7 +321,7 @@ pub mod cuda {
             if v.bs == 0 { r.shared() } else { r }
         };
         let g16 = Gemm { a: compact(a16, g.a, g.m, g.k), b: compact(b16, g.b, g.k, g.n), ..*g };
-        gemm(dev, &g16, Kind::Bf16 { out_bf16: false })
+        gemm_with(dev, &g16, Kind::Bf16 { out_bf16: false }, config)
     }
 
     /// `items` matrices of rows × cols read through `v` (float32) → compact row-major bf16 at `out`.
@@ -339,11 +340,21 @@ pub mod cuda {
     }
 
     /// Runs `g` with configuration `config` of [`configs`]`(kind)` (benches and tests compare them).
+    /// `Kind::Bf16Rounded` first rounds the float32 operands into bf16 copies (never hands float32
+    /// buffers to the bf16 kernels).
     pub fn gemm_with(dev: &Cuda, g: &Gemm, kind: Kind, config: usize) -> Result<()> {
         let cs = configs(kind);
         let c = cs.get(config).ok_or_else(|| {
             Error::Cuda(format!("matmul: no tile configuration {config} for {kind:?} (there are {})", cs.len()))
         })?;
+        // The kernels compute tile counts and the indices of a whole last tile (up to
+        // ceil(M / BM)·BM) in 32-bit ints: a size within a tile of 2³¹ would overflow them.
+        if let Some(big) = [g.m, g.n, g.k].into_iter().find(|&v| v > MAX_SIZE as usize) {
+            return Err(misuse(c.name, g, &format!("{big} exceeds the kernels' 32-bit sizes (at most {MAX_SIZE})")));
+        }
+        if kind == Kind::Bf16Rounded {
+            return bf16_rounded_gemm(dev, g, config);
+        }
         let (a_t, lda) = layout(g.a)
             .ok_or_else(|| misuse(c.name, g, &format!("a's strides ({}, {}) have no unit stride", g.a.rs, g.a.cs)))?;
         let (b_t, ldb) = layout(g.b)
@@ -355,9 +366,9 @@ pub mod cuda {
         if g.batch == 0 || g.m == 0 || g.n == 0 {
             return Ok(());
         }
-        let int =
-            |v: usize| i32::try_from(v).map_err(|_| misuse(name, g, &format!("{v} exceeds the kernels' 32-bit sizes")));
-        let (m, n, k, batch) = (int(g.m)?, int(g.n)?, int(g.k)?, int(g.batch)?);
+        let (m, n, k) = (g.m as i32, g.n as i32, g.k as i32); // checked against MAX_SIZE above
+        let batch = i32::try_from(g.batch)
+            .map_err(|_| misuse(name, g, &format!("a batch of {} exceeds the kernels' 32-bit sizes", g.batch)))?;
         // The kernels index within one item with 32-bit offsets.
         let reach = |v: View, rows: usize, cols: usize| {
             if rows == 0 || cols == 0 { 0 } else { (rows - 1) * v.rs + (cols - 1) * v.cs }
