@@ -15,6 +15,7 @@ use cudarc::cublas::{CudaBlas, result as blas, sys as bsys};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaSlice, DevicePtr};
 use engine::device::Cuda;
+use engine::device::cuda::Gpu;
 use engine::ops::matmul::cuda::{Gemm, Kind, View, configs, gemm_with, pick};
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
@@ -95,27 +96,32 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 
 type Res<T> = Result<T, String>;
 
+/// The context and stream of `dev`, a real GPU (`Cuda::open`): cuBLAS and events need them.
+fn gpu(dev: &Cuda) -> &Gpu {
+    dev.gpu().expect("Cuda::open returns a real GPU")
+}
+
 fn err<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> String + '_ {
     move |e| format!("{what}: {e:?}")
 }
 
 /// Median time (ms) of `f` over many runs after a warm-up, from CUDA events around each run.
 fn time_ms(dev: &Cuda, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
-    let event = || dev.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err("event"));
+    let event = || gpu(dev).ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(err("event"));
     for _ in 0..3 {
         f()?;
     }
     let (s, e) = (event()?, event()?);
-    s.record(&dev.stream).map_err(err("record"))?;
+    s.record(&gpu(dev).stream).map_err(err("record"))?;
     f()?;
-    e.record(&dev.stream).map_err(err("record"))?;
+    e.record(&gpu(dev).stream).map_err(err("record"))?;
     let once = s.elapsed_ms(&e).map_err(err("elapsed"))? as f64;
     let reps = ((250.0 / once.max(1e-3)).ceil() as usize).clamp(7, 200);
     let events: Vec<_> = (0..reps).map(|_| Ok((event()?, event()?))).collect::<Res<_>>()?;
     for (s, e) in &events {
-        s.record(&dev.stream).map_err(err("record"))?;
+        s.record(&gpu(dev).stream).map_err(err("record"))?;
         f()?;
-        e.record(&dev.stream).map_err(err("record"))?;
+        e.record(&gpu(dev).stream).map_err(err("record"))?;
     }
     let mut t: Vec<f64> =
         events.iter().map(|(s, e)| s.elapsed_ms(e).map(|v| v as f64).map_err(err("elapsed"))).collect::<Res<_>>()?;
@@ -138,7 +144,7 @@ struct Buffers {
 
 impl Buffers {
     fn new(dev: &Cuda, p: &Problem, seed: u64) -> Res<Buffers> {
-        let s = &dev.stream;
+        let s = &gpu(dev).stream;
         let a = random(p.m * p.k, seed);
         let b = random(p.k * p.n, seed + 1);
         let a16: Vec<u16> = a.iter().map(|&x| to_bf16(x)).collect();
@@ -158,7 +164,7 @@ impl Buffers {
 
     /// (a, b, ours, cuBLAS's) device addresses for `kind`.
     fn ptrs(&self, dev: &Cuda, kind: Kind) -> (u64, u64, u64, u64) {
-        let s = &dev.stream;
+        let s = &gpu(dev).stream;
         match kind {
             Kind::Bf16 { .. } => {
                 (self.a16.device_ptr(s).0, self.b16.device_ptr(s).0, self.c16.device_ptr(s).0, self.r16.device_ptr(s).0)
@@ -171,7 +177,7 @@ impl Buffers {
 
     /// ‖ours − cuBLAS‖ / ‖cuBLAS‖ of the outputs of `kind`.
     fn disagreement(&self, dev: &Cuda, kind: Kind) -> Res<f64> {
-        let s = &dev.stream;
+        let s = &gpu(dev).stream;
         let (ours, theirs) = match kind {
             Kind::Bf16 { .. } => {
                 let f = |v: Vec<u16>| v.into_iter().map(from_bf16).collect::<Vec<f32>>();
@@ -375,11 +381,8 @@ fn main() {
             return;
         }
     };
-    let sms = dev
-        .ctx
-        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-        .unwrap_or(0);
-    let blas = match find_cublas().and_then(|_| CudaBlas::new(dev.stream.clone()).map_err(err("cublasCreate"))) {
+    let sms = dev.sm_count();
+    let blas = match find_cublas().and_then(|_| CudaBlas::new(gpu(&dev).stream.clone()).map_err(err("cublasCreate"))) {
         Ok(h) => {
             // SAFETY: a live handle; default math keeps sgemm in float32 (no tf32).
             unsafe { bsys::cublasSetMathMode(*h.handle(), bsys::cublasMath_t::CUBLAS_DEFAULT_MATH) };

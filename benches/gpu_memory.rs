@@ -53,8 +53,9 @@ fn bench(dev: &Arc<Cuda>) -> Result<()> {
         let copy_ms = time(dev, || {
             let err = |e: cudarc::driver::DriverError| engine::Error::Cuda(e.to_string());
             let (s, d) = (src.device_ptr().unwrap(), dst.device_ptr().unwrap());
+            let stream = dev.gpu()?.stream.cu_stream();
             // SAFETY: both buffers hold n floats on this device's stream.
-            unsafe { cudarc::driver::result::memcpy_dtod_async(d, s, n * 4, dev.stream.cu_stream()) }.map_err(err)
+            unsafe { cudarc::driver::result::memcpy_dtod_async(d, s, n * 4, stream) }.map_err(err)
         })?;
         let copy_gbs = 8.0 * n as f64 / (copy_ms as f64 * 1e-3) / 1e9;
         row("copy (dtod)", mb, 8.0 * n as f64, copy_ms, copy_gbs);

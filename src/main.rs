@@ -348,6 +348,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Devices => {
             println!("{}", Device::select(DeviceChoice::Auto)?.describe());
+            // The emulator (`--device emu`, or ENGINE_EMULATE_GPU=1) runs the CUDA kernels on the CPU.
+            match engine::device::Cuda::emulated() {
+                Ok(c) => println!("{c:?}: available with --device emu (slow; for tests without a GPU)"),
+                Err(e) => println!("PTX emulator unavailable: {e}"),
+            }
         }
         Command::Embed { model, pooling, input, output, layer, batch_size, max_len, device, quiet } => {
             let layer = match layer.as_str() {

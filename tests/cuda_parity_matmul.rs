@@ -6,9 +6,8 @@
 
 mod common;
 use common::{BF16_TOL, Build, F32_TOL, TF32_TOL, gpu, parity, rel};
-use cudarc::driver::DevicePtr;
-use engine::device::Cuda;
 use engine::device::cuda::GemmPrecision;
+use engine::device::{Buffer, Cuda, Element};
 use engine::ops::matmul::cuda::{Gemm, Kind, View, bf16_gemm, configs, gemm, gemm_with};
 use engine::rng::Rng;
 use engine::{Device, Tape, Tensor};
@@ -167,7 +166,14 @@ impl Problem {
 
     /// Runs configuration `config` of `kind` (None: the launcher's choice) on the GPU.
     fn run(&self, dev: &Arc<Cuda>, kind: Kind, config: Option<usize>) -> Vec<f32> {
-        let s = &dev.stream;
+        let device = Device::Cuda(dev.clone());
+        // Engine buffers, so that the test runs on a GPU and on the emulator alike.
+        fn upload<T: Element>(device: &Device, v: &[T]) -> Buffer<T> {
+            let mut b = Buffer::new(device);
+            b.grow_to(v.len()).unwrap();
+            b.write(0, v).unwrap();
+            b
+        }
         let c_init: Vec<f32> = if self.g.accumulate { self.c0.clone() } else { vec![f32::NAN; self.c0.len()] };
         let to16 = |v: &[f32]| v.iter().map(|&x| bf16_bits(x)).collect::<Vec<u16>>();
         let run = |a: u64, b: u64, c: u64| {
@@ -187,22 +193,22 @@ impl Problem {
         let (a16, b16);
         let (a32, b32);
         let (ap, bp) = if let Kind::Bf16 { .. } = kind {
-            a16 = s.clone_htod(&to16(&self.a)).unwrap();
-            b16 = s.clone_htod(&to16(&self.b)).unwrap();
-            (a16.device_ptr(s).0, b16.device_ptr(s).0)
+            a16 = upload(&device, &to16(&self.a));
+            b16 = upload(&device, &to16(&self.b));
+            (a16.device_ptr().unwrap(), b16.device_ptr().unwrap())
         } else {
-            a32 = s.clone_htod(&self.a).unwrap();
-            b32 = s.clone_htod(&self.b).unwrap();
-            (a32.device_ptr(s).0, b32.device_ptr(s).0)
+            a32 = upload(&device, &self.a);
+            b32 = upload(&device, &self.b);
+            (a32.device_ptr().unwrap(), b32.device_ptr().unwrap())
         };
         if kind == (Kind::Bf16 { out_bf16: true }) {
-            let c = s.clone_htod(&to16(&c_init)).unwrap();
-            run(ap, bp, c.device_ptr(s).0);
-            s.clone_dtoh(&c).unwrap().into_iter().map(bf16_value).collect()
+            let c = upload(&device, &to16(&c_init));
+            run(ap, bp, c.device_ptr().unwrap());
+            c.read(0..c_init.len()).unwrap().into_iter().map(bf16_value).collect()
         } else {
-            let c = s.clone_htod(&c_init).unwrap();
-            run(ap, bp, c.device_ptr(s).0);
-            s.clone_dtoh(&c).unwrap()
+            let c = upload(&device, &c_init);
+            run(ap, bp, c.device_ptr().unwrap());
+            c.read(0..c_init.len()).unwrap()
         }
     }
 }

@@ -1,15 +1,17 @@
 //! A flat, growable allocation on a device. Arenas are buffers; tensors are ranges of them.
 
 use super::Device;
-use super::cuda::Cuda;
+use super::cuda::{Backend, Cuda};
+use super::emu::Emu;
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits};
 use std::ops::Range;
 use std::sync::Arc;
 
-/// What a buffer may hold: the floats of either path and the integer inputs.
-pub trait Element: Copy + Default + DeviceRepr + ValidAsZeroBits + Send + Sync + 'static {}
-impl<T: Copy + Default + DeviceRepr + ValidAsZeroBits + Send + Sync + 'static> Element for T {}
+/// What a buffer may hold: the floats of either path and the integer inputs. `Pod` gives the
+/// byte views the emulator's memory copies take.
+pub trait Element: Copy + Default + DeviceRepr + ValidAsZeroBits + bytemuck::Pod + Send + Sync + 'static {}
+impl<T: Copy + Default + DeviceRepr + ValidAsZeroBits + bytemuck::Pod + Send + Sync + 'static> Element for T {}
 
 pub enum Buffer<T> {
     Cpu(Vec<T>),
@@ -19,8 +21,28 @@ pub enum Buffer<T> {
 /// Device memory with room to grow: `len` elements in use out of the allocation's capacity.
 pub struct CudaBuffer<T> {
     dev: Arc<Cuda>,
-    data: Option<CudaSlice<T>>,
+    data: Data<T>,
     len: usize,
+}
+
+/// The allocation behind a `CudaBuffer`.
+enum Data<T> {
+    None,
+    Gpu(CudaSlice<T>),
+    /// An allocation in the emulator's memory: address and capacity in elements (freed on drop).
+    Emu {
+        addr: u64,
+        cap: usize,
+    },
+}
+
+impl<T> Drop for CudaBuffer<T> {
+    fn drop(&mut self) {
+        if let (Data::Emu { addr, .. }, Backend::Emu(emu)) = (&self.data, self.dev.backend()) {
+            // A failed free can only mean a bad address, which we never hand out; nothing to do.
+            let _ = emu.memory().free(*addr);
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for Buffer<T> {
@@ -36,11 +58,31 @@ fn cuda_err(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error
     move |e| Error::Cuda(format!("{what}: {e}"))
 }
 
+fn emu_err(what: &'static str) -> impl Fn(ptxemu::EmuError) -> Error {
+    move |e| Error::Cuda(format!("{what} (emulator): {e}"))
+}
+
+impl<T: Element> CudaBuffer<T> {
+    /// The emulator's memory of this buffer's device, or an error when a GPU buffer meets an
+    /// emulated device (which cannot happen: both come from the device).
+    fn emu(&self) -> Result<&Emu> {
+        match self.dev.backend() {
+            Backend::Emu(e) => Ok(e),
+            Backend::Gpu(_) => Err(Error::Cuda("an emulator allocation on a real GPU".into())),
+        }
+    }
+
+    /// The emulator address of element `i`.
+    fn emu_addr(addr: u64, i: usize) -> u64 {
+        addr + (i * size_of::<T>()) as u64
+    }
+}
+
 impl<T: Element> Buffer<T> {
     pub fn new(device: &Device) -> Self {
         match device {
             Device::Cpu => Buffer::Cpu(Vec::new()),
-            Device::Cuda(dev) => Buffer::Cuda(CudaBuffer { dev: dev.clone(), data: None, len: 0 }),
+            Device::Cuda(dev) => Buffer::Cuda(CudaBuffer { dev: dev.clone(), data: Data::None, len: 0 }),
         }
     }
 
@@ -77,20 +119,44 @@ impl<T: Element> Buffer<T> {
                 if n <= b.len {
                     return Ok(());
                 }
-                let cap = b.data.as_ref().map_or(0, |d| d.len());
+                let cap = match &b.data {
+                    Data::None => 0,
+                    Data::Gpu(d) => d.len(),
+                    Data::Emu { cap, .. } => *cap,
+                };
                 if n > cap {
                     let new_cap = n.max(cap * 2).max(1024);
-                    let mut fresh =
-                        b.dev.stream.alloc_zeros::<T>(new_cap).map_err(cuda_err("allocating device memory"))?;
-                    if let Some(old) = &b.data
-                        && b.len > 0
-                    {
-                        b.dev
-                            .stream
-                            .memcpy_dtod(&old.slice(0..b.len), &mut fresh.slice_mut(0..b.len))
-                            .map_err(cuda_err("growing a device buffer"))?;
+                    match b.dev.backend() {
+                        Backend::Gpu(g) => {
+                            let mut fresh =
+                                g.stream.alloc_zeros::<T>(new_cap).map_err(cuda_err("allocating device memory"))?;
+                            if let Data::Gpu(old) = &b.data
+                                && b.len > 0
+                            {
+                                g.stream
+                                    .memcpy_dtod(&old.slice(0..b.len), &mut fresh.slice_mut(0..b.len))
+                                    .map_err(cuda_err("growing a device buffer"))?;
+                            }
+                            b.data = Data::Gpu(fresh);
+                        }
+                        Backend::Emu(e) => {
+                            let mut mem = e.memory();
+                            let bytes = new_cap * size_of::<T>();
+                            let fresh = mem.alloc(bytes).map_err(emu_err("allocating device memory"))?;
+                            if let Data::Emu { addr, .. } = b.data {
+                                // The old allocation is freed here, so `Drop` must not see it.
+                                b.data = Data::None;
+                                let kept =
+                                    if b.len > 0 { mem.copy(fresh, addr, b.len * size_of::<T>()) } else { Ok(()) };
+                                if let Err(err) = kept.and(mem.free(addr)) {
+                                    let _ = mem.free(fresh);
+                                    b.len = 0;
+                                    return Err(emu_err("growing a device buffer")(err));
+                                }
+                            }
+                            b.data = Data::Emu { addr: fresh, cap: new_cap };
+                        }
                     }
-                    b.data = Some(fresh);
                 }
                 b.len = n;
             }
@@ -105,17 +171,27 @@ impl<T: Element> Buffer<T> {
                 use rayon::prelude::*;
                 v[range].par_chunks_mut(1 << 18).for_each(|c| c.fill(T::default()));
             }
-            Buffer::Cuda(b) => {
-                if let Some(d) = &mut b.data
-                    && !range.is_empty()
-                {
-                    b.dev.stream.memset_zeros(&mut d.slice_mut(range)).map_err(cuda_err("zeroing device memory"))?;
+            Buffer::Cuda(_) if range.is_empty() => {}
+            Buffer::Cuda(b) => match &mut b.data {
+                Data::None => {}
+                Data::Gpu(d) => {
+                    b.dev
+                        .gpu()?
+                        .stream
+                        .memset_zeros(&mut d.slice_mut(range))
+                        .map_err(cuda_err("zeroing device memory"))?;
                 }
-            }
+                Data::Emu { addr, .. } => {
+                    let at = CudaBuffer::<T>::emu_addr(*addr, range.start);
+                    b.emu()?
+                        .memory()
+                        .fill(at, range.len() * size_of::<T>(), 0)
+                        .map_err(emu_err("zeroing device memory"))?;
+                }
+            },
         }
         Ok(())
     }
-
     /// Sets every element in `range` to `value` (tests poison outputs with NaN this way).
     pub fn fill(&mut self, range: Range<usize>, value: T) -> Result<()> {
         match self {
@@ -133,16 +209,24 @@ impl<T: Element> Buffer<T> {
     pub fn write(&mut self, offset: usize, data: &[T]) -> Result<()> {
         match self {
             Buffer::Cpu(v) => v[offset..offset + data.len()].copy_from_slice(data),
-            Buffer::Cuda(b) => {
-                if let Some(d) = &mut b.data
-                    && !data.is_empty()
-                {
-                    b.dev
-                        .stream
-                        .memcpy_htod(data, &mut d.slice_mut(offset..offset + data.len()))
-                        .map_err(cuda_err("copying to the device"))?;
+            Buffer::Cuda(_) if data.is_empty() => {}
+            Buffer::Cuda(b) => match &mut b.data {
+                Data::None => {}
+                Data::Gpu(d) => b
+                    .dev
+                    .gpu()?
+                    .stream
+                    .memcpy_htod(data, &mut d.slice_mut(offset..offset + data.len()))
+                    .map_err(cuda_err("copying to the device"))?,
+                Data::Emu { addr, cap } => {
+                    check_range(offset..offset + data.len(), *cap)?;
+                    let at = CudaBuffer::<T>::emu_addr(*addr, offset);
+                    b.emu()?
+                        .memory()
+                        .write(at, bytemuck::cast_slice(data))
+                        .map_err(emu_err("copying to the device"))?;
                 }
-            }
+            },
         }
         Ok(())
     }
@@ -150,11 +234,22 @@ impl<T: Element> Buffer<T> {
     pub fn read(&self, range: Range<usize>) -> Result<Vec<T>> {
         match self {
             Buffer::Cpu(v) => Ok(v[range].to_vec()),
+            Buffer::Cuda(_) if range.is_empty() => Ok(Vec::new()),
             Buffer::Cuda(b) => match &b.data {
-                Some(d) if !range.is_empty() => {
-                    b.dev.stream.clone_dtoh(&d.slice(range)).map_err(cuda_err("copying from the device"))
+                Data::None => Ok(Vec::new()),
+                Data::Gpu(d) => {
+                    b.dev.gpu()?.stream.clone_dtoh(&d.slice(range)).map_err(cuda_err("copying from the device"))
                 }
-                _ => Ok(Vec::new()),
+                Data::Emu { addr, cap } => {
+                    check_range(range.clone(), *cap)?;
+                    let mut out = vec![T::zeroed(); range.len()];
+                    let at = CudaBuffer::<T>::emu_addr(*addr, range.start);
+                    b.emu()?
+                        .memory()
+                        .read(at, bytemuck::cast_slice_mut(&mut out))
+                        .map_err(emu_err("copying from the device"))?;
+                    Ok(out)
+                }
             },
         }
     }
@@ -178,10 +273,23 @@ impl<T: Element> Buffer<T> {
     pub fn device_ptr(&self) -> Option<u64> {
         match self {
             Buffer::Cpu(_) => None,
-            Buffer::Cuda(b) => Some(b.data.as_ref().map_or(0, |d| {
-                let (p, _guard) = d.device_ptr(&b.dev.stream);
-                p
-            })),
+            Buffer::Cuda(b) => Some(match (&b.data, b.dev.backend()) {
+                (Data::Gpu(d), Backend::Gpu(g)) => {
+                    let (p, _guard) = d.device_ptr(&g.stream);
+                    p
+                }
+                (Data::Emu { addr, .. }, _) => *addr,
+                _ => 0,
+            }),
         }
     }
+}
+
+/// An element range must lie in the allocation (the emulator would refuse the bytes anyway; this
+/// names the elements).
+fn check_range(range: Range<usize>, cap: usize) -> Result<()> {
+    if range.start > range.end || range.end > cap {
+        return Err(Error::Cuda(format!("device buffer range {range:?} out of bounds of {cap} elements")));
+    }
+    Ok(())
 }

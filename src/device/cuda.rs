@@ -1,9 +1,13 @@
-//! The CUDA device: a context and one stream (cudarc, driver loaded at run time), the kernels
-//! compiled once per process through NVRTC and cached on disk, and the launcher every op uses.
+//! The CUDA device: a real GPU (a context and one stream through cudarc, driver loaded at run
+//! time, the kernels compiled once per process through NVRTC and cached on disk) or the PTX
+//! emulator (`emu.rs`: the same kernels as PTX, run on the CPU), and the launcher every op uses.
+//! Ops see one `Cuda` either way: the backend only changes how memory and launches are carried out.
 
+use super::emu::{Emu, EmuStats};
 use super::kernels::KERNEL_SOURCES;
 use super::nvrtc;
 use crate::error::{Error, Result};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,14 +25,44 @@ pub enum GemmPrecision {
 /// The oldest architecture we run on: tensor-core `mma.sync` for tf32 and bf16 needs sm_80.
 pub const MIN_ARCH: u32 = 80;
 
+/// The architecture the emulator presents and compiles PTX for (an H100/H200).
+pub const KERNEL_ARCH: u32 = 90;
+
+/// The ordinal of an emulated device: no real GPU has it.
+pub const EMULATED_ORDINAL: usize = usize::MAX;
+
+/// SMs of the emulated device: an H100/H200's, so that tile choices match a real GPU's.
+const EMULATED_SMS: usize = 132;
+
+/// The environment variable that makes `--device cuda`/`auto` and the GPU tests use the emulator
+/// even where a GPU exists (a GPU host compares the two this way).
+pub const EMULATE_ENV: &str = "ENGINE_EMULATE_GPU";
+
+/// Whether `ENGINE_EMULATE_GPU` asks for the emulator (set, and neither empty nor "0").
+pub fn emulation_requested() -> bool {
+    std::env::var_os(EMULATE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 pub struct Cuda {
-    pub ctx: Arc<CudaContext>,
-    pub stream: Arc<CudaStream>,
     pub ordinal: usize,
     pub name: String,
     /// Compute capability as 10·major + minor (90 for an H100).
     pub arch: u32,
     gemm_precision: AtomicU8,
+    backend: Backend,
+}
+
+pub(super) enum Backend {
+    Gpu(Gpu),
+    Emu(Emu),
+}
+
+/// A real GPU: what benches that talk to the driver or cuBLAS directly need ([`Cuda::gpu`]).
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    arch: u32,
+    sms: usize,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     /// Device memory that launches borrow for the length of one queued op (the bf16 copies of
@@ -38,7 +72,10 @@ pub struct Cuda {
 
 impl std::fmt::Debug for Cuda {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cuda:{} ({}, sm_{})", self.ordinal, self.name, self.arch)
+        match self.backend {
+            Backend::Gpu(_) => write!(f, "cuda:{} ({}, sm_{})", self.ordinal, self.name, self.arch),
+            Backend::Emu(_) => write!(f, "cuda:emu ({}, sm_{})", self.name, self.arch),
+        }
     }
 }
 
@@ -81,21 +118,72 @@ impl Cuda {
             )));
         }
         nvrtc::ensure_loaded()?;
+        let sms =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap_or(132).max(1) as usize;
         // One stream for everything: cudarc's cross-stream event tracking is not needed.
         // SAFETY: no other stream uses this context's allocations.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         Ok(Arc::new(Cuda {
-            ctx,
-            stream,
             ordinal,
             name,
             arch,
             gemm_precision: AtomicU8::new(GemmPrecision::F32 as u8),
-            modules: Mutex::new(HashMap::new()),
-            functions: Mutex::new(HashMap::new()),
-            scratch: Mutex::new(None),
+            backend: Backend::Gpu(Gpu {
+                ctx,
+                stream,
+                arch,
+                sms,
+                modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
+                scratch: Mutex::new(None),
+            }),
         }))
+    }
+
+    /// A new emulated sm_90 device with its own (empty) memory: the kernels run on the CPU
+    /// through the PTX emulator. Needs libnvrtc (to make the PTX), not a driver.
+    pub fn emulated() -> Result<Arc<Cuda>> {
+        nvrtc::ensure_loaded()?;
+        Ok(Arc::new(Cuda {
+            ordinal: EMULATED_ORDINAL,
+            name: "PTX emulator".into(),
+            arch: KERNEL_ARCH,
+            gemm_precision: AtomicU8::new(GemmPrecision::F32 as u8),
+            backend: Backend::Emu(Emu::new()),
+        }))
+    }
+
+    /// The GPU of `--device cuda`: the emulator when `ENGINE_EMULATE_GPU` asks for it, else GPU 0.
+    pub fn open_default() -> Result<Arc<Cuda>> {
+        if emulation_requested() { Cuda::emulated() } else { Cuda::open(0) }
+    }
+
+    pub(super) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.backend, Backend::Emu(_))
+    }
+
+    /// The real GPU's context and stream (cuBLAS, events, raw copies: benches), or an error
+    /// saying that this device is the emulator.
+    pub fn gpu(&self) -> Result<&Gpu> {
+        match &self.backend {
+            Backend::Gpu(g) => Ok(g),
+            Backend::Emu(_) => Err(Error::Cuda(format!(
+                "{self:?} has no CUDA context or stream: this needs a real GPU (unset {EMULATE_ENV})"
+            ))),
+        }
+    }
+
+    /// What the emulator has executed (None on a real GPU).
+    pub fn emu_stats(&self) -> Option<EmuStats> {
+        match &self.backend {
+            Backend::Gpu(_) => None,
+            Backend::Emu(e) => Some(e.stats()),
+        }
     }
 
     pub fn gemm_precision(&self) -> GemmPrecision {
@@ -109,17 +197,115 @@ impl Cuda {
         self.gemm_precision.store(p as u8, Ordering::Relaxed);
     }
 
+    /// Streaming multiprocessors (132 on the emulator, an H100/H200's): launchers size grids by it.
+    pub fn sm_count(&self) -> usize {
+        match &self.backend {
+            Backend::Gpu(g) => g.sms,
+            Backend::Emu(_) => EMULATED_SMS,
+        }
+    }
+
+    /// Lets `file:name` use `bytes` of dynamic shared memory; past 48 KiB a kernel must opt in.
+    pub fn allow_dynamic_shared(&self, file: &'static str, name: &'static str, bytes: u32) -> Result<()> {
+        match &self.backend {
+            Backend::Gpu(g) => {
+                let f = g.function(file, name)?;
+                g.ctx
+                    .bind_to_thread()
+                    .and_then(|_| {
+                        f.set_attribute(
+                            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                            bytes as i32,
+                        )
+                    })
+                    .map_err(|e| Error::Cuda(format!("{file}:{name}: {e}")))
+            }
+            Backend::Emu(e) => e.allow_dynamic_shared(file, name, bytes),
+        }
+    }
+
+    /// Launches `file:name` (on the stream; the emulator runs it to completion). Launchers
+    /// compute grid and block and check limits; this checks the launch itself and names the
+    /// kernel when it fails.
+    pub fn launch(
+        &self,
+        file: &'static str,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_bytes: u32,
+        args: &[Arg],
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(()); // empty problem
+        }
+        if grid.1 > 65535 || grid.2 > 65535 || block.0 * block.1 * block.2 > 1024 {
+            return Err(Error::Cuda(format!("{name}: launch grid {grid:?} block {block:?} exceeds device limits")));
+        }
+        match &self.backend {
+            Backend::Gpu(g) => g.launch(file, name, grid, block, shared_bytes, args),
+            Backend::Emu(e) => e.launch(file, name, grid, block, shared_bytes, args),
+        }
+    }
+
+    /// Time of the work `f` queues, in milliseconds (benches): GPU time between two CUDA events,
+    /// or on the emulator the host's wall-clock time of running it (not a GPU's time).
+    pub fn time_ms(&self, f: impl FnOnce() -> Result<()>) -> Result<f32> {
+        match &self.backend {
+            Backend::Gpu(g) => g.time_ms(f),
+            Backend::Emu(_) => {
+                let start = std::time::Instant::now();
+                f()?;
+                Ok(start.elapsed().as_secs_f32() * 1e3)
+            }
+        }
+    }
+
+    /// The address of `bytes` of scratch device memory (256-byte aligned). Work queued on this
+    /// device's one stream before the next call may use it: later work runs after it in stream
+    /// order, and a grown buffer frees the old one in stream order too.
+    pub fn scratch(&self, bytes: usize) -> Result<u64> {
+        match &self.backend {
+            Backend::Gpu(g) => g.scratch(bytes),
+            Backend::Emu(e) => e.scratch(bytes),
+        }
+    }
+
+    /// Waits for all queued work; surfaces asynchronous kernel faults. (The emulator has none.)
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Gpu(g) => g.stream.synchronize().map_err(driver_err("synchronize")),
+            Backend::Emu(_) => Ok(()),
+        }
+    }
+
+    /// Bytes of device memory in use on the whole GPU (total − free, after the queued work and
+    /// its frees are done), or in the emulator's live allocations: benches take differences of it.
+    pub fn memory_in_use(&self) -> Result<usize> {
+        match &self.backend {
+            Backend::Gpu(g) => {
+                self.synchronize()?;
+                let (free, total) = g.ctx.mem_get_info().map_err(driver_err("reading free memory"))?;
+                Ok(total - free)
+            }
+            Backend::Emu(e) => Ok(e.in_use()),
+        }
+    }
+}
+
+impl Gpu {
     /// The module of kernel file `file`, compiled (or read from the disk cache) on first use.
     fn module(&self, file: &'static str) -> Result<Arc<CudaModule>> {
         let mut modules = self.modules.lock().expect("module cache poisoned");
         if let Some(m) = modules.get(file) {
             return Ok(m.clone());
         }
-        let cubin = compiled_cubin(file, self.arch)?;
+        let arch = self.arch;
+        let cubin = compiled_cubin(file, arch)?;
         let module = self
             .ctx
             .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
-            .map_err(|e| Error::Cuda(format!("loading {file} for sm_{}: {e}", self.arch)))?;
+            .map_err(|e| Error::Cuda(format!("loading {file} for sm_{arch}: {e}")))?;
         modules.insert(file, module.clone());
         Ok(module)
     }
@@ -136,9 +322,7 @@ impl Cuda {
         Ok(f)
     }
 
-    /// Launches `file:name` on the stream. Launchers compute grid and block and check limits;
-    /// this checks the launch itself and names the kernel when it fails.
-    pub fn launch(
+    fn launch(
         &self,
         file: &'static str,
         name: &'static str,
@@ -147,12 +331,6 @@ impl Cuda {
         shared_bytes: u32,
         args: &[Arg],
     ) -> Result<()> {
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
-            return Ok(()); // empty problem
-        }
-        if grid.1 > 65535 || grid.2 > 65535 || block.0 * block.1 * block.2 > 1024 {
-            return Err(Error::Cuda(format!("{name}: launch grid {grid:?} block {block:?} exceeds device limits")));
-        }
         let f = self.function(file, name)?;
         let mut b = self.stream.launch_builder(&f);
         for a in args {
@@ -172,8 +350,7 @@ impl Cuda {
         Ok(())
     }
 
-    /// GPU time of the work `f` queues, in milliseconds, between two CUDA events (benches).
-    pub fn time_ms(&self, f: impl FnOnce() -> Result<()>) -> Result<f32> {
+    fn time_ms(&self, f: impl FnOnce() -> Result<()>) -> Result<f32> {
         let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self.ctx.new_event(timed).map_err(driver_err("creating an event"))?;
         let end = self.ctx.new_event(timed).map_err(driver_err("creating an event"))?;
@@ -184,10 +361,7 @@ impl Cuda {
         start.elapsed_ms(&end).map_err(driver_err("reading an event"))
     }
 
-    /// The address of `bytes` of scratch device memory (256-byte aligned). Work queued on this
-    /// device's one stream before the next call may use it: later work runs after it in stream
-    /// order, and a grown buffer frees the old one in stream order too.
-    pub fn scratch(&self, bytes: usize) -> Result<u64> {
+    fn scratch(&self, bytes: usize) -> Result<u64> {
         let mut s = self.scratch.lock().expect("scratch poisoned");
         let held = s.as_ref().map_or(0, |b| b.len());
         if held < bytes {
@@ -197,19 +371,6 @@ impl Cuda {
         }
         let b = s.as_ref().expect("allocated above");
         Ok(b.device_ptr(&self.stream).0)
-    }
-
-    /// Waits for all queued work; surfaces asynchronous kernel faults.
-    pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(driver_err("synchronize"))
-    }
-
-    /// Bytes of device memory in use on the whole GPU (total − free, after the queued work and
-    /// its frees are done): benches take differences of it.
-    pub fn memory_in_use(&self) -> Result<usize> {
-        self.synchronize()?;
-        let (free, total) = self.ctx.mem_get_info().map_err(driver_err("reading free memory"))?;
-        Ok(total - free)
     }
 }
 
@@ -244,6 +405,25 @@ fn cache_dir() -> Option<PathBuf> {
 /// The cubin of `file` for `sm_{arch}`: from the disk cache, keyed by the sources' hash, the
 /// architecture and the NVRTC version, or compiled now and stored (atomically).
 pub fn compiled_cubin(file: &'static str, arch: u32) -> Result<Vec<u8>> {
+    cached(file, arch, "cubin", |source, hdrs| Ok(nvrtc::compile(file, source, hdrs, arch)?.cubin))
+}
+
+/// The PTX of `file` for `compute_{arch}` (what the emulator runs), cached on disk beside the
+/// cubins under the same key, so that each process need not run NVRTC again.
+pub fn compiled_ptx(file: &'static str, arch: u32) -> Result<String> {
+    let bytes =
+        cached(file, arch, "ptx", |source, hdrs| Ok(nvrtc::compile_ptx(file, source, hdrs, arch)?.into_bytes()))?;
+    String::from_utf8(bytes).map_err(|_| Error::Cuda(format!("{file}: cached PTX is not UTF-8")))
+}
+
+/// The output of `compile` for `file`, read from the disk cache (`{stem}-{key}-sm{arch}-nvrtc{version}.{ext}`)
+/// or compiled now and stored (atomically).
+fn cached(
+    file: &'static str,
+    arch: u32,
+    ext: &str,
+    compile: impl FnOnce(&str, &[(&str, &str)]) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
     let source = KERNEL_SOURCES
         .iter()
         .find(|(n, _)| *n == file)
@@ -258,16 +438,16 @@ pub fn compiled_cubin(file: &'static str, arch: u32) -> Result<Vec<u8>> {
     }
     let key = nvrtc::fnv1a(&parts);
     let stem = file.trim_end_matches(".cu");
-    let path = cache_dir().map(|d| d.join(format!("{stem}-{key:016x}-sm{arch}-nvrtc{major}.{minor}.cubin")));
+    let path = cache_dir().map(|d| d.join(format!("{stem}-{key:016x}-sm{arch}-nvrtc{major}.{minor}.{ext}")));
     if let Some(p) = &path
         && let Ok(bytes) = std::fs::read(p)
     {
         return Ok(bytes);
     }
-    let compiled = nvrtc::compile(file, source, &hdrs, arch)?;
+    let compiled = compile(source, &hdrs)?;
     if let Some(p) = &path {
         // A cache we cannot write is no error: the next run compiles again.
-        let _ = crate::util::write_atomically(p, &compiled.cubin);
+        let _ = crate::util::write_atomically(p, &compiled);
     }
-    Ok(compiled.cubin)
+    Ok(compiled)
 }

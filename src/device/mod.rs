@@ -1,13 +1,16 @@
-//! Where tensors live and ops run: the CPU (the reference path) or a CUDA GPU. Model code only
-//! sees [`Tensor`](crate::tensor::Tensor) handles; each op dispatches on the device it finds.
+//! Where tensors live and ops run: the CPU (the reference path) or a CUDA GPU (real, or the PTX
+//! emulator, which runs the same kernels on the CPU). Model code only sees
+//! [`Tensor`](crate::tensor::Tensor) handles; each op dispatches on the device it finds.
 
 mod buffer;
 pub mod cuda;
+mod emu;
 pub mod kernels;
 pub mod nvrtc;
 
 pub use buffer::{Buffer, Element};
 pub use cuda::Cuda;
+pub use emu::EmuStats;
 
 use crate::error::Result;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use std::sync::Arc;
 pub enum Device {
     /// The reference path: plain loops, GEMMs through the `gemm` crate on all cores.
     Cpu,
+    /// A GPU, or the PTX emulator standing in for one.
     Cuda(Arc<Cuda>),
 }
 
@@ -39,16 +43,21 @@ pub enum DeviceChoice {
     Auto,
     Cpu,
     Cuda,
+    /// The PTX emulator: the CUDA kernels run on the CPU (slow; for tests without a GPU).
+    #[value(hide = true)]
+    Emu,
 }
 
 impl Device {
     /// Resolves `--device`: `cuda` fails with the reason when no usable GPU is present;
-    /// `auto` then falls back to the CPU and says why on stderr.
+    /// `auto` then falls back to the CPU and says why on stderr. With `ENGINE_EMULATE_GPU=1`
+    /// both take the PTX emulator instead of a GPU.
     pub fn select(choice: DeviceChoice) -> Result<Device> {
         match choice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda => Ok(Device::Cuda(Cuda::open(0)?)),
-            DeviceChoice::Auto => match Cuda::open(0) {
+            DeviceChoice::Emu => Ok(Device::Cuda(Cuda::emulated()?)),
+            DeviceChoice::Cuda => Ok(Device::Cuda(Cuda::open_default()?)),
+            DeviceChoice::Auto => match Cuda::open_default() {
                 Ok(c) => Ok(Device::Cuda(c)),
                 Err(e) => {
                     eprintln!("note: running on the CPU ({e})");
@@ -80,6 +89,8 @@ impl PartialEq for Device {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Device::Cpu, Device::Cpu) => true,
+            // Each emulated device has its own memory; GPUs are the same device by ordinal.
+            (Device::Cuda(a), Device::Cuda(b)) if a.is_emulated() || b.is_emulated() => Arc::ptr_eq(a, b),
             (Device::Cuda(a), Device::Cuda(b)) => a.ordinal == b.ordinal,
             _ => false,
         }

@@ -150,7 +150,6 @@ pub mod cuda {
     use crate::device::Precision;
     use crate::device::cuda::{Arg, Cuda, GemmPrecision};
     use crate::error::{Error, Result};
-    use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 
     const FILE: &str = "matmul.cu";
 
@@ -288,8 +287,7 @@ pub mod cuda {
     /// The configuration `gemm` uses: the least estimated time, counting a block tile's work at
     /// the configuration's throughput and the rounds of tiles each SM must run.
     pub fn pick(dev: &Cuda, g: &Gemm, kind: Kind) -> usize {
-        let sms = dev.ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).unwrap_or(132).max(1)
-            as usize;
+        let sms = dev.sm_count();
         let cost = |c: &Config| {
             let tiles = g.batch * g.m.div_ceil(c.bm) * g.n.div_ceil(c.bn);
             tiles.div_ceil(sms) as f64 * (c.bm * c.bn) as f64 / c.efficiency
@@ -415,15 +413,7 @@ pub mod cuda {
         }
         if c.smem > 48 * 1024 {
             // Past 48 KiB a kernel must opt in to its dynamic shared memory.
-            let f = dev.function(FILE, name)?;
-            dev.ctx
-                .bind_to_thread()
-                .and_then(|_| {
-                    f.set_attribute(
-                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        c.smem as i32,
-                    )
-                })
+            dev.allow_dynamic_shared(FILE, name, c.smem)
                 .map_err(|e| misuse(name, g, &format!("{} bytes of shared memory refused: {e}", c.smem)))?;
         }
         let u = |v: usize| Arg::U64(v as u64);

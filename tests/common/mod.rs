@@ -2,7 +2,8 @@
 //! on fresh random inputs. Before the measured run, every activation and activation gradient on
 //! the GPU is poisoned with NaN, so a kernel that leaves part of its output unwritten fails.
 //! Error: ‖gpu − cpu‖₂ / ‖cpu‖₂ per output and per input gradient.
-//! Without a usable GPU, `gpu()` prints why and the test returns early (passes).
+//! Without a usable GPU (or with ENGINE_EMULATE_GPU=1), `gpu()` gives the PTX emulator, which
+//! runs the same kernels on the CPU: the suite runs everywhere libnvrtc does.
 #![allow(dead_code)] // each test file uses part of the harness
 
 pub mod golden;
@@ -18,13 +19,25 @@ pub const F32_TOL: f64 = 1e-5;
 
 pub type Build<'a> = dyn Fn(&mut Tape<f32>, &[Tensor]) -> Result<Tensor> + 'a;
 
+/// The device of the GPU suite: GPU 0 when one opens and ENGINE_EMULATE_GPU is not set, else the
+/// PTX emulator; it says which. Without either (no libnvrtc) the test fails with the reason.
+/// (An Option for the tests' `let Some(g) = gpu() else { return }`; it is always Some.)
 pub fn gpu() -> Option<Device> {
-    match Cuda::open(0) {
-        Ok(c) => Some(Device::Cuda(c)),
-        Err(e) => {
-            println!("skipped: no usable GPU ({e})");
-            None
+    let dev = if engine::device::cuda::emulation_requested() {
+        println!("GPU suite: {} is set: the PTX emulator", engine::device::cuda::EMULATE_ENV);
+        Cuda::emulated()
+    } else {
+        Cuda::open(0).or_else(|e| {
+            println!("GPU suite: no usable GPU ({e}): the PTX emulator");
+            Cuda::emulated()
+        })
+    };
+    match dev {
+        Ok(c) => {
+            println!("GPU suite on {c:?}");
+            Some(Device::Cuda(c))
         }
+        Err(e) => panic!("GPU suite: neither a GPU nor the PTX emulator: {e}"),
     }
 }
 
