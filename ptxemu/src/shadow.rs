@@ -92,6 +92,7 @@ struct Cell {
 ///   with the landing, as they do on a GPU (wait_group only waits for the thread's own copies).
 ///   The landing itself is not checked (the bytes were pending until then, so every access by
 ///   another thread in between was already reported).
+#[derive(Clone)]
 pub struct SharedShadow {
     cells: Vec<Cell>,
     /// The current epoch (>= 1).
@@ -329,7 +330,7 @@ mod tests {
         let mut s = SharedShadow::new(64);
         s.write(33, 0, 8).unwrap();
         // Same warp (1), no sync yet: a race.
-        assert_eq!(s.clone_state().read(40, 0, 4), Err((0, race(W, R, 33))));
+        assert_eq!(s.clone().read(40, 0, 4), Err((0, race(W, R, 33))));
         s.warp_sync(1);
         s.read(40, 0, 4).unwrap();
         s.read(63, 4, 4).unwrap();
@@ -590,17 +591,6 @@ mod tests {
         assert_eq!(s.read(5, 0, 1), Err((0, Finding::Uninitialised)));
     }
 
-    impl SharedShadow {
-        fn clone_state(&self) -> SharedShadow {
-            SharedShadow {
-                cells: self.cells.clone(),
-                epoch: self.epoch,
-                base: self.base,
-                warp_syncs: self.warp_syncs.clone(),
-            }
-        }
-    }
-
     /// The definition, with every access kept: a reference for random sequences of operations.
     #[derive(Default)]
     struct Reference {
@@ -774,44 +764,49 @@ mod tests {
         assert!(findings.iter().all(|&n| n > 100), "{findings:?}");
     }
 
-    /// ns per 16-byte access: `rustc --edition 2024 -O --test shadow.rs -o t && ./t --ignored --nocapture`.
+    /// ns per 16-byte access:
+    /// `rustc --edition 2024 -O --test shadow.rs -o t && ./t --ignored --nocapture bench`.
     #[test]
     #[ignore]
     fn bench_16_byte_accesses() {
-        const BYTES: u32 = 96 * 1024;
+        let bytes_kib: u32 = std::env::var("SHADOW_BENCH_KIB").ok().and_then(|v| v.parse().ok()).unwrap_or(96);
+        let bytes: u32 = bytes_kib * 1024;
         const THREADS: u32 = 256;
-        let per_thread = BYTES / THREADS;
-        let mut s = SharedShadow::new(BYTES as usize);
-        let blocks = 200;
-        let mut accesses = 0u64;
-        let t0 = std::time::Instant::now();
-        for _ in 0..blocks {
+        const BLOCKS: u32 = 200;
+        let per_thread = bytes / THREADS;
+        let chunks = (THREADS * per_thread / 16) as f64 * BLOCKS as f64;
+        let mut s = SharedShadow::new(bytes as usize);
+        // Each thread fills its slice, a barrier, each reads its neighbour's slice twice (the
+        // second time it is already the latest reader), a barrier.
+        let mut phase = [std::time::Duration::ZERO; 3];
+        for _ in 0..BLOCKS {
             s.reset();
-            // Each thread fills its slice, a barrier, each reads its neighbour's slice twice and
-            // a broadcast chunk, a barrier.
+            let t0 = std::time::Instant::now();
             for t in 0..THREADS {
                 for k in (0..per_thread).step_by(16) {
                     s.write(t, t * per_thread + k, 16).unwrap();
                 }
             }
             s.barrier();
-            for t in 0..THREADS {
-                let n = (t + 1) % THREADS;
-                for _ in 0..2 {
+            phase[0] += t0.elapsed();
+            for p in 1..3 {
+                let t0 = std::time::Instant::now();
+                for t in 0..THREADS {
+                    let n = (t + 1) % THREADS;
                     for k in (0..per_thread).step_by(16) {
                         s.read(t, n * per_thread + k, 16).unwrap();
                     }
                 }
-                s.read(t, 0, 16).unwrap();
+                phase[p] += t0.elapsed();
             }
             s.barrier();
-            accesses += (THREADS * (per_thread / 16) * 3 + THREADS) as u64;
         }
-        let dt = t0.elapsed();
+        let ns = |d: std::time::Duration| d.as_nanos() as f64 / chunks;
         println!(
-            "{} accesses of 16 bytes: {:.2} ns each ({blocks} blocks of {BYTES} bytes, {THREADS} threads)",
-            accesses,
-            dt.as_nanos() as f64 / accesses as f64
+            "ns per 16-byte access ({BLOCKS} blocks of {bytes} bytes, {THREADS} threads): write {:.1}, first read {:.1}, repeated read {:.1}",
+            ns(phase[0]),
+            ns(phase[1]),
+            ns(phase[2])
         );
     }
 }
