@@ -15,8 +15,8 @@ pub enum Round {
     Rna,
 }
 
-/// A comparison of setp/set (ISA 9.7.1 / 9.7.3 "Floating-point comparison operators"):
-/// ordered ones are false when either operand is NaN, the `u` ones true.
+/// A comparison of setp/set (ISA “Comparison and Selection Instructions”, table "Floating-Point
+/// Comparison Operators"): ordered ones are false when either operand is NaN, the `u` ones true.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cmp {
     Eq,
@@ -319,47 +319,49 @@ fn canon64(x: f64) -> f64 {
 
 // ---------------------------------------------------------------------------------------------
 // The contract. .rn uses the host's IEEE operations (correctly rounded, subnormals kept); the
-// directed modes go through the exact core. A NaN result is the canonical NaN (NAN_F32/NAN_F64):
-// ISA 9.0 §9.7.3 (floating-point instructions) does not preserve NaN payloads for .f32 and the
-// GPU returns 0x7fffffff.
+// directed modes go through the exact core. A NaN result is a canonical NaN: the ISA promises no
+// NaN payload propagation, and NVIDIA GPUs return 0x7fffffff (NAN_F32) for .f32 arithmetic with a
+// NaN result; for .f64 this emulator likewise returns NAN_F64 (a GPU run checks that choice).
 // ---------------------------------------------------------------------------------------------
 
-/// add{.rnd}.f32 (ISA §9.7.3.1 add). x + (−x) is +0, −0 under .rm (IEEE 754 §6.3).
+/// add{.rnd}.f32 (ISA “Floating Point Instructions: add”). x + (−x) is +0, −0 under .rm (IEEE 754
+/// §6.3).
 pub fn add_f32(a: f32, b: f32, r: Round) -> f32 {
     match r {
         Round::Rn => canon32(a + b),
         _ => out32(fma_core(un32(a), one(F32), Some(un32(b)), r, F32)),
     }
 }
-/// mul{.rnd}.f32 (ISA §9.7.3.3 mul): the exact product rounded once.
+/// mul{.rnd}.f32 (ISA “Floating Point Instructions: mul”): the exact product rounded once.
 pub fn mul_f32(a: f32, b: f32, r: Round) -> f32 {
     match r {
         Round::Rn => canon32(a * b),
         _ => out32(fma_core(un32(a), un32(b), None, r, F32)),
     }
 }
-/// a·b + c with one rounding (fma{.rnd}.f32, ISA §9.7.3.5 fma).
+/// a·b + c with one rounding (fma{.rnd}.f32, ISA “Floating Point Instructions: fma”).
 pub fn fma_f32(a: f32, b: f32, c: f32, r: Round) -> f32 {
     match r {
         Round::Rn => canon32(a.mul_add(b, c)),
         _ => out32(fma_core(un32(a), un32(b), Some(un32(c)), r, F32)),
     }
 }
-/// div.{rn,rz,rm,rp}.f32 (IEEE division, ISA §9.7.3.8 div): exact quotient rounded once.
+/// div.{rn,rz,rm,rp}.f32 (IEEE division, ISA “Floating Point Instructions: div”): exact quotient
+/// rounded once.
 pub fn div_f32(a: f32, b: f32, r: Round) -> f32 {
     match r {
         Round::Rn => canon32(a / b),
         _ => out32(div_core(un32(a), un32(b), r, F32)),
     }
 }
-/// sqrt.{rn,..}.f32 (ISA §9.7.3.12 sqrt): sqrt(−0) = −0, negative → NaN.
+/// sqrt.{rn,..}.f32 (ISA “Floating Point Instructions: sqrt”): sqrt(−0) = −0, negative → NaN.
 pub fn sqrt_f32(a: f32, r: Round) -> f32 {
     match r {
         Round::Rn => canon32(a.sqrt()),
         _ => out32(sqrt_core(un32(a), r, F32)),
     }
 }
-/// rcp.{rn,..}.f32: 1/a correctly rounded (ISA §9.7.3.10 rcp).
+/// rcp.{rn,..}.f32: 1/a correctly rounded (ISA “Floating Point Instructions: rcp”).
 pub fn rcp_f32(a: f32, r: Round) -> f32 {
     div_f32(1.0, a, r)
 }
@@ -400,9 +402,9 @@ pub fn rcp_f64(a: f64, r: Round) -> f64 {
 pub fn ftz_f32(a: f32) -> f32 {
     if a.is_subnormal() { f32::from_bits(a.to_bits() & 0x8000_0000) } else { a }
 }
-/// ex2.approx.ftz.f32 (ISA §9.7.3.19 ex2; the ISA bounds its error at 2 ulp over the full
-/// range): the emulator returns 2^a computed in f64 (libm exp2, < 1 f64 ulp) rounded to nearest
-/// f32 — in practice the correctly rounded value — with ftz on input and output.
+/// ex2.approx.ftz.f32 (ISA “Floating Point Instructions: ex2”; the ISA bounds its error at 2 ulp
+/// over the full range): the emulator returns 2^a computed in f64 (libm exp2, < 1 f64 ulp) rounded
+/// to nearest f32 — in practice the correctly rounded value — with ftz on input and output.
 /// ex2(−inf) = +0, ex2(+inf) = +inf, NaN → canonical NaN.
 pub fn ex2_approx_f32(a: f32) -> f32 {
     let a = ftz_f32(a);
@@ -411,18 +413,18 @@ pub fn ex2_approx_f32(a: f32) -> f32 {
     }
     ftz_f32(f64_to_f32((a as f64).exp2(), Round::Rn))
 }
-/// rcp.approx.ftz.f32 (ISA §9.7.3.10 rcp; max error 1 ulp): the emulator returns 1/a correctly
-/// rounded to nearest, with ftz on input (so ±subnormal → ±inf) and output.
+/// rcp.approx.ftz.f32 (ISA “Floating Point Instructions: rcp”; max error 1 ulp): the emulator
+/// returns 1/a correctly rounded to nearest, with ftz on input (so ±subnormal → ±inf) and output.
 pub fn rcp_approx_f32(a: f32) -> f32 {
     ftz_f32(canon32(1.0 / ftz_f32(a)))
 }
-/// div.full.f32 (ISA §9.7.3.8 div; max error 2 ulp over the full range): the emulator returns
-/// a/b correctly rounded to nearest (subnormals kept, as div.full without .ftz).
+/// div.full.f32 (ISA “Floating Point Instructions: div”; max error 2 ulp over the full range): the
+/// emulator returns a/b correctly rounded to nearest (subnormals kept, as div.full without .ftz).
 pub fn div_full_f32(a: f32, b: f32) -> f32 {
     canon32(a / b)
 }
-/// min.f32 (ISA §9.7.3.6 min): a NaN operand is ignored (the other operand is the result); both
-/// NaN → canonical NaN; −0 is less than +0.
+/// min.f32 (ISA “Floating Point Instructions: min”): a NaN operand is ignored (the other operand is
+/// the result); both NaN → canonical NaN; −0 is less than +0.
 pub fn min_f32(a: f32, b: f32) -> f32 {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => cnan32(),
@@ -438,7 +440,7 @@ pub fn min_f32(a: f32, b: f32) -> f32 {
         }
     }
 }
-/// max.f32 (ISA §9.7.3.7 max): as min, with +0 greater than −0.
+/// max.f32 (ISA “Floating Point Instructions: max”): as min, with +0 greater than −0.
 pub fn max_f32(a: f32, b: f32) -> f32 {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => cnan32(),
@@ -484,9 +486,9 @@ pub fn max_f64(a: f64, b: f64) -> f64 {
         }
     }
 }
-/// setp/set comparisons (ISA §9.7.1 "Floating-point comparison operators" table): the ordered
-/// ones are false if either operand is NaN, the `u` ones true; num = neither NaN, nan = either.
-/// −0 == +0.
+/// setp/set comparisons (ISA “Comparison and Selection Instructions”, table "Floating-Point
+/// Comparison Operators"): the ordered ones are false if either operand is NaN, the `u` ones true;
+/// num = neither NaN, nan = either. −0 == +0.
 pub fn cmp_f32(c: Cmp, a: f32, b: f32) -> bool {
     cmp_f64(c, a as f64, b as f64)
 }
@@ -512,10 +514,10 @@ pub fn cmp_f64(c: Cmp, a: f64, b: f64) -> bool {
 /// The bf16 NaN this emulator produces: 0x7fff (CUDA's canonical bf16 NaN, what __float2bfloat16
 /// returns for any NaN input).
 pub const NAN_BF16: u16 = 0x7fff;
-/// cvt.{rn,rz,rm,rp,rna}.bf16.f32 (ISA §9.7.9.21 cvt): the bf16 bit pattern. .rn is ties-to-even;
-/// bf16 keeps f32's exponent range, so subnormals round to bf16 subnormals (no ftz); overflow
-/// goes to ±inf under .rn (to the largest finite value where the directed mode says); inf stays
-/// inf; NaN → NAN_BF16.
+/// cvt.{rn,rz,rm,rp,rna}.bf16.f32 (ISA “Data Movement and Conversion Instructions: cvt”): the bf16
+/// bit pattern. .rn is ties-to-even; bf16 keeps f32's exponent range, so subnormals round to bf16
+/// subnormals (no ftz); overflow goes to ±inf under .rn (to the largest finite value where the
+/// directed mode says); inf stays inf; NaN → NAN_BF16.
 pub fn f32_to_bf16(a: f32, r: Round) -> u16 {
     match un32(a) {
         Val::Nan => NAN_BF16,
@@ -526,10 +528,10 @@ pub fn f32_to_bf16(a: f32, r: Round) -> u16 {
 /// The tf32 NaN this emulator produces: 0x7fffe000 (f32's canonical NaN with the 13 low bits
 /// cleared, as a tf32 value must have them).
 pub const NAN_TF32: u32 = 0x7fff_e000;
-/// cvt.rna.tf32.f32 (ISA §9.7.9.21 cvt; also .rn/.rz for newer PTX): the tf32 value as an f32
-/// bit pattern with the low 13 bits zero. .rna rounds ties away from zero. A finite value that
-/// rounds past the largest tf32 (0x7f7fe000) becomes ±inf (0x7f800000) under .rn/.rna;
-/// inf stays inf; NaN → NAN_TF32; subnormals round to tf32 subnormals.
+/// cvt.rna.tf32.f32 (ISA “Data Movement and Conversion Instructions: cvt”; also .rn/.rz for newer
+/// PTX): the tf32 value as an f32 bit pattern with the low 13 bits zero. .rna rounds ties away from
+/// zero. A finite value that rounds past the largest tf32 (0x7f7fe000) becomes ±inf (0x7f800000)
+/// under .rn/.rna; inf stays inf; NaN → NAN_TF32; subnormals round to tf32 subnormals.
 pub fn f32_to_tf32(a: f32, r: Round) -> u32 {
     match un32(a) {
         Val::Nan => NAN_TF32,
@@ -537,8 +539,8 @@ pub fn f32_to_tf32(a: f32, r: Round) -> u32 {
         Val::Fin(n, m, e) => (round_pack(n, m, e, false, r, TF32) as u32) << 13,
     }
 }
-/// cvt.{rn,rz,rm,rp}.f32.f64 (ISA §9.7.9.21 cvt): rounded once, subnormals kept, NaN →
-/// canonical f32 NaN.
+/// cvt.{rn,rz,rm,rp}.f32.f64 (ISA “Data Movement and Conversion Instructions: cvt”): rounded once,
+/// subnormals kept, NaN → canonical f32 NaN.
 pub fn f64_to_f32(a: f64, r: Round) -> f32 {
     match un64(a) {
         Val::Nan => cnan32(),
@@ -558,8 +560,9 @@ pub fn int_to_f64(v: u64, signed: bool, r: Round) -> f64 {
     let (n, m) = int_val(v, signed);
     f64::from_bits(round_pack(n, m, 0, false, r, F64))
 }
-/// cvt.{rni,rzi,rmi,rpi}.{s,u}{bits}.f64 (f32 widened first): saturates, NaN → 0 (ISA 9.7.9.21).
-/// Returns the bits zero-extended to 64. (`Rna` rounds half away from zero.)
+/// cvt.{rni,rzi,rmi,rpi}.{s,u}{bits}.f64 (f32 widened first): saturates, NaN → 0 (ISA “Data
+/// Movement and Conversion Instructions: cvt”). Returns the bits zero-extended to 64. (`Rna` rounds
+/// half away from zero.)
 pub fn float_to_int(v: f64, signed: bool, bits: u32, r: Round) -> u64 {
     if v.is_nan() {
         return 0;
@@ -604,8 +607,8 @@ pub fn round_int_f32(a: f32, r: Round) -> f32 {
         Round::Rp => a.ceil(),
     })
 }
-/// .sat on f32 (ISA §9.7.3 "saturation": clamp to [0.0, 1.0], NaN → +0.0). −0 gives +0 (taken as
-/// max(+0, x) with −0 < +0; a GPU run checks it).
+/// .sat on f32 (ISA “Floating Point Instructions” (.sat): clamp to [0.0, 1.0], NaN → +0.0). −0
+/// gives +0 (taken as max(+0, x) with −0 < +0; a GPU run checks it).
 pub fn sat_f32(a: f32) -> f32 {
     if a.is_nan() || a <= 0.0 {
         0.0
@@ -615,17 +618,17 @@ pub fn sat_f32(a: f32) -> f32 {
         a
     }
 }
-/// copysign.f32 d, a, b: b's magnitude with a's sign (ISA §9.7.3.2 copysign: "copy sign of a into
-/// b"; note the operand order). Bitwise: NaNs are passed through unchanged.
+/// copysign.f32 d, a, b: b's magnitude with a's sign (ISA “Floating Point Instructions: copysign”:
+/// "copy sign of a into b"; note the operand order). Bitwise: NaNs are passed through unchanged.
 pub fn copysign_f32(a: f32, b: f32) -> f32 {
     f32::from_bits((b.to_bits() & 0x7fff_ffff) | (a.to_bits() & 0x8000_0000))
 }
 pub fn copysign_f64(a: f64, b: f64) -> f64 {
     f64::from_bits((b.to_bits() & !(1u64 << 63)) | (a.to_bits() & (1u64 << 63)))
 }
-/// prmt.b32 (default mode; ISA §9.7.7.7 prmt): bytes 0-3 of {b, a} are a's, 4-7 b's. Nibble i of
-/// c (i < 4) selects result byte i: bits 0-2 pick a source byte; bit 3 set replicates that byte's
-/// sign bit over the result byte.
+/// prmt.b32 (default mode; ISA “Data Movement and Conversion Instructions: prmt”): bytes 0-3 of {b,
+/// a} are a's, 4-7 b's. Nibble i of c (i < 4) selects result byte i: bits 0-2 pick a source byte;
+/// bit 3 set replicates that byte's sign bit over the result byte.
 pub fn prmt(a: u32, b: u32, c: u32) -> u32 {
     let src = ((b as u64) << 32) | a as u64;
     let mut d = 0u32;
@@ -637,9 +640,9 @@ pub fn prmt(a: u32, b: u32, c: u32) -> u32 {
     }
     d
 }
-/// bfi.b32 d, a, b, pos, len: insert the low `len` bits of a into b at `pos` (ISA §9.7.7.4 bfi:
-/// pos and len are taken from their low 8 bits; bits past the top are dropped, len 0 or pos ≥ 32
-/// gives b unchanged).
+/// bfi.b32 d, a, b, pos, len: insert the low `len` bits of a into b at `pos` (ISA “Integer
+/// Arithmetic Instructions: bfi”: pos and len are taken from their low 8 bits; bits past the top
+/// are dropped, len 0 or pos ≥ 32 gives b unchanged).
 pub fn bfi32(a: u32, b: u32, pos: u32, len: u32) -> u32 {
     bfi_w(a as u64, b as u64, pos, len, 32) as u32
 }
@@ -661,10 +664,10 @@ fn sext(a: u64, bits: u32) -> i128 {
 fn mask(bits: u32) -> u64 {
     if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
 }
-/// Integer division (div.{u,s}{16,32,64}, ISA §9.7.1.8 div) of `bits`-wide values (zero-extended
-/// in u64). By zero the ISA leaves the result unspecified; this returns all ones (u: 0xff..f,
-/// s: −1), what the GPU's division sequence gives for unsigned and the common signed case.
-/// s: MIN / −1 wraps to MIN.
+/// Integer division (div.{u,s}{16,32,64}, ISA “Integer Arithmetic Instructions: div”) of
+/// `bits`-wide values (zero-extended in u64). By zero the ISA leaves the result unspecified; this
+/// returns all ones (u: 0xff..f, s: −1), what the GPU's division sequence gives for unsigned and
+/// the common signed case. s: MIN / −1 wraps to MIN.
 pub fn div_int(a: u64, b: u64, bits: u32, signed: bool) -> u64 {
     let m = mask(bits);
     let (a, b) = (a & m, b & m);

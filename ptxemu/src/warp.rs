@@ -1,7 +1,8 @@
 //! The data movement of the warp collectives, for the 32 lanes of one warp together: shfl, vote,
-//! ldmatrix and the mma.sync fragment layouts (PTX ISA 9.0 §9.7.8 shfl, §9.7.13.4 mma fragments,
-//! §9.7.14.5.15 ldmatrix). Pure functions over per-lane arrays; `exec` gathers the lanes' operands
-//! and scatters the results.
+//! ldmatrix and the mma.sync fragment layouts (PTX ISA 9.0: “Data Movement and Conversion
+//! Instructions: shfl.sync”, “Warp Level Matrix Instructions: ldmatrix”, the mma fragment tables).
+//! Pure functions over per-lane arrays; `exec` gathers the lanes' operands and scatters the
+//! results.
 //!
 //! CONTRACT (helper "arith" fills the bodies; the signatures are used by exec.rs):
 
@@ -17,9 +18,9 @@ pub enum ShflMode {
 /// `b[l]` its lane/offset operand, `c[l]` its clamp/segment-mask operand. Returns (d, p) per lane:
 /// the value read and whether the source lane was in range (ISA pseudocode).
 pub fn shfl(mode: ShflMode, a: &[u32; 32], b: &[u32; 32], c: &[u32; 32]) -> ([u32; 32], [bool; 32]) {
-    // ISA §9.7.9.6 shfl.sync pseudocode, per lane: bval = b[4:0], cval = c[4:0],
-    // segmask = c[12:8]; maxLane = (lane & segmask) | (cval & ~segmask), minLane = lane & segmask;
-    // out-of-range (pval false) lanes read their own a.
+    // ISA “Data Movement and Conversion Instructions: shfl.sync” pseudocode, per lane: bval =
+    // b[4:0], cval = c[4:0], segmask = c[12:8]; maxLane = (lane & segmask) | (cval & ~segmask),
+    // minLane = lane & segmask; out-of-range (pval false) lanes read their own a.
     let mut d = [0u32; 32];
     let mut p = [false; 32];
     for lane in 0..32i32 {
@@ -58,10 +59,10 @@ pub fn shfl(mode: ShflMode, a: &[u32; 32], b: &[u32; 32], c: &[u32; 32]) -> ([u3
 /// matrix i (`addr[l]`, shared-window offsets); `read_row(addr)` reads the 16 bytes of one row.
 /// Returns the 4 registers each lane receives (register j from matrix j).
 ///
-/// ISA §9.7.9.25 ldmatrix ("Fragments of the 8x8 matrix"): without .trans lane l holds row l/4,
-/// elements 2·(l%4) (low half) and 2·(l%4)+1 (high half); with .trans the matrix is delivered
-/// transposed, so lane l holds column l/4, rows 2·(l%4) (low half) and 2·(l%4)+1 (high half).
-/// Rows are read in lane order 0..31; the first error is returned.
+/// ISA “Warp Level Matrix Instructions: ldmatrix” ("Fragments of the 8x8 matrix"): without .trans
+/// lane l holds row l/4, elements 2·(l%4) (low half) and 2·(l%4)+1 (high half); with .trans the
+/// matrix is delivered transposed, so lane l holds column l/4, rows 2·(l%4) (low half) and
+/// 2·(l%4)+1 (high half). Rows are read in lane order 0..31; the first error is returned.
 pub fn ldmatrix_x4<E>(
     addr: &[u32; 32],
     trans: bool,
@@ -108,7 +109,7 @@ fn mma_f64<const K: usize>(a: &[[f32; K]; 16], b: &[[f32; 8]; K], c: &[[f32; 8];
     d
 }
 
-/// The accumulator fragment of m16n8k* (ISA §9.7.14.5.x "Matrix Fragments for mma.m16n8k16 with
+/// The accumulator fragment of m16n8k* (ISA "Matrix Fragments for mma.m16n8k16 with
 /// floating point type", C/D): groupID = lane>>2, threadID_in_group = lane%4;
 /// c_i: row = groupID (i < 2) or groupID+8 (i ≥ 2), col = threadID_in_group·2 + (i&1).
 fn cd_pos(lane: usize, i: usize) -> (usize, usize) {
@@ -143,7 +144,7 @@ fn bf16(h: u32) -> f32 {
 /// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: per lane a (4 regs of bf16 pairs),
 /// b (2 regs), c (4 floats); returns d (4 floats). Accumulation: see `mma_f64`.
 ///
-/// Fragments (ISA §9.7.14.5.x "Matrix Fragments for mma.m16n8k16 with floating point type"),
+/// Fragments (ISA "Matrix Fragments for mma.m16n8k16 with floating point type"),
 /// g = lane>>2, t = lane%4, element a_i is half i&1 (low first) of register i/2:
 /// A (16×16): row = g for a0,a1,a4,a5, g+8 for a2,a3,a6,a7; col = 2t + (i&1), +8 for i ≥ 4.
 /// B (16×8, k×n): b_i row (k) = 2t + (i&1), +8 for i ≥ 2; col (n) = g.
@@ -171,7 +172,7 @@ pub fn mma_m16n8k16_bf16(a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &[[f32; 4]; 
 /// A tf32 register's low 13 bits are ignored (the tensor core reads only the tf32 bits).
 /// Accumulation: see `mma_f64`.
 ///
-/// Fragments (ISA §9.7.14.5.x "Matrix Fragments for mma.m16n8k8" with .tf32), g = lane>>2,
+/// Fragments (ISA "Matrix Fragments for mma.m16n8k8" with .tf32), g = lane>>2,
 /// t = lane%4: A (16×8): a_i row = g for a0,a2, g+8 for a1,a3; col = t for a0,a1, t+4 for a2,a3.
 /// B (8×8, k×n): b_i row (k) = t for b0, t+4 for b1; col (n) = g.
 pub fn mma_m16n8k8_tf32(a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &[[f32; 4]; 32]) -> [[f32; 4]; 32] {
