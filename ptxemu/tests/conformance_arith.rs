@@ -3,6 +3,9 @@
 //! exact reference in this file (dyadic rationals in a 704-bit fixed-point integer), never from the
 //! functions under test.
 
+// Index loops mirror the ISA tables (row/col/lane/register indices) on purpose.
+#![allow(clippy::needless_range_loop)]
+
 use ptxemu::arith::*;
 use std::cmp::Ordering;
 

@@ -4,6 +4,9 @@
 //! values come from the ISA's fragment tables written out here, and integer-valued matrices whose
 //! product D = A·B + C is exact, computed by a plain triple loop in i64.
 
+// Index loops mirror the ISA tables (row/col/lane/register indices) on purpose.
+#![allow(clippy::needless_range_loop)]
+
 use ptxemu::warp::*;
 
 /// A deterministic, asymmetric small-integer matrix entry (so a transposed or swapped layout
@@ -169,7 +172,7 @@ struct Smem(Vec<u8>);
 impl Smem {
     fn row(&self, addr: u32) -> Result<[u8; 16], String> {
         let a = addr as usize;
-        if a % 16 != 0 || a + 16 > self.0.len() {
+        if !a.is_multiple_of(16) || a + 16 > self.0.len() {
             return Err(format!("bad row address {addr}"));
         }
         Ok(self.0[a..a + 16].try_into().unwrap())
