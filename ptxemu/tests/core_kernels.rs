@@ -1,0 +1,130 @@
+//! The project's GEMM kernels (NVRTC's PTX in /tmp/ptx, if present) against references computed
+//! here in the same arithmetic, so the comparison is exact.
+
+use ptxemu::{LaunchConfig, Memory, Module, launch};
+
+fn module(file: &str) -> Option<Module> {
+    let Ok(text) = std::fs::read_to_string(format!("/tmp/ptx/{file}")) else {
+        println!("/tmp/ptx/{file} absent: skipped");
+        return None;
+    };
+    Some(Module::parse(&text).unwrap())
+}
+
+fn bytes<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
+    v.iter().flat_map(|x| f(*x)).collect()
+}
+
+/// Parameters of the GEMM kernels: A, B, C, M, N, K, lda, ldb, ldc, sa, sb, sc, batch, flags.
+fn gemm_params(a: u64, b: u64, c: u64, m: i32, n: i32, k: i32) -> Vec<Vec<u8>> {
+    let l = |v: i64| v.to_le_bytes().to_vec();
+    let i = |v: i32| v.to_le_bytes().to_vec();
+    vec![
+        a.to_le_bytes().to_vec(),
+        b.to_le_bytes().to_vec(),
+        c.to_le_bytes().to_vec(),
+        i(m),
+        i(n),
+        i(k),
+        l(k as i64),
+        l(n as i64),
+        l(n as i64),
+        l(0),
+        l(0),
+        l(0),
+        i(1),
+        i(0),
+    ]
+}
+
+/// A GEMM kernel's launch shape: name, block tile (M, N), threads, dynamic shared bytes.
+struct Shape(&'static str, (i32, i32), u32, u32);
+
+fn run_gemm(m: &Module, shape: Shape, a: &[u8], b: &[u8], dims: (i32, i32, i32)) -> Vec<f32> {
+    let Shape(name, tile, threads, smem) = shape;
+    let (mm, nn, kk) = dims;
+    let mut mem = Memory::new();
+    let da = mem.alloc(a.len()).unwrap();
+    mem.write(da, a).unwrap();
+    let db = mem.alloc(b.len()).unwrap();
+    mem.write(db, b).unwrap();
+    let dc = mem.alloc((mm * nn * 4) as usize).unwrap();
+    let p = gemm_params(da, db, dc, mm, nn, kk);
+    let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+    let tiles = ((mm + tile.0 - 1) / tile.0) * ((nn + tile.1 - 1) / tile.1);
+    let cfg = LaunchConfig {
+        grid: (tiles as u32, 1, 1),
+        block: (threads, 1, 1),
+        dynamic_shared: smem,
+        max_dynamic_shared: smem.max(48 * 1024),
+    };
+    launch(m, name, &mut mem, &cfg, &refs).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut out = vec![0u8; (mm * nn * 4) as usize];
+    mem.read(dc, &mut out).unwrap();
+    out.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn sgemm_matches_sequential_fma() {
+    let Some(m) = module("matmul.ptx") else { return };
+    let (mm, nn, kk) = (70, 50, 40);
+    let a: Vec<f32> = (0..mm * kk).map(|i| ((i * 37 % 101) as f32 - 50.0) / 16.0 + 0.001 * i as f32).collect();
+    let b: Vec<f32> = (0..kk * nn).map(|i| ((i * 53 % 89) as f32 - 44.0) / 8.0 - 0.0007 * i as f32).collect();
+    let c = run_gemm(
+        &m,
+        Shape("sgemm_64x64_nn", (64, 64), 256, 0),
+        &bytes(&a, |x| x.to_le_bytes().to_vec()),
+        &bytes(&b, |x| x.to_le_bytes().to_vec()),
+        (mm, nn, kk),
+    );
+    for i in 0..mm as usize {
+        for j in 0..nn as usize {
+            // The kernel: acc = fmaf(a, b, acc) over k in order.
+            let mut acc = 0f32;
+            for k in 0..kk as usize {
+                acc = a[i * kk as usize + k].mul_add(b[k * nn as usize + j], acc);
+            }
+            assert_eq!(c[i * nn as usize + j], acc, "C[{i}][{j}]");
+        }
+    }
+}
+
+#[test]
+fn bf16_mma_gemm_matches_exact_sums() {
+    let Some(m) = module("matmul.ptx") else { return };
+    let (mm, nn, kk) = (80, 72, 64);
+    // Small integers: exact in bf16 and in every sum, whatever the order.
+    let a: Vec<i32> = (0..mm * kk).map(|i| (i * 7 % 9) - 4).collect();
+    let b: Vec<i32> = (0..kk * nn).map(|i| (i * 5 % 7) - 3).collect();
+    let bf = |v: i32| ((v as f32).to_bits() >> 16) as u16;
+    let ab = bytes(&a, |x| bf(x).to_le_bytes().to_vec());
+    let bb = bytes(&b, |x| bf(x).to_le_bytes().to_vec());
+    let c = run_gemm(&m, Shape("bf16_gemm_64x64_nn", (64, 64), 128, 4 * 8192), &ab, &bb, (mm, nn, kk));
+    for i in 0..mm as usize {
+        for j in 0..nn as usize {
+            let want: i32 = (0..kk as usize).map(|k| a[i * kk as usize + k] * b[k * nn as usize + j]).sum();
+            assert_eq!(c[i * nn as usize + j], want as f32, "C[{i}][{j}]");
+        }
+    }
+}
+
+#[test]
+fn tf32_mma_gemm_matches_exact_sums() {
+    let Some(m) = module("matmul.ptx") else { return };
+    let (mm, nn, kk) = (64, 96, 40);
+    let a: Vec<f32> = (0..mm * kk).map(|i| ((i * 7 % 11) - 5) as f32).collect();
+    let b: Vec<f32> = (0..kk * nn).map(|i| ((i * 3 % 13) - 6) as f32).collect();
+    let c = run_gemm(
+        &m,
+        Shape("tf32_gemm_64x64_nn", (64, 64), 128, 3 * 16384),
+        &bytes(&a, |x| x.to_le_bytes().to_vec()),
+        &bytes(&b, |x| x.to_le_bytes().to_vec()),
+        (mm, nn, kk),
+    );
+    for i in 0..mm as usize {
+        for j in 0..nn as usize {
+            let want: f32 = (0..kk as usize).map(|k| a[i * kk as usize + k] * b[k * nn as usize + j]).sum();
+            assert_eq!(c[i * nn as usize + j], want, "C[{i}][{j}]");
+        }
+    }
+}
