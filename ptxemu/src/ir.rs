@@ -29,8 +29,8 @@ pub struct Kernel {
     pub insts: Vec<Inst>,
     /// Per instruction (same index): where it came from, for error messages.
     pub lines: Vec<SrcLine>,
-    /// `.file` names by their index in `SrcLine::file`.
-    pub files: Vec<String>,
+    /// The module's `.file` table: (id, name); `SrcLine::file` is an id.
+    pub files: Vec<(u32, String)>,
     /// Register slots per thread (the special registers first, see `SPECIAL_SLOTS`).
     pub nregs: u32,
     /// Bytes of static shared memory (kernel-local and referenced module-level `.shared`).
@@ -46,7 +46,7 @@ pub struct Kernel {
     pub communicates: bool,
 }
 
-/// PTX line (1-based) and the `.loc` in force: `file` indexes `Kernel::files` (u32::MAX: none).
+/// PTX line (1-based) and the `.loc` in force: `file` is a `.file` id (0: no `.loc` yet).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SrcLine {
     pub ptx_line: u32,
@@ -440,6 +440,13 @@ pub struct Inst {
     pub guard: Reg,
     /// The guard is negated (`@!%p`).
     pub guard_neg: bool,
+}
+
+impl Kernel {
+    /// The name of `.file` id `id`.
+    pub fn file_name(&self, id: u32) -> Option<&str> {
+        self.files.iter().find(|(i, _)| *i == id).map(|(_, n)| n.as_str())
+    }
 }
 
 impl Module {

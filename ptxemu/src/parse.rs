@@ -26,7 +26,7 @@ pub fn parse(ptx: &str) -> Result<Module> {
     let mut files: Vec<(u32, String)> = Vec::new();
     let mut module_shared: Vec<Var> = Vec::new();
     let mut module_globals: Vec<String> = Vec::new();
-    let mut kernels = Vec::new();
+    let mut kernels: Vec<Kernel> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let ln = (i + 1) as u32;
@@ -71,12 +71,16 @@ pub fn parse(ptx: &str) -> Result<Module> {
                 if !line.contains(".entry") {
                     return Err(err(format!("unsupported module directive: {line}")));
                 }
-                let (k, next) = parse_kernel(&lines, i - 1, &files, &module_shared, &module_globals)?;
+                let (k, next) = parse_kernel(&lines, i - 1, &module_shared, &module_globals)?;
                 kernels.push(k);
                 i = next;
             }
             _ => return Err(err(format!("unsupported module directive: {line}"))),
         }
+    }
+    // NVRTC writes the `.file` table after the kernels.
+    for k in &mut kernels {
+        k.files = files.clone();
     }
     Ok(Module { kernels })
 }
@@ -148,7 +152,6 @@ fn align_up(v: u32, a: u32) -> u32 {
 fn parse_kernel(
     lines: &[&str],
     start: usize,
-    files: &[(u32, String)],
     module_shared: &[Var],
     module_globals: &[String],
 ) -> Result<(Kernel, usize)> {
@@ -224,7 +227,7 @@ fn parse_kernel(
             }
         }
     }
-    let mut k = inst::Decoder::new(name.clone(), params, offset, max_threads, files, module_shared, &stmts)?;
+    let mut k = inst::Decoder::new(name.clone(), params, offset, max_threads, module_shared, &stmts)?;
     k.module_globals = module_globals;
     let kernel = k.run(&stmts)?;
     Ok((kernel, i))

@@ -77,6 +77,7 @@ $L__BB0_1:
     assert!(matches!(k.insts[8].op, Op::Bra { target: 8 }));
     assert!(k.insts[8].guard_neg);
     assert_eq!(k.lines[0].line, 7);
+    assert_eq!(k.file_name(k.lines[0].file), Some("k.cu"), "the .file table after the kernel applies");
     assert_eq!(k.lines[0].ptx_line, 20);
 }
 

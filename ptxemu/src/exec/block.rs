@@ -205,7 +205,7 @@ impl Mem<'_> {
         let l = k.lines.get(pc as usize).copied().unwrap_or_default();
         let site = Site {
             kernel: k.name.clone(),
-            file: k.files.get(l.file as usize).cloned(),
+            file: k.file_name(l.file).map(str::to_string),
             line: (l.line != 0).then_some(l.line),
             ptx_line: Some(l.ptx_line),
             block: Some(self.block),

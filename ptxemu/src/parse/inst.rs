@@ -33,8 +33,6 @@ pub(super) struct Decoder<'a> {
     params: Vec<Param>,
     param_bytes: u32,
     max_threads: Option<u32>,
-    file_ids: Vec<u32>,
-    files: Vec<String>,
     labels: HashMap<&'a str, u32>,
     shared: Vec<(String, u32)>,
     local: Vec<(String, u32)>,
@@ -58,7 +56,6 @@ impl<'a> Decoder<'a> {
         params: Vec<Param>,
         param_bytes: u32,
         max_threads: Option<u32>,
-        files: &[(u32, String)],
         module_shared: &[Var],
         stmts: &[(u32, Stmt<'a>)],
     ) -> Result<Decoder<'a>> {
@@ -113,20 +110,12 @@ impl<'a> Decoder<'a> {
             local.push((v.name.clone(), loff));
             loff += v.size;
         }
-        let mut file_ids = Vec::new();
-        let mut fnames = Vec::new();
-        for (id, f) in files {
-            file_ids.push(*id);
-            fnames.push(f.clone());
-        }
         Ok(Decoder {
             module_globals: &[],
             name,
             params,
             param_bytes,
             max_threads,
-            file_ids,
-            files: fnames,
             labels,
             shared,
             local,
@@ -135,7 +124,7 @@ impl<'a> Decoder<'a> {
             local_bytes: loff,
             scopes: vec![Vec::new()],
             nregs: SPECIAL_SLOTS,
-            loc: (u32::MAX, 0),
+            loc: (0, 0),
             communicates: false,
         })
     }
@@ -175,7 +164,7 @@ impl<'a> Decoder<'a> {
             param_bytes: self.param_bytes,
             insts,
             lines,
-            files: self.files.clone(),
+            files: Vec::new(),
             nregs: self.nregs,
             static_shared: self.static_shared,
             dynamic_shared_offset: self.dynamic_shared_offset,
@@ -193,8 +182,7 @@ impl<'a> Decoder<'a> {
                 let mut it = t[4..].split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty());
                 let f: u32 = it.next().and_then(|v| v.parse().ok()).ok_or("bad .loc")?;
                 let l: u32 = it.next().and_then(|v| v.parse().ok()).ok_or("bad .loc")?;
-                let fi = self.file_ids.iter().position(|&id| id == f).map_or(u32::MAX, |p| p as u32);
-                self.loc = (fi, l);
+                self.loc = (f, l);
                 Ok(())
             }
             ".shared" | ".extern" | ".local" | ".pragma" => Ok(()),
