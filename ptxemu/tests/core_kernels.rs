@@ -128,3 +128,47 @@ fn tf32_mma_gemm_matches_exact_sums() {
         }
     }
 }
+
+#[test]
+fn pairwise_dots_last_block_reduces() {
+    // Blocks communicate (membar, atomic counter, volatile reads): they run in block order, and
+    // the last one to count itself in sums every block's partials.
+    let Some(m) = module("optim.ptx") else { return };
+    assert!(m.kernel("pairwise_dots").unwrap().communicates);
+    let (k, n, grid) = (3usize, 3000usize, 4u32);
+    let pairs = k * (k + 1) / 2;
+    let mut mem = Memory::new();
+    // Small integers: every partial and total is exact, whatever the order of summation.
+    let g: Vec<Vec<f32>> = (0..k).map(|t| (0..n).map(|i| ((i * (t + 2) + t) % 7) as f32 - 3.0).collect()).collect();
+    let mut ptrs = [0u64; 8];
+    for t in 0..k {
+        ptrs[t] = mem.alloc(n * 4).unwrap();
+        mem.write(ptrs[t], &bytes(&g[t], |x| x.to_le_bytes().to_vec())).unwrap();
+    }
+    let partials = mem.alloc(grid as usize * pairs * 4).unwrap();
+    let out = mem.alloc(pairs * 8).unwrap();
+    let done = mem.alloc(4).unwrap();
+    let mut p: Vec<Vec<u8>> = ptrs.iter().map(|a| a.to_le_bytes().to_vec()).collect();
+    p.push((k as u32).to_le_bytes().to_vec());
+    p.push((n as u64).to_le_bytes().to_vec());
+    for a in [partials, out, done] {
+        p.push(a.to_le_bytes().to_vec());
+    }
+    let refs: Vec<&[u8]> = p.iter().map(|v| v.as_slice()).collect();
+    let cfg = LaunchConfig { grid: (grid, 1, 1), block: (256, 1, 1), dynamic_shared: 0, max_dynamic_shared: 48 * 1024 };
+    launch(&m, "pairwise_dots", &mut mem, &cfg, &refs).unwrap();
+    let mut o = vec![0u8; pairs * 8];
+    mem.read(out, &mut o).unwrap();
+    let got: Vec<f64> = o.chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+    let mut q = 0;
+    for i in 0..k {
+        for j in i..k {
+            let want: f32 = (0..n).map(|e| g[i][e] * g[j][e]).sum();
+            assert_eq!(got[q], want as f64, "pair ({i}, {j})");
+            q += 1;
+        }
+    }
+    let mut d = [0u8; 4];
+    mem.read(done, &mut d).unwrap();
+    assert_eq!(u32::from_le_bytes(d), 0, "the last block resets the counter");
+}
