@@ -1,6 +1,6 @@
 //! Conformance of `ptxemu::arith` with the PTX ISA 9.0 (chapter 9.7). Each test names the section
 //! it checks. Expected values are written out by hand (bit patterns) or come from an independent
-//! exact reference in this file (dyadic rationals in a 704-bit fixed-point integer), never from the
+//! exact reference in this file (dyadic rationals in a 2432-bit fixed-point integer), never from the
 //! functions under test.
 
 // Index loops mirror the ISA tables (row/col/lane/register indices) on purpose.
@@ -15,8 +15,8 @@ use std::cmp::Ordering;
 // file.
 // ------------------------------------------------------------------------------------------------
 
-const LIMBS: usize = 11;
-const FRAC: i32 = 330;
+const LIMBS: usize = 38;
+const FRAC: i32 = 1200;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Big([u64; LIMBS]);
@@ -90,60 +90,153 @@ fn dy32(x: f32) -> (i128, i32) {
 fn mul_dy(a: (i128, i32), b: (i128, i32)) -> (i128, i32) {
     (a.0 * b.0, a.1 + b.1)
 }
-/// (x + y)/2 for finite x, y whose exponents differ by at most a few.
-fn mid(x: f32, y: f32) -> (i128, i32) {
-    let (a, b) = (dy32(x), dy32(y));
-    let e = a.1.min(b.1);
-    ((a.0 << (a.1 - e)) + (b.0 << (b.1 - e)), e - 1)
-}
 /// f32::MAX + half its ulp = (2^25 − 1)·2^103: the .rn overflow threshold (IEEE 754 §4.3.1).
 const OVF: (i128, i32) = ((1 << 25) - 1, 103);
 
+/// The float formats the reference checks: decoding to a dyadic, neighbours, the .rn overflow
+/// threshold MAX + ulp(MAX)/2 (IEEE 754 §4.3.1).
+trait Fl: Copy + PartialOrd + std::fmt::LowerExp {
+    const MAX: Self;
+    const INF: Self;
+    const ZERO: Self;
+    /// MAX + ulp(MAX)/2 as a dyadic.
+    const OVF: (i128, i32);
+    fn dy(self) -> (i128, i32);
+    fn up(self) -> Self;
+    fn down(self) -> Self;
+    fn neg(self) -> Self;
+    fn fin(self) -> bool;
+    fn nan(self) -> bool;
+    fn sign_neg(self) -> bool;
+    fn lsb(self) -> u64;
+}
+impl Fl for f32 {
+    const MAX: f32 = f32::MAX;
+    const INF: f32 = f32::INFINITY;
+    const ZERO: f32 = 0.0;
+    const OVF: (i128, i32) = OVF;
+    fn dy(self) -> (i128, i32) {
+        dy32(self)
+    }
+    fn up(self) -> f32 {
+        self.next_up()
+    }
+    fn down(self) -> f32 {
+        self.next_down()
+    }
+    fn neg(self) -> f32 {
+        -self
+    }
+    fn fin(self) -> bool {
+        self.is_finite()
+    }
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+    fn sign_neg(self) -> bool {
+        self.is_sign_negative()
+    }
+    fn lsb(self) -> u64 {
+        self.to_bits() as u64
+    }
+}
+impl Fl for f64 {
+    const MAX: f64 = f64::MAX;
+    const INF: f64 = f64::INFINITY;
+    const ZERO: f64 = 0.0;
+    /// (2^54 − 1)·2^970.
+    const OVF: (i128, i32) = ((1 << 54) - 1, 970);
+    fn dy(self) -> (i128, i32) {
+        dy64(self)
+    }
+    fn up(self) -> f64 {
+        self.next_up()
+    }
+    fn down(self) -> f64 {
+        self.next_down()
+    }
+    fn neg(self) -> f64 {
+        -self
+    }
+    fn fin(self) -> bool {
+        self.is_finite()
+    }
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+    fn sign_neg(self) -> bool {
+        self.is_sign_negative()
+    }
+    fn lsb(self) -> u64 {
+        self.to_bits()
+    }
+}
+
+/// A finite f64 as a dyadic (m, e), m signed.
+fn dy64(x: f64) -> (i128, i32) {
+    assert!(x.is_finite());
+    let b = x.to_bits();
+    let e = ((b >> 52) & 0x7ff) as i32;
+    let f = (b & ((1 << 52) - 1)) as i128;
+    let (m, e) = if e == 0 { (f, -1074) } else { (f | 1 << 52, e - 1075) };
+    (if b >> 63 == 1 { -m } else { m }, e)
+}
+
+/// (x + y)/2 for adjacent finite x, y.
+fn midg<F: Fl>(x: F, y: F) -> (i128, i32) {
+    let (a, b) = (x.dy(), y.dy());
+    let e = a.1.min(b.1);
+    ((a.0 << (a.1 - e)) + (b.0 << (b.1 - e)), e - 1)
+}
+
 /// Checks that `r` is the correct rounding in mode `m` of an exact value X that is only known
 /// through `cmpx(v)` = sign(X − v) for dyadic v. Returns a description of the failure.
-fn check_round(r: f32, m: Round, cmpx: &dyn Fn((i128, i32)) -> Ordering) -> Result<(), String> {
+fn check_round<F: Fl>(r: F, m: Round, cmpx: &dyn Fn((i128, i32)) -> Ordering) -> Result<(), String> {
     use Ordering::*;
+    let (max, inf, zero) = (F::MAX, F::INF, F::ZERO);
+    let (ninf, nmax) = (inf.neg(), max.neg());
     let sx = cmpx((0, 0));
-    if r.is_nan() {
+    if r.nan() {
         return Err("NaN for a finite exact value".into());
     }
-    if r == 0.0 && sx != Equal && r.is_sign_negative() != (sx == Less) {
+    if r == zero && sx != Equal && r.sign_neg() != (sx == Less) {
         return Err("zero with the wrong sign".into());
     }
-    let ge = |v: f32| v == f32::NEG_INFINITY || v.is_finite() && cmpx(dy32(v)) != Less;
-    let le = |v: f32| v == f32::INFINITY || v.is_finite() && cmpx(dy32(v)) != Greater;
-    let lt = |v: f32| v == f32::INFINITY || v.is_finite() && cmpx(dy32(v)) == Less;
-    let gt = |v: f32| v == f32::NEG_INFINITY || v.is_finite() && cmpx(dy32(v)) == Greater;
+    let ge = |v: F| v == ninf || v.fin() && cmpx(v.dy()) != Less;
+    let le = |v: F| v == inf || v.fin() && cmpx(v.dy()) != Greater;
+    let lt = |v: F| v == inf || v.fin() && cmpx(v.dy()) == Less;
+    let gt = |v: F| v == ninf || v.fin() && cmpx(v.dy()) == Greater;
+    let novf = (-F::OVF.0, F::OVF.1);
     let ok = match m {
         // Rm: r ≤ X < next_up(r); −inf only below −MAX, +inf never.
-        Round::Rm => r != f32::INFINITY && ge(r) && (r == f32::MAX || lt(r.next_up())),
-        Round::Rp => r != f32::NEG_INFINITY && le(r) && (r == -f32::MAX || gt(r.next_down())),
+        Round::Rm => r != inf && ge(r) && (r == max || lt(r.up())),
+        Round::Rp => r != ninf && le(r) && (r == nmax || gt(r.down())),
         Round::Rz => {
-            r.is_finite()
+            r.fin()
                 && match sx {
-                    Greater => r >= 0.0 && ge(r) && (r == f32::MAX || lt(r.next_up())),
-                    Less => r <= 0.0 && le(r) && (r == -f32::MAX || gt(r.next_down())),
-                    Equal => r == 0.0,
+                    Greater => r >= zero && ge(r) && (r == max || lt(r.up())),
+                    Less => r <= zero && le(r) && (r == nmax || gt(r.down())),
+                    Equal => r == zero,
                 }
         }
         Round::Rn | Round::Rna => {
-            if r == f32::INFINITY {
-                cmpx(OVF) != Less
-            } else if r == f32::NEG_INFINITY {
-                cmpx((-OVF.0, OVF.1)) != Greater
+            if r == inf {
+                cmpx(F::OVF) != Less
+            } else if r == ninf {
+                cmpx(novf) != Greater
             } else {
-                let lo = if r == -f32::MAX { (-OVF.0, OVF.1) } else { mid(r.next_down(), r) };
-                let hi = if r == f32::MAX { OVF } else { mid(r, r.next_up()) };
+                let lo = if r == nmax { novf } else { midg(r.down(), r) };
+                let hi = if r == max { F::OVF } else { midg(r, r.up()) };
                 let (cl, ch) = (cmpx(lo), cmpx(hi));
                 let tie = cl == Equal || ch == Equal;
-                let even = r.to_bits() & 1 == 0;
-                cl != Less
-                    && ch != Greater
-                    && (!tie || if m == Round::Rn { even } else { ch == Equal && r < 0.0 || cl == Equal && r > 0.0 })
+                let even = r.lsb() & 1 == 0;
+                // Rn: a tie goes to the even neighbour; Rna: to the one of larger magnitude.
+                let away = ch == Equal && r < zero || cl == Equal && r > zero;
+                cl != Less && ch != Greater && (!tie || if m == Round::Rn { even } else { away })
             }
         }
     };
-    if ok { Ok(()) } else { Err(format!("{r:e} ({:#010x}) is not the {m:?} rounding", r.to_bits())) }
+    if ok { Ok(()) } else { Err(format!("{r:e} ({:#018x}) is not the {m:?} rounding", r.lsb())) }
 }
 
 struct Rng(u64);
@@ -250,6 +343,58 @@ fn random_div_sqrt_all_roundings() {
     }
 }
 
+/// A finite f64 with exponent in [−300, 300] (so every exact value below fits the reference),
+/// from classes that reach exact ties and long carries.
+fn f64_mid(g: &mut Rng) -> f64 {
+    let x = g.next();
+    let e = (g.next() % 601) as i64 - 300 + 1023;
+    let frac = match (x >> 60) % 3 {
+        0 => x & 0x000f_0000_0000_0000,       // short mantissa
+        1 => x & 0x000f_ffff_ffff_ffff | 0xf, // odd tail
+        _ => x & 0x000f_ffff_ffff_ffff,
+    };
+    f64::from_bits((x & (1 << 63)) | (e as u64) << 52 | frac)
+}
+
+/// The same exact checks for .f64 add, mul, fma, div and sqrt in every mode (ISA “Floating Point
+/// Instructions”: add, mul, fma, div, sqrt with .rn .rz .rm .rp).
+#[test]
+fn random_f64_all_roundings() {
+    let mut g = Rng(0x0123_4567_89ab_cdef);
+    for it in 0..40_000 {
+        let (a, b) = (f64_mid(&mut g), f64_mid(&mut g));
+        let c = if it % 3 == 0 { -(a * b) * (1.0 + f64::EPSILON * (it % 7) as f64) } else { f64_mid(&mut g) };
+        let (da, db, dc) = (dy64(a), dy64(b), dy64(c));
+        let ab = Big::dy(da.0 * db.0, da.1 + db.1);
+        let (ba, bb, bc) = (Big::dy(da.0, da.1), Big::dy(db.0, db.1), Big::dy(dc.0, dc.1));
+        for m in MODES {
+            let x = ba.add(bb);
+            check_round(add_f64(a, b, m), m, &|v| x.sub(Big::dy(v.0, v.1)).sign())
+                .unwrap_or_else(|e| panic!("add.f64.{m:?} {a:e} + {b:e}: {e}"));
+            check_round(mul_f64(a, b, m), m, &|v| ab.sub(Big::dy(v.0, v.1)).sign())
+                .unwrap_or_else(|e| panic!("mul.f64.{m:?} {a:e} * {b:e}: {e}"));
+            let x = ab.add(bc);
+            check_round(fma_f64(a, b, c, m), m, &|v| x.sub(Big::dy(v.0, v.1)).sign())
+                .unwrap_or_else(|e| panic!("fma.f64.{m:?} {a:e} * {b:e} + {c:e}: {e}"));
+            let cmpx = |v: (i128, i32)| {
+                let s = ba.sub(Big::dy(v.0 * db.0, v.1 + db.1)).sign();
+                if b < 0.0 { s.reverse() } else { s }
+            };
+            check_round(div_f64(a, b, m), m, &cmpx).unwrap_or_else(|e| panic!("div.f64.{m:?} {a:e} / {b:e}: {e}"));
+            let aa = a.abs();
+            let daa = dy64(aa);
+            let baa = Big::dy(daa.0, daa.1);
+            let cmpx = |v: (i128, i32)| {
+                if v.0 < 0 {
+                    return Ordering::Greater;
+                }
+                baa.sub(Big::dy(v.0 * v.0, 2 * v.1)).sign()
+            };
+            check_round(sqrt_f64(aa, m), m, &cmpx).unwrap_or_else(|e| panic!("sqrt.f64.{m:?} {aa:e}: {e}"));
+        }
+    }
+}
+
 /// ISA “Floating Point Instructions: add”: .rz with signed zeros and overflow (IEEE 754 §6.3,
 /// §7.4).
 #[test]
@@ -326,6 +471,13 @@ fn div_sqrt_rcp_f64_cases() {
     assert_eq!(div_f64(1.0, 3.0, Round::Rp).to_bits(), 0x3fd5_5555_5555_5556);
     assert_eq!(div_f64(-1.0, 3.0, Round::Rm).to_bits(), 0xbfd5_5555_5555_5556);
     assert_eq!(rcp_f64(3.0, Round::Rm).to_bits(), 0x3fd5_5555_5555_5555);
+    // 1/(1 + 2^-40) = 1 − 2^-40 + 2^-80 − …: just above 1 − 2^-40 (0x3fefffffffffe000), by less
+    // than 2^-79 — only a remainder far below the last bit decides .rp.
+    let b = 1.0 + 2f64.powi(-40);
+    assert_eq!(div_f64(1.0, b, Round::Rp).to_bits(), 0x3fef_ffff_ffff_e001);
+    assert_eq!(div_f64(1.0, b, Round::Rz).to_bits(), 0x3fef_ffff_ffff_e000);
+    assert_eq!(div_f64(1.0, b, Round::Rn).to_bits(), 0x3fef_ffff_ffff_e000);
+    assert_eq!(div_f64(-1.0, b, Round::Rm).to_bits(), 0xbfef_ffff_ffff_e001);
     // sqrt(2) = 1.41421356237309504880…: 0x3ff6a09e667f3bcc (.rn, below), .rp …bcd.
     assert_eq!(sqrt_f64(2.0, Round::Rn).to_bits(), 0x3ff6_a09e_667f_3bcd);
     assert_eq!(sqrt_f64(2.0, Round::Rz).to_bits(), 0x3ff6_a09e_667f_3bcc);
