@@ -228,9 +228,8 @@ fn fma_core(a: Val, b: Val, c: Option<Val>, r: Round, f: Fmt) -> Option<u64> {
     Some(round_pack(n, m, e, st, r, f))
 }
 
-fn one(_f: Fmt) -> Val {
-    Val::Fin(false, 1, 0)
-}
+/// +1 exactly: add is fma(a, 1, b) in the core (a·1 is exact, so one rounding).
+const ONE: Val = Val::Fin(false, 1, 0);
 
 /// Normalises a nonzero mantissa to exactly `bits` bits (exact: only shifts left or drops zeros).
 fn norm_to(m: u128, e: i32, bits: i32) -> (u128, i32) {
@@ -329,7 +328,7 @@ fn canon64(x: f64) -> f64 {
 pub fn add_f32(a: f32, b: f32, r: Round) -> f32 {
     match r {
         Round::Rn => canon32(a + b),
-        _ => out32(fma_core(un32(a), one(F32), Some(un32(b)), r, F32)),
+        _ => out32(fma_core(un32(a), ONE, Some(un32(b)), r, F32)),
     }
 }
 /// mul{.rnd}.f32 (ISA “Floating Point Instructions: mul”): the exact product rounded once.
@@ -368,7 +367,7 @@ pub fn rcp_f32(a: f32, r: Round) -> f32 {
 pub fn add_f64(a: f64, b: f64, r: Round) -> f64 {
     match r {
         Round::Rn => canon64(a + b),
-        _ => out64(fma_core(un64(a), one(F64), Some(un64(b)), r, F64)),
+        _ => out64(fma_core(un64(a), ONE, Some(un64(b)), r, F64)),
     }
 }
 pub fn mul_f64(a: f64, b: f64, r: Round) -> f64 {
@@ -736,13 +735,13 @@ mod tests {
         for _ in 0..300_000 {
             let (a, b, c) = (g.f32(), g.f32(), g.f32());
             let r = Round::Rn;
-            assert!(same32(out32(fma_core(un32(a), one(F32), Some(un32(b)), r, F32)), a + b), "{a:e}+{b:e}");
+            assert!(same32(out32(fma_core(un32(a), ONE, Some(un32(b)), r, F32)), a + b), "{a:e}+{b:e}");
             assert!(same32(out32(fma_core(un32(a), un32(b), None, r, F32)), a * b), "{a:e}*{b:e}");
             assert!(same32(out32(fma_core(un32(a), un32(b), Some(un32(c)), r, F32)), a.mul_add(b, c)));
             assert!(same32(out32(div_core(un32(a), un32(b), r, F32)), a / b), "{a:e}/{b:e}");
             assert!(same32(out32(sqrt_core(un32(a), r, F32)), a.sqrt()), "sqrt {a:e}");
             let (x, y, z) = (g.f64(), g.f64(), g.f64());
-            assert!(same64(out64(fma_core(un64(x), one(F64), Some(un64(y)), r, F64)), x + y), "{x:e}+{y:e}");
+            assert!(same64(out64(fma_core(un64(x), ONE, Some(un64(y)), r, F64)), x + y), "{x:e}+{y:e}");
             assert!(same64(out64(fma_core(un64(x), un64(y), None, r, F64)), x * y), "{x:e}*{y:e}");
             assert!(same64(out64(fma_core(un64(x), un64(y), Some(un64(z)), r, F64)), x.mul_add(y, z)));
             assert!(same64(out64(div_core(un64(x), un64(y), r, F64)), x / y), "{x:e}/{y:e}");
