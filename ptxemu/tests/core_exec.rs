@@ -368,3 +368,52 @@ fn misaligned_v4_load() {
     launch(&m, "v4", &mut mem, &cfg(1, 1), &[&a.to_le_bytes(), &b.to_le_bytes()]).unwrap();
     assert_eq!(download(&mem, b, 4), vec![1.0, 2.0, 3.0, 4.0]);
 }
+
+/// One thread: two cp.async groups into shared memory (the first with src-size 8 of 16), waits
+/// for the older group, copies it out; then waits for all and copies the second.
+const CPASYNC: &str = "
+.visible .entry cpa(
+\t.param .u64 cpa_param_0,
+\t.param .u64 cpa_param_1
+)
+{
+\t.reg .b32 %r<12>;
+\t.reg .b64 %rd<4>;
+\t.shared .align 16 .b8 sm[32];
+\tld.param.u64 %rd1, [cpa_param_0];
+\tld.param.u64 %rd2, [cpa_param_1];
+\tmov.u32 %r1, sm;
+\tmov.u32 %r2, 8;
+\tcp.async.ca.shared.global [%r1], [%rd1], 16, %r2;
+\tcp.async.commit_group;
+\tadd.s32 %r3, %r1, 16;
+\tadd.s64 %rd3, %rd1, 16;
+\tcp.async.cg.shared.global [%r3], [%rd3], 16;
+\tcp.async.commit_group;
+\tcp.async.wait_group 1;
+\tld.shared.v4.u32 {%r4, %r5, %r6, %r7}, [%r1];
+\tst.global.v4.u32 [%rd2], {%r4, %r5, %r6, %r7};
+\tcp.async.wait_group 0;
+\tld.shared.v4.u32 {%r8, %r9, %r10, %r11}, [%r3];
+\tst.global.v4.u32 [%rd2+16], {%r8, %r9, %r10, %r11};
+\tret;
+}
+";
+
+#[test]
+fn cp_async_groups_zero_fill_and_wait() {
+    let ptx = format!("{HEAD}{CPASYNC}");
+    let m = Module::parse(&ptx).unwrap();
+    let mut mem = Memory::new();
+    let src: Vec<f32> = (1..=8).map(|i| i as f32).collect();
+    let ds = upload(&mut mem, &src);
+    let dd = mem.alloc(32).unwrap();
+    launch(&m, "cpa", &mut mem, &cfg(1, 1), &[&ds.to_le_bytes(), &dd.to_le_bytes()]).unwrap();
+    assert_eq!(download(&mem, dd, 8), vec![1.0, 2.0, 0.0, 0.0, 5.0, 6.0, 7.0, 8.0]);
+    // Reading the second group's destination after waiting only for the first: a finding.
+    let early = ptx.replace("\tcp.async.wait_group 0;\n", "");
+    let (site, msg) = launch_err(&early, "cpa", &mut mem, cfg(1, 1), &[&ds.to_le_bytes(), &dd.to_le_bytes()]);
+    assert!(msg.contains("before its cp.async.wait_group"), "{msg}");
+    let line = early.lines().position(|l| l.contains("{%r8, %r9, %r10, %r11}, [%r3]")).unwrap() as u32 + 1;
+    assert_eq!(site.ptx_line, Some(line));
+}

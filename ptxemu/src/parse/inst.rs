@@ -153,11 +153,9 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
-        if !matches!(insts.last(), Some(Inst { op: Op::Exit | Op::Bra { .. }, guard: NO_REG, .. })) {
-            // Falling off the end of a kernel is an exit.
-            insts.push(Inst { op: Op::Exit, guard: NO_REG, guard_neg: false });
-            lines.push(lines.last().copied().unwrap_or_default());
-        }
+        // Falling off the end (or branching to a label after the last instruction) is an exit.
+        insts.push(Inst { op: Op::Exit, guard: NO_REG, guard_neg: false });
+        lines.push(lines.last().copied().unwrap_or_default());
         Ok(Kernel {
             name: self.name.clone(),
             params: std::mem::take(&mut self.params),
