@@ -31,6 +31,8 @@ pub struct Kernel {
     pub lines: Vec<SrcLine>,
     /// The module's `.file` table: (id, name); `SrcLine::file` is an id.
     pub files: Vec<(u32, String)>,
+    /// The constant slots and their values (immediates, symbol addresses).
+    pub consts: Vec<(Reg, u64)>,
     /// Register slots per thread (the special registers first, see `SPECIAL_SLOTS`).
     pub nregs: u32,
     /// Bytes of static shared memory (kernel-local and referenced module-level `.shared`).
@@ -67,12 +69,10 @@ pub const SR_WARPID: Reg = 13;
 pub const SR_NWARPID: Reg = 14;
 pub const SPECIAL_SLOTS: u32 = 16;
 
-/// A source operand: a register slot or an immediate (already as the instruction's bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Src {
-    R(Reg),
-    I(u64),
-}
+/// A source operand: a register slot. Immediates and symbol addresses live in constant slots
+/// (`Kernel::consts`) that every thread's register file holds from block start, so reading any
+/// operand is one load with no branch on its kind.
+pub type Src = Reg;
 
 /// An address operand `[base+off]`: `base` a register slot or none (absolute, e.g. a symbol).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -443,6 +443,11 @@ pub struct Inst {
 }
 
 impl Kernel {
+    /// The value of constant slot `slot`, if it is one.
+    pub fn constant(&self, slot: Reg) -> Option<u64> {
+        self.consts.iter().find(|(s, _)| *s == slot).map(|&(_, v)| v)
+    }
+
     /// The name of `.file` id `id`.
     pub fn file_name(&self, id: u32) -> Option<&str> {
         self.files.iter().find(|(i, _)| *i == id).map(|(_, n)| n.as_str())

@@ -3,7 +3,7 @@
 
 use ptxemu::Module;
 use ptxemu::error::EmuError;
-use ptxemu::ir::{Op, Src};
+use ptxemu::ir::Op;
 
 #[test]
 fn parses_every_kernel_file_in_tmp_ptx() {
@@ -72,8 +72,10 @@ $L__BB0_1:
     assert_eq!(k.dynamic_shared_offset, 128);
     assert_eq!(k.local_bytes, 32);
     assert_eq!(k.max_threads, Some(128));
-    assert!(matches!(k.insts[3].op, Op::Mov { a: Src::I(128), .. }), "{:?}", k.insts[3].op);
-    assert!(matches!(k.insts[4].op, Op::Mov { a: Src::I(0), .. }));
+    let Op::Mov { a, .. } = k.insts[3].op else { panic!("{:?}", k.insts[3].op) };
+    assert_eq!(k.constant(a), Some(128), "dyn_smem sits after the static 100 bytes, 128-aligned");
+    let Op::Mov { a, .. } = k.insts[4].op else { panic!("{:?}", k.insts[4].op) };
+    assert_eq!(k.constant(a), Some(0));
     assert!(matches!(k.insts[8].op, Op::Bra { target: 8 }));
     assert!(k.insts[8].guard_neg);
     assert_eq!(k.lines[0].line, 7);

@@ -109,6 +109,9 @@ impl<'g> Block<'g> {
             r[SR_LANEID as usize] = (t % 32) as u64;
             r[SR_WARPID as usize] = (t / 32) as u64;
             r[SR_NWARPID as usize] = nwarps;
+            for &(slot, v) in &g.k.consts {
+                r[slot as usize] = v;
+            }
         }
     }
 

@@ -14,10 +14,7 @@ impl Block<'_> {
         let base = w * 32;
         let lanes = (self.nthreads - base).min(32);
         let n = self.nregs;
-        let get = |regs: &[u64], l: usize, s: Src| match s {
-            Src::R(x) => regs[(base + l) * n + x as usize],
-            Src::I(i) => i,
-        };
+        let get = |regs: &[u64], l: usize, s: Src| regs[(base + l) * n + s as usize];
         match &k.insts[pc as usize].op {
             &Op::Shfl { mode, d, p, a, b, c, mask } => {
                 let (mut av, mut bv, mut cv) = ([0u32; 32], [0u32; 32], [0u32; 32]);

@@ -177,10 +177,7 @@ impl Block<'_> {
         // `nregs`, and `r` has exactly `nregs` slots.
         macro_rules! get {
             ($s:expr) => {
-                match $s {
-                    Src::R(x) => unsafe { *r.get_unchecked(x as usize) },
-                    Src::I(i) => i,
-                }
+                unsafe { *r.get_unchecked($s as usize) }
             };
         }
         macro_rules! set {
@@ -203,7 +200,7 @@ impl Block<'_> {
         macro_rules! addr {
             ($a:expr) => {
                 match $a.base {
-                    Some(b) => get!(Src::R(b)).wrapping_add($a.off as u64),
+                    Some(b) => get!(b).wrapping_add($a.off as u64),
                     None => $a.off as u64,
                 }
             };
@@ -212,7 +209,7 @@ impl Block<'_> {
             let inst = &insts[pc];
             count += 1;
             if inst.guard != NO_REG {
-                let p = get!(Src::R(inst.guard)) & 1 != 0;
+                let p = get!(inst.guard) & 1 != 0;
                 if p == inst.guard_neg {
                     pc += 1;
                     continue;

@@ -1,5 +1,6 @@
 //! Decoding a kernel body: register scopes, symbols, labels and every instruction form into `Op`.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use super::lex::{Lit, Stmt, literal, split_operands};
@@ -27,6 +28,9 @@ enum Imm {
     F64,
 }
 
+/// Constant slots: by value, and in allocation order.
+type Consts = (HashMap<u64, Reg>, Vec<(Reg, u64)>);
+
 pub(super) struct Decoder<'a> {
     pub module_globals: &'a [String],
     name: String,
@@ -40,7 +44,8 @@ pub(super) struct Decoder<'a> {
     dynamic_shared_offset: u32,
     local_bytes: u32,
     scopes: Vec<Vec<RegDecl>>,
-    nregs: u32,
+    nregs: Cell<u32>,
+    consts: RefCell<Consts>,
     loc: (u32, u32),
     communicates: bool,
 }
@@ -123,7 +128,8 @@ impl<'a> Decoder<'a> {
             dynamic_shared_offset,
             local_bytes: loff,
             scopes: vec![Vec::new()],
-            nregs: SPECIAL_SLOTS,
+            nregs: Cell::new(SPECIAL_SLOTS),
+            consts: RefCell::new((HashMap::new(), Vec::new())),
             loc: (0, 0),
             communicates: false,
         })
@@ -163,7 +169,8 @@ impl<'a> Decoder<'a> {
             insts,
             lines,
             files: Vec::new(),
-            nregs: self.nregs,
+            nregs: self.nregs.get(),
+            consts: std::mem::take(&mut self.consts.borrow_mut().1),
             static_shared: self.static_shared,
             dynamic_shared_offset: self.dynamic_shared_offset,
             local_bytes: self.local_bytes,
@@ -198,11 +205,11 @@ impl<'a> Decoder<'a> {
             if let Some(p) = tok.find('<') {
                 let n: u32 =
                     tok[p + 1..].trim_end_matches('>').parse().map_err(|_| format!("bad register count in {t}"))?;
-                scope.push(RegDecl { name: tok[..p].to_string(), count: Some(n), base: self.nregs });
-                self.nregs += n;
+                scope.push(RegDecl { name: tok[..p].to_string(), count: Some(n), base: self.nregs.get() });
+                self.nregs.set(self.nregs.get() + n);
             } else {
-                scope.push(RegDecl { name: tok.to_string(), count: None, base: self.nregs });
-                self.nregs += 1;
+                scope.push(RegDecl { name: tok.to_string(), count: None, base: self.nregs.get() });
+                self.nregs.set(self.nregs.get() + 1);
             }
         }
         Ok(())
@@ -238,16 +245,29 @@ impl<'a> Decoder<'a> {
         self.shared.iter().chain(self.local.iter()).find(|(n, _)| n == tok).map(|&(_, o)| o as u64)
     }
 
+    /// The constant slot holding `v` (one per distinct value).
+    fn konst(&self, v: u64) -> Reg {
+        let mut c = self.consts.borrow_mut();
+        if let Some(&r) = c.0.get(&v) {
+            return r;
+        }
+        let r = self.nregs.get();
+        self.nregs.set(r + 1);
+        c.0.insert(v, r);
+        c.1.push((r, v));
+        r
+    }
+
     fn src(&self, tok: &str, imm: Imm) -> R<Src> {
         let tok = tok.trim();
         if let Some(l) = literal(tok) {
-            return Ok(Src::I(imm_bits(l, imm)?));
+            return Ok(self.konst(imm_bits(l, imm)?));
         }
         if let Some(r) = self.lookup_reg(tok) {
-            return Ok(Src::R(r));
+            return Ok(r);
         }
         if let Some(a) = self.symbol(tok) {
-            return Ok(Src::I(a));
+            return Ok(self.konst(a));
         }
         Err(self.unknown(tok))
     }
@@ -347,7 +367,7 @@ impl<'a> Decoder<'a> {
                         return Err("unsupported vector mov".into());
                     }
                     let w = (bits as usize / n) as u8;
-                    let mut a = [Src::I(0); 4];
+                    let mut a = [NO_REG; 4];
                     for (k, it) in items.iter().enumerate() {
                         a[k] = self.src(it, Imm::Bits(w))?;
                     }
@@ -592,8 +612,8 @@ impl<'a> Decoder<'a> {
                 };
                 match (base, to) {
                     (0, _) => Op::Mov { d, a },
-                    (_, false) => Op::Int { op: IOp::Add, bits: 64, d, a, b: Src::I(base) },
-                    (_, true) => Op::Int { op: IOp::Sub, bits: 64, d, a, b: Src::I(base) },
+                    (_, false) => Op::Int { op: IOp::Add, bits: 64, d, a, b: self.konst(base) },
+                    (_, true) => Op::Int { op: IOp::Sub, bits: 64, d, a, b: self.konst(base) },
                 }
             }
             "prmt" => {
@@ -891,7 +911,7 @@ impl<'a> Decoder<'a> {
             let signed = is_signed(t) && size < 8;
             Ok(Op::Ld { space, size, vec, signed, d, addr: self.addr(ops[1])? })
         } else {
-            let mut s = [Src::I(0); 4];
+            let mut s = [NO_REG; 4];
             if vec == 1 {
                 s[0] = self.src(ops[1], imm_of(t))?;
             } else {
