@@ -2,6 +2,8 @@
 //! inter-block communication), each block's threads one after the other until the next barrier
 //! or warp collective; a warp collective executes for its 32 lanes together.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use crate::error::{EmuError, Result, Site};
@@ -96,21 +98,48 @@ pub fn launch_with(
     Ok(LaunchStats { thread_instructions: instrs, blocks: nblocks })
 }
 
-/// The parallel grid: every worker reuses one block state; on failure the error of the lowest
-/// block index is reported, so a failing launch reports the same finding every time.
+/// The parallel grid: one worker per host thread, each with one block state (a block's register
+/// file can be megabytes), taking block indices from a shared counter. On failure the error of
+/// the lowest failing block is reported: no worker takes a block past a failed one, and every
+/// block below it was taken and finished, so a failing launch reports the same finding every time.
 fn run_parallel(run: &Grid, nblocks: u64) -> Result<u64> {
-    let out = (0..nblocks)
+    let next = AtomicU64::new(0);
+    let failed = AtomicU64::new(u64::MAX);
+    let workers = rayon::current_num_threads().min(nblocks as usize).max(1);
+    let results: Vec<(u64, Option<(u64, EmuError)>)> = (0..workers)
         .into_par_iter()
-        .map_init(|| Block::new(run), |b, idx| b.run(run.block_coords(idx)).map_err(|e| Box::new((idx, e))))
-        .reduce(
-            || Ok(0),
-            |x, y| match (x, y) {
-                (Ok(a), Ok(b)) => Ok(a + b),
-                (Err(a), Err(b)) => Err(if a.0 <= b.0 { a } else { b }),
-                (Err(a), _) | (_, Err(a)) => Err(a),
-            },
-        );
-    out.map_err(|b| b.1)
+        .map(|_| {
+            let mut b = Block::new(run);
+            let mut instrs = 0;
+            loop {
+                let idx = next.fetch_add(1, Ordering::Relaxed);
+                if idx >= nblocks || idx > failed.load(Ordering::Relaxed) {
+                    return (instrs, None);
+                }
+                match b.run(run.block_coords(idx)) {
+                    Ok(n) => instrs += n,
+                    Err(e) => {
+                        failed.fetch_min(idx, Ordering::Relaxed);
+                        return (instrs, Some((idx, e)));
+                    }
+                }
+            }
+        })
+        .collect();
+    let mut total = 0;
+    let mut first: Option<(u64, EmuError)> = None;
+    for (n, e) in results {
+        total += n;
+        if let Some((idx, e)) = e
+            && first.as_ref().is_none_or(|f| idx < f.0)
+        {
+            first = Some((idx, e));
+        }
+    }
+    match first {
+        Some((_, e)) => Err(e),
+        None => Ok(total),
+    }
 }
 
 /// What every block of a launch shares.

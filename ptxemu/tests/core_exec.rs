@@ -417,3 +417,22 @@ fn cp_async_groups_zero_fill_and_wait() {
     let line = early.lines().position(|l| l.contains("{%r8, %r9, %r10, %r11}, [%r3]")).unwrap() as u32 + 1;
     assert_eq!(site.ptx_line, Some(line));
 }
+
+#[test]
+fn parallel_blocks_report_the_lowest_failing_block() {
+    let ptx = format!("{HEAD}{VADD}");
+    let mut mem = Memory::new();
+    let (a, b, c) = (mem.alloc(64 * 4).unwrap(), mem.alloc(256 * 4).unwrap(), mem.alloc(256 * 4).unwrap());
+    for _ in 0..5 {
+        // Blocks 2..7 all read past a's 64 elements; block 2 is the one reported.
+        let (site, msg) = launch_err(
+            &ptx,
+            "vadd",
+            &mut mem,
+            cfg(8, 32),
+            &[&a.to_le_bytes(), &b.to_le_bytes(), &c.to_le_bytes(), &256u32.to_le_bytes()],
+        );
+        assert!(msg.contains("outside every live allocation"), "{msg}");
+        assert_eq!((site.block, site.thread), (Some((2, 0, 0)), Some((0, 0, 0))));
+    }
+}

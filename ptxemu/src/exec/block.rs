@@ -93,7 +93,8 @@ impl<'g> Block<'g> {
         if let Some(s) = &mut self.mem.shadow {
             s.reset();
         }
-        self.regs.fill(0);
+        // Registers are not cleared between blocks: the big GEMMs have thousands of slots per
+        // thread, and PTX from NVRTC never reads a register before writing it. (They start zeroed.)
         self.pcs.fill(0);
         self.state.fill(TState::Run);
         let nwarps = self.nthreads.div_ceil(32) as u64;
