@@ -91,19 +91,25 @@ fn sgemm_matches_sequential_fma() {
 
 #[test]
 fn bf16_mma_gemm_matches_exact_sums() {
+    bf16_gemm(Shape("bf16_gemm_64x64_nn", (64, 64), 128, 4 * 8192), (80, 72, 64));
+    // The widest tile: 8 warps, 96 KiB of dynamic shared memory, thousands of registers.
+    bf16_gemm(Shape("bf16_gemm_128x256_nn", (128, 256), 256, 4 * 24576), (136, 264, 96));
+}
+
+fn bf16_gemm(shape: Shape, (mm, nn, kk): (i32, i32, i32)) {
     let Some(m) = module("matmul.ptx") else { return };
-    let (mm, nn, kk) = (80, 72, 64);
     // Small integers: exact in bf16 and in every sum, whatever the order.
     let a: Vec<i32> = (0..mm * kk).map(|i| (i * 7 % 9) - 4).collect();
     let b: Vec<i32> = (0..kk * nn).map(|i| (i * 5 % 7) - 3).collect();
     let bf = |v: i32| ((v as f32).to_bits() >> 16) as u16;
     let ab = bytes(&a, |x| bf(x).to_le_bytes().to_vec());
     let bb = bytes(&b, |x| bf(x).to_le_bytes().to_vec());
-    let c = run_gemm(&m, Shape("bf16_gemm_64x64_nn", (64, 64), 128, 4 * 8192), &ab, &bb, (mm, nn, kk));
+    let name = shape.0;
+    let c = run_gemm(&m, shape, &ab, &bb, (mm, nn, kk));
     for i in 0..mm as usize {
         for j in 0..nn as usize {
             let want: i32 = (0..kk as usize).map(|k| a[i * kk as usize + k] * b[k * nn as usize + j]).sum();
-            assert_eq!(c[i * nn as usize + j], want as f32, "C[{i}][{j}]");
+            assert_eq!(c[i * nn as usize + j], want as f32, "{name}: C[{i}][{j}]");
         }
     }
 }
