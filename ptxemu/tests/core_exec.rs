@@ -436,3 +436,50 @@ fn parallel_blocks_report_the_lowest_failing_block() {
         assert_eq!((site.block, site.thread), (Some((2, 0, 0)), Some((0, 0, 0))));
     }
 }
+
+/// Each thread keeps two values in its local depot, one written through the generic %SP and read
+/// back through .local %SPL, then writes their sum: local memory is per thread.
+const LOCAL: &str = "
+.visible .entry loc(
+\t.param .u64 loc_param_0
+)
+{
+\t.local .align 8 .b8 __local_depot0[16];
+\t.reg .b64 %SP;
+\t.reg .b64 %SPL;
+\t.reg .b32 %r<6>;
+\t.reg .b64 %rd<4>;
+\tmov.u64 %SPL, __local_depot0;
+\tcvta.local.u64 %SP, %SPL;
+\tld.param.u64 %rd1, [loc_param_0];
+\tmov.u32 %r1, %tid.x;
+\tst.u32 [%SP+4], %r1;
+\tmul.lo.s32 %r2, %r1, 3;
+\tst.local.u32 [%SPL+8], %r2;
+\tbar.sync 0;
+\tld.local.u32 %r3, [%SPL+4];
+\tld.u32 %r4, [%SP+8];
+\tadd.s32 %r5, %r3, %r4;
+\tmul.wide.u32 %rd2, %r1, 4;
+\tadd.s64 %rd3, %rd1, %rd2;
+\tst.global.u32 [%rd3], %r5;
+\tret;
+}
+";
+
+#[test]
+fn local_memory_is_per_thread_through_generic_and_local() {
+    let ptx = format!("{HEAD}{LOCAL}");
+    let m = Module::parse(&ptx).unwrap();
+    let mut mem = Memory::new();
+    let d = mem.alloc(64 * 4).unwrap();
+    launch(&m, "loc", &mut mem, &cfg(1, 64), &[&d.to_le_bytes()]).unwrap();
+    let mut out = vec![0u8; 256];
+    mem.read(d, &mut out).unwrap();
+    let got: Vec<u32> = out.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(got, (0..64).map(|t| 4 * t).collect::<Vec<u32>>());
+    // Past the depot's 16 bytes: an error.
+    let bad = ptx.replace("[%SPL+8], %r2", "[%SPL+16], %r2");
+    let (_, msg) = launch_err(&bad, "loc", &mut mem, cfg(1, 64), &[&d.to_le_bytes()]);
+    assert!(msg.contains("local-memory access of 4 bytes at offset 16"), "{msg}");
+}
