@@ -23,6 +23,6 @@ pub mod shadow;
 pub mod warp;
 
 pub use error::{EmuError, Result};
-pub use exec::{LaunchConfig, LaunchStats, launch};
+pub use exec::{LaunchConfig, LaunchOptions, LaunchStats, launch, launch_with};
 pub use ir::{Kernel, Module};
 pub use memory::Memory;
