@@ -402,8 +402,8 @@ fn cache_dir() -> Option<PathBuf> {
     Some(base.join("engine").join("kernels"))
 }
 
-/// The cubin of `file` for `sm_{arch}`: from the disk cache, keyed by the sources' hash, the
-/// architecture and the NVRTC version, or compiled now and stored (atomically).
+/// The cubin of `file` for `sm_{arch}`: from the disk cache, keyed by the sources' and options'
+/// hash, the architecture and the NVRTC version, or compiled now and stored (atomically).
 pub fn compiled_cubin(file: &'static str, arch: u32) -> Result<Vec<u8>> {
     cached(file, arch, "cubin", |source, hdrs| Ok(nvrtc::compile(file, source, hdrs, arch)?.cubin))
 }
@@ -436,6 +436,8 @@ fn cached(
         parts.push(n.as_bytes());
         parts.push(s.as_bytes());
     }
+    // The options change the output too (--fmad): a cache entry of other options is not ours.
+    parts.extend(nvrtc::OPTIONS.iter().map(|o| o.as_bytes()));
     let key = nvrtc::fnv1a(&parts);
     let stem = file.trim_end_matches(".cu");
     let path = cache_dir().map(|d| d.join(format!("{stem}-{key:016x}-sm{arch}-nvrtc{major}.{minor}.{ext}")));
