@@ -13,7 +13,7 @@ rm -rf "$out"
 mkdir -p "$out/bin"
 
 # Test binaries of the GPU suite, and the GPU benches, by name.
-tests=(kernels_compile cuda_parity cuda_parity_elementwise cuda_parity_layers cuda_parity_matmul cuda_parity_model cuda_parity_optim cuda_parity_golden)
+tests=(kernels_compile cuda_parity cuda_parity_elementwise cuda_parity_layers cuda_parity_matmul cuda_parity_model cuda_parity_optim cuda_parity_golden cuda_parity_conformance)
 benches=(gpu_gemm gpu_memory)
 # The training-step comparison with PyTorch (step.sh), run apart from the suite.
 step_bench=gpu_step
