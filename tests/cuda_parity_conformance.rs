@@ -598,6 +598,14 @@ fn fma_operands(rng: &mut Rng) -> Vec<(u32, u32, u32)> {
         v.push((a, b, c));
     }
     v.extend((0..1000).map(|_| (rng.next_u64() as u32, rng.next_u64() as u32, rng.next_u64() as u32)));
+    // Products below the normal range (to subnormals or past the smallest one) plus ±0 or a
+    // smallest subnormal: the sticky bits of a tiny product decide the directed roundings.
+    for _ in 0..300 {
+        let (a, b) = (rand_f32(rng, 0..=110), rand_f32(rng, 0..=110));
+        let pick = rng.below(4);
+        let c = [0, SIGN, 1, SIGN | 1][pick];
+        v.push((a, b, c));
+    }
     v
 }
 
@@ -610,7 +618,10 @@ fn f32_rounding_modifiers() {
     let muls: Vec<(u32, u32)> =
         adds.iter().copied().chain((0..3000).map(|_| (rng.next_u64() as u32, rng.next_u64() as u32))).collect();
     let fmas = fma_operands(&mut rng);
-    let unary: Vec<u32> = SPECIALS.iter().copied().chain((0..4000).map(|_| rng.next_u64() as u32)).collect();
+    // Unary operands: specials, raw random patterns and subnormals (rcp of one overflows).
+    let mut unary: Vec<u32> = SPECIALS.to_vec();
+    unary.extend((0..4000).map(|_| rng.next_u64() as u32));
+    unary.extend((0..300).map(|_| rand_f32(&mut rng, 0..=0)));
     let (ya, yb): (Vec<u32>, Vec<u32>) = adds.iter().copied().unzip();
     let yz = vec![0u32; ya.len()];
     let (fa, fb, fc): (Vec<u32>, Vec<u32>, Vec<u32>) =
