@@ -138,7 +138,7 @@ fn suite() -> std::result::Result<(), Box<dyn std::error::Error>> {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let summary = text.lines().filter(|l| l.starts_with("test result:")).last().unwrap_or("no summary");
+        let summary = text.lines().rfind(|l| l.starts_with("test result:")).unwrap_or("no summary");
         failed += usize::from(!out.status.success());
         println!("{name:<28} {:>7.1} s  {summary}", t.elapsed().as_secs_f64());
     }
