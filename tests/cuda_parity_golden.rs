@@ -79,3 +79,48 @@ fn compare_runs(g: &Device, methods: TrainOptions, tag: &str) {
         assert!(e <= 1e-4, "step {s} {t}: the CUDA loss differs by {e:e}");
     }
 }
+
+/// Training records of a run's metrics.jsonl: (step, task, loss).
+fn logged_losses(out: &std::path::Path) -> Vec<(u64, String, f64)> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let mut v = Vec::new();
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        if r["kind"] == "train" {
+            for (task, loss) in r["loss"].as_object().unwrap() {
+                v.push((r["step"].as_u64().unwrap(), task.clone(), loss.as_f64().unwrap()));
+            }
+        }
+    }
+    v
+}
+
+/// `engine finetune` itself (the CLI, `--device emu` on the emulator, `--device cuda` on a GPU)
+/// for 2 steps at batch 2 against the CPU run of the same seed: every logged task loss agrees.
+#[test]
+fn engine_finetune_cli_on_cuda_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let Device::Cuda(dev) = &g else { unreachable!("gpu() gives a CUDA device") };
+    let flag = if dev.is_emulated() { "emu" } else { "cuda" };
+    let (model, data) = (common::runs::tiny_model("cli"), common::runs::tiny_data(8, "cli"));
+    let run = |device: &str| {
+        let out = common::runs::scratch(&format!("cli-{device}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap(), "--device", device, "--max-steps", "2", "--batch-size", "2"])
+            .args(["--log-every", "1", "--quiet"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "finetune --device {device}: {}", String::from_utf8_lossy(&o.stderr));
+        logged_losses(&out)
+    };
+    let (cpu, cuda) = (run("cpu"), run(flag));
+    assert_eq!(cpu.len(), 6, "2 steps × 3 tasks: {cpu:?}");
+    assert_eq!(cpu.len(), cuda.len());
+    for ((s, t, a), (s2, t2, b)) in cpu.iter().zip(&cuda) {
+        assert_eq!((s, t), (s2, t2));
+        let e = ((a - b) / a).abs();
+        println!("--device {flag} step {s} {t}: cpu {a:.6} {flag} {b:.6} ({e:.1e})");
+        assert!(e <= 1e-4, "step {s} {t}: the {flag} loss differs from the CPU's by {e:e}");
+    }
+}
