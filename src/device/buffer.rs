@@ -293,3 +293,33 @@ fn check_range(range: Range<usize>, cap: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The emulator's buffers: growing keeps the contents, ranges read back what was written,
+    /// and dropping frees the allocation.
+    #[test]
+    fn emulated_buffer_round_trip() {
+        let dev = Cuda::emulated().unwrap();
+        let device = Device::Cuda(dev.clone());
+        let base = dev.memory_in_use().unwrap();
+        {
+            let mut b: Buffer<f32> = Buffer::zeros(&device, 3).unwrap();
+            b.write(0, &[1.0, 2.0, 3.0]).unwrap();
+            b.grow_to(5000).unwrap(); // past the first capacity: a new allocation
+            assert_eq!(b.read(0..4).unwrap(), [1.0, 2.0, 3.0, 0.0]);
+            b.fill(1..3, -1.5).unwrap();
+            b.fill_zero(0..1).unwrap();
+            assert_eq!(b.read(0..4).unwrap(), [0.0, -1.5, -1.5, 0.0]);
+            assert!(b.read(0..5001).is_err(), "a range past the capacity is refused");
+            assert!(dev.memory_in_use().unwrap() >= base + 5000 * 4);
+            let mut ints: Buffer<u16> = Buffer::new(&device);
+            ints.grow_to(3).unwrap();
+            ints.write(1, &[7, 9]).unwrap();
+            assert_eq!(ints.read(0..3).unwrap(), [0, 7, 9]);
+        }
+        assert_eq!(dev.memory_in_use().unwrap(), base, "dropped buffers are freed");
+    }
+}
