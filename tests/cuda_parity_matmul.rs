@@ -79,8 +79,15 @@ fn same_operand_twice() {
 
 #[test]
 fn large() {
-    both("matmul 513×769·769×1025", &[&[513, 769], &[769, 1025]], &mm(false, false));
-    both("matmul 512×768·768×1024", &[&[512, 768], &[768, 1024]], &mm(false, false));
+    // Ragged and aligned, many tiles in every grid dimension and many K-steps. On the emulator
+    // the sizes are a half to a third as large (14× less work): still ragged or aligned, with
+    // 5-8 tiles of 64 per dimension and 12 K-steps of the 3-stage tf32 ring; the rest of the
+    // full sizes' work only repeats the same tiles.
+    let Some(g) = gpu() else { return };
+    let [(m, k, n), (m2, k2, n2)] =
+        if common::emulated(&g) { [(257, 385, 289), (256, 384, 320)] } else { [(513, 769, 1025), (512, 768, 1024)] };
+    both(&format!("matmul {m}×{k}·{k}×{n}"), &[&[m, k], &[k, n]], &mm(false, false));
+    both(&format!("matmul {m2}×{k2}·{k2}×{n2}"), &[&[m2, k2], &[k2, n2]], &mm(false, false));
 }
 
 #[test]
@@ -325,6 +332,31 @@ fn misuse_is_an_error() {
     let null = Gemm { a: fake(p.g.a), b: fake(p.g.b), ..p.g };
     assert!(gemm(&dev, &null, Kind::Tf32).is_err(), "a null output is refused");
     assert!(gemm_with(&dev, &p.g, Kind::F32, 9).is_err(), "an unknown configuration is refused");
+    // Sizes within a tile of 2³¹ would overflow the kernels' 32-bit tile indices: refused before
+    // anything is allocated or launched, for every kind.
+    let max = engine::ops::matmul::cuda::MAX_SIZE as usize;
+    for big in [Gemm { m: max + 1, ..p.g }, Gemm { n: max + 1, ..p.g }, Gemm { k: max + 1, ..p.g }] {
+        for kind in [Kind::F32, Kind::Tf32, Kind::Bf16Rounded, Kind::Bf16 { out_bf16: false }] {
+            let err = gemm_with(&dev, &big, kind, 0).expect_err("a size past the cap is refused");
+            assert!(err.to_string().contains("32-bit sizes"), "{kind:?}: {err}");
+        }
+    }
+}
+
+/// `gemm_with` in `Kind::Bf16Rounded` on float32 buffers, every configuration: the operands are
+/// rounded into bf16 copies first (it once handed the float32 buffers to the bf16 kernels).
+#[test]
+fn bf16_rounded_with_a_chosen_configuration() {
+    let Some(Device::Cuda(dev)) = gpu() else { return };
+    for ci in 0..configs(Kind::Bf16Rounded).len() {
+        let p = Problem::new((2, 70, 45, 40, false, true), false, true, false, 40 + ci as u64);
+        let round = |v: &[f32]| v.iter().map(|&x| bf16_value(bf16_bits(x))).collect::<Vec<f32>>();
+        let rounded = Problem { g: p.g, a: round(&p.a), b: round(&p.b), c0: p.c0.clone() };
+        assert!(rounded.a != p.a, "the operands are not bf16 values already");
+        let want: Vec<f32> = rounded.reference().iter().map(|&v| v as f32).collect();
+        let e = rel(&p.run(&dev, Kind::Bf16Rounded, Some(ci)), &want);
+        assert!(e <= F32_TOL, "configuration {ci}: relative error {e:.3e} against the rounded operands' product");
+    }
 }
 
 #[test]

@@ -41,6 +41,12 @@ pub fn gpu() -> Option<Device> {
     }
 }
 
+/// Whether `device` is the PTX emulator (a few cases that are large only for their own sake run
+/// smaller there; see each).
+pub fn emulated(device: &Device) -> bool {
+    matches!(device, Device::Cuda(c) if c.is_emulated())
+}
+
 /// Forward + backward of `build` (its output projected to a scalar with fixed weights) on
 /// `device`; returns the output and the gradient of every input.
 pub fn run(
