@@ -29,7 +29,10 @@ fn adamw_step() {
     let (c, d) = (adamw_run(&Device::Cpu, n), adamw_run(&g, n));
     let worst = c.iter().zip(&d).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     println!("adamw: max |Δ| {worst:e}, relative {:.2e}", rel(&d, &c));
-    assert!(worst <= 1e-6, "AdamW differs by {worst:e}");
+    // The kernels compile with --fmad=false, so the device rounds every product and sum as the
+    // CPU twin does (with contraction the step differed by up to 2.4e-7): bit for bit.
+    let same = c.iter().zip(&d).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "AdamW differs from the CPU's bits (max |Δ| {worst:e})");
 }
 
 #[test]
@@ -123,7 +126,8 @@ fn pcgrad_combine() {
     println!("pcgrad combine: relative {e:.2e}, {} of {} pairs projected", sd.projected, sd.pairs);
     assert!(sc.projected > 0, "the test gradients should conflict");
     assert_eq!(sc.projected, sd.projected);
-    assert!(e <= F32_TOL, "combined gradient differs by {e:e}");
+    // Elementwise products and sums without contraction (--fmad=false): the CPU's bits.
+    assert!(e == 0.0, "combined gradient differs by {e:e}");
 }
 
 /// The surgery on the device (pairwise_dots into device memory, the one-thread surgery kernel,
@@ -194,6 +198,7 @@ fn adamw_clipped_on_the_device() {
         };
         let e = rel(&run(&g), &run(&Device::Cpu));
         println!("clipped AdamW, max norm {max_norm}: relative {e:.2e}");
-        assert!(e <= F32_TOL, "max norm {max_norm}: differs by {e:e}");
+        // The norm's sum order differs, but the clip scale rounds to the same float: exact.
+        assert!(e == 0.0, "max norm {max_norm}: differs by {e:e}");
     }
 }
