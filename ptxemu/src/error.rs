@@ -32,7 +32,12 @@ impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.kernel)?;
         match (&self.file, self.line) {
-            (Some(file), Some(line)) => write!(f, " at {file}:{line}")?,
+            // NVRTC writes the program's name made absolute against its working directory, a
+            // path that need not exist: the file name is what identifies the source.
+            (Some(file), Some(line)) => {
+                let name = file.rsplit('/').next().unwrap_or(file);
+                write!(f, " at {name}:{line}")?
+            }
             (None, Some(line)) => write!(f, " at line {line}")?,
             _ => {}
         }
