@@ -1,9 +1,9 @@
 //! GPU suite: the Hugging Face parity of tests/golden.rs on CUDA (float32, plain float32 GEMMs,
 //! the same tolerances as the CPU: outputs 1e-4 max |Δ|, losses 1e-5, gradients 1e-4, AdamW 1e-6),
-//! and a short fine-tuning run on CUDA against the CPU run of the same seed. Skips without a GPU,
-//! and the golden part without the default checkpoint (weights/fetch.sh; too large for the GPU
-//! bundle, so there the golden part skips and the short run checks the CUDA path end to end).
-
+//! short fine-tuning runs on CUDA against the CPU run of the same seed, and `engine finetune`
+//! through the CLI. On the PTX emulator without a GPU. The golden part needs the default
+//! checkpoint (weights/fetch.sh, which scripts/test.sh runs; too large for the GPU bundle, so
+//! there the golden part skips and the short runs check the CUDA path end to end).
 mod common;
 use common::golden;
 use common::gpu;
