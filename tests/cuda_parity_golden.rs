@@ -4,6 +4,7 @@
 //! through the CLI. On the PTX emulator without a GPU. The golden part needs the default
 //! checkpoint (weights/fetch.sh, which scripts/test.sh runs; too large for the GPU bundle, so
 //! there the golden part skips and the short runs check the CUDA path end to end).
+
 mod common;
 use common::golden;
 use common::gpu;
