@@ -68,3 +68,23 @@ fn compile_errors_show_the_log_and_the_file() {
         .to_string();
     assert!(err.contains("broken.cu") && err.contains("undefined_thing"), "{err}");
 }
+
+/// Every kernel file's PTX (what the emulator runs) parses in the PTX emulator, with every kernel
+/// of the file found and its parameter list read: an instruction form the emulator does not know
+/// fails here, naming the kernel and the PTX line, before any test launches it.
+#[test]
+fn every_kernel_parses_in_the_emulator() {
+    let mut kernels = 0;
+    for (file, _) in kernel_files() {
+        let ptx = engine::device::cuda::compiled_ptx(file, engine::device::cuda::KERNEL_ARCH).unwrap();
+        let module = ptxemu::Module::parse(&ptx).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let entries = ptx.lines().filter(|l| l.starts_with(".visible .entry ")).count();
+        assert_eq!(module.kernels.len(), entries, "{file}: kernels parsed");
+        for k in &module.kernels {
+            assert!(!k.params.is_empty(), "{file}: {} has no parameters", k.name);
+        }
+        kernels += module.kernels.len();
+        println!("{file:<16} {} kernels", module.kernels.len());
+    }
+    println!("{kernels} kernels parsed");
+}
