@@ -42,6 +42,10 @@ for name in "${tests[@]}" "${benches[@]}" "$step_bench"; do
   strip --strip-debug "$out/bin/$name" 2>/dev/null || true
 done
 rm "$out/.executables"
+# The CLI itself, for the test that runs `engine finetune` (run.sh names it in ENGINE_BIN).
+cargo build --release --bin engine >/dev/null
+cp target/release/engine "$out/bin/engine"
+strip --strip-debug "$out/bin/engine" 2>/dev/null || true
 printf '%s\n' "${tests[@]}" > "$out/tests.txt"
 printf '%s\n' "${benches[@]}" > "$out/benches.txt"
 git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || echo unknown > "$out/commit.txt"

@@ -11,6 +11,7 @@ logs="${OUT:-$here/out}"
 mkdir -p "$logs"
 source "$here/env.sh"
 export ENGINE_TEST_DATA="${ENGINE_TEST_DATA:-$here/data}"
+export ENGINE_BIN="$here/bin/engine"
 budget=${GPU_RUN_BUDGET_S:-450} # the whole run; a lease is ~15 minutes, and a rerun must fit
 started=$(date +%s)
 table="$logs/table.txt"

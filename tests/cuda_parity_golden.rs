@@ -106,7 +106,9 @@ fn engine_finetune_cli_on_cuda_matches_the_cpu() {
     let (model, data) = (common::runs::tiny_model("cli"), common::runs::tiny_data(8, "cli"));
     let run = |device: &str| {
         let out = common::runs::scratch(&format!("cli-{device}"));
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+        // The GPU bundle ships the binary beside the tests and names it in ENGINE_BIN.
+        let bin = std::env::var_os("ENGINE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_engine").into());
+        let o = std::process::Command::new(bin)
             .args(["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
             .args(["--out", out.to_str().unwrap(), "--device", device, "--max-steps", "2", "--batch-size", "2"])
             .args(["--log-every", "1", "--quiet"])
