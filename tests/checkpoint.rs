@@ -202,3 +202,54 @@ fn missing_files_are_named() {
     std::fs::write(dir.join("config.json"), r#"{"vocab_size": 20, "hidden_size": 9, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 4}"#).unwrap();
     assert!(load_err(&dir).contains("not a multiple of num_attention_heads"));
 }
+
+/// The data section must be covered by the tensors exactly (the safetensors rule): a header
+/// edited in place with its declared length unchanged (a space inserted, the padding's last space
+/// pushed into the data) once loaded every tensor shifted by a byte, without a word.
+#[test]
+fn data_not_covered_exactly_by_the_tensors_is_refused() {
+    use engine::model::safetensors::write;
+    let dir = std::env::temp_dir().join(format!("engine-ckpt-{}-coverage", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("t.safetensors");
+    // A name length for which the header has padding, so the edited header still parses.
+    let bytes = (1..=8)
+        .find_map(|n| {
+            let t = vec![("w".repeat(n), vec![2, 3], (0..6).map(|i| i as f32).collect::<Vec<f32>>())];
+            write(&path, &t, &Default::default()).unwrap();
+            let b = std::fs::read(&path).unwrap();
+            let hlen = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+            (b[8 + hlen - 1] == b' ').then_some(b)
+        })
+        .expect("some name length pads the header");
+    assert!(SafeTensors::open(&path).is_ok(), "the file as written loads");
+    let open_err = |b: &[u8]| {
+        std::fs::write(&path, b).unwrap();
+        SafeTensors::open(&path).map(|_| ()).expect_err("refused").to_string()
+    };
+    let mut shifted = bytes.clone();
+    shifted.insert(9, b' '); // after the header's '{'; its declared length stays
+    let e = open_err(&shifted);
+    assert!(e.contains("after the last tensor") && e.contains("does not describe the data"), "{e}");
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(open_err(&trailing).contains("1 bytes after the last tensor"));
+
+    let raw = |offsets: [[usize; 2]; 2], data: usize| {
+        let json = serde_json::json!({
+            "a": {"dtype": "F32", "shape": [1], "data_offsets": offsets[0]},
+            "b": {"dtype": "F32", "shape": [2], "data_offsets": offsets[1]},
+        });
+        let j = serde_json::to_vec(&json).unwrap();
+        let mut b = (j.len() as u64).to_le_bytes().to_vec();
+        b.extend(j);
+        b.extend(vec![0u8; data]);
+        b
+    };
+    let gap = open_err(&raw([[0, 4], [8, 16]], 16));
+    assert!(gap.contains("bytes 4..8") && gap.contains("in no tensor"), "{gap}");
+    let overlap = open_err(&raw([[0, 4], [2, 10]], 10));
+    assert!(overlap.contains("overlaps that of tensor a"), "{overlap}");
+    std::fs::write(&path, raw([[0, 4], [4, 12]], 12)).unwrap();
+    assert!(SafeTensors::open(&path).is_ok(), "exact coverage loads");
+}

@@ -33,6 +33,39 @@ fn dtype_size(dtype: &str) -> Option<usize> {
     })
 }
 
+/// The format's rule that the tensors cover the data section exactly: no gap, no overlap, no
+/// trailing bytes. Without it a header edited in place (whitespace inserted, its declared length
+/// unchanged) shifts every tensor by a few bytes and the file loads garbage without a word.
+fn check_coverage(tensors: &BTreeMap<String, TensorInfo>, data_len: usize) -> std::result::Result<(), String> {
+    let mut ranges: Vec<(usize, usize, &str)> = tensors.iter().map(|(n, t)| (t.start, t.end, n.as_str())).collect();
+    ranges.sort_unstable();
+    let mut covered = 0usize;
+    let mut previous = "the start of the data".to_string();
+    for (start, end, name) in ranges {
+        if start > covered {
+            return Err(format!(
+                "bytes {covered}..{start} of the data lie between {previous} and tensor {name}, in no tensor: \
+                 the header does not describe the data (edited or corrupt)"
+            ));
+        }
+        if start < covered {
+            return Err(format!(
+                "tensor {name}'s data (bytes {start}..{end}) overlaps that of {previous}: corrupt header"
+            ));
+        }
+        covered = end;
+        previous = format!("tensor {name}");
+    }
+    if covered != data_len {
+        return Err(format!(
+            "{} bytes after the last tensor's data ({covered} of {data_len} bytes described): the header does \
+             not describe the data (edited, shifted or corrupt)",
+            data_len - covered
+        ));
+    }
+    Ok(())
+}
+
 impl SafeTensors {
     pub fn open(path: &Path) -> Result<SafeTensors> {
         let io = |source| Error::Io { path: path.display().to_string(), source };
@@ -82,6 +115,7 @@ impl SafeTensors {
             }
             tensors.insert(name, TensorInfo { dtype, shape, start, end });
         }
+        check_coverage(&tensors, data_len).map_err(bad)?;
         Ok(SafeTensors { path: path.to_path_buf(), mmap, data_start, tensors })
     }
 
