@@ -65,7 +65,20 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
         let v = bert.sentence_vector(&mut tape, h, mask, o.pooling)?;
         let values = tape.store.read(v)?;
         let c = v.shape.last();
-        for (line, row) in chunk.iter().zip(values.chunks_exact(c)) {
+        for (i, (line, row)) in chunk.iter().zip(values.chunks_exact(c)).enumerate() {
+            // JSON has no NaN or infinity (serde writes null): refuse instead, naming the line,
+            // before anything is written.
+            if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                return Err(Error::value(
+                    "embedding",
+                    format!(
+                        "input line {} ({line:?}): value {j} of its embedding is {} (non-finite weights in {}?); nothing written",
+                        b * o.batch_size + i + 1,
+                        row[j],
+                        o.model.display()
+                    ),
+                ));
+            }
             // Written field by field to keep "text" first, as documented.
             let text = serde_json::to_string(line).expect("a string serialises");
             let embedding = serde_json::to_string(row).expect("floats serialise");

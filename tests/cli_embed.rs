@@ -122,3 +122,34 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'max'"));
 }
+
+/// A checkpoint with NaN word embeddings: `embed` refuses, naming the first line, and writes
+/// nothing (it once wrote `null` for every value and exited 0).
+#[test]
+fn non_finite_embeddings_are_refused_not_written() {
+    use engine::model::safetensors::{SafeTensors, write};
+    let model = common::runs::tiny_model("nan-embed");
+    let file = model.join("model.safetensors");
+    let st = SafeTensors::open(&file).unwrap();
+    let names: Vec<String> = st.names().map(String::from).collect();
+    let tensors: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let mut v = st.f32(n).unwrap();
+            if n.contains("word_embeddings") {
+                v.fill(f32::NAN);
+            }
+            (n.clone(), st.info(n).unwrap().shape.clone(), v)
+        })
+        .collect();
+    drop(st);
+    write(&file, &tensors, &Default::default()).unwrap();
+    let (input, output) = (tmp("nan-in.txt"), tmp("nan-out.jsonl"));
+    std::fs::write(&input, "a sentence\nanother one\n").unwrap();
+    let args = ["embed", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()];
+    let out = engine(&[&args[..], &["--output", output.to_str().unwrap(), "--device", "cpu"]].concat());
+    assert!(!out.status.success(), "NaN embeddings were written");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("input line 1") && err.contains("NaN") && err.contains("nothing written"), "{err}");
+    assert!(!output.exists());
+}

@@ -3,7 +3,7 @@
 use super::model::MultiTaskModel;
 use crate::data::Tokenizer;
 use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tape::Tape;
 
 /// One task's dev (or test) metric: accuracy for classes and Quora, Pearson r for STS.
@@ -104,6 +104,18 @@ pub fn predict(
         tape.reset();
         let y = model.forward(tape, &batch)?;
         let values = tape.store.read(y)?;
+        // A NaN logit would still give a class (argmax): refuse, naming the example, instead of
+        // writing a prediction the model never made.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            let e = &chunk[i * chunk.len() / values.len()];
+            return Err(Error::value(
+                "predictions",
+                format!(
+                    "{task} example {:?}: the model's output is {} (non-finite weights or input?)",
+                    e.id, values[i]
+                ),
+            ));
+        }
         let preds = MultiTaskModel::predictions(task, &values, chunk.len());
         out.extend(chunk.iter().map(|e| e.id.clone()).zip(preds));
     }
