@@ -47,6 +47,15 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
     if layers > bert.layers.len() {
         return Err(Error::Config(format!("--layer {layers}: the model has {} layers", bert.layers.len())));
     }
+    // One sentence, or a pair split by one tab: a second tab would silently join two sentences.
+    if let Some(i) = lines.iter().position(|l| l.matches('\t').count() > 1) {
+        return Err(Error::Config(format!(
+            "--input {} line {}: {} tabs; a line holds one sentence or a pair split by one tab",
+            o.input.display(),
+            i + 1,
+            lines[i].matches('\t').count()
+        )));
+    }
     let mut out = Vec::with_capacity(text.len() * 8);
     for (b, chunk) in lines.chunks(o.batch_size).enumerate() {
         let inputs: Vec<Input> = chunk

@@ -121,6 +121,14 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'max'"));
+
+    let tabs = tmp("tabs.txt");
+    std::fs::write(&tabs, "one\ta pair\nthree\tparts\there\n").unwrap();
+    let out = engine(&["embed", "--input", tabs.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    assert!(!out.status.success(), "a line with two tabs was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2: 2 tabs"), "{err}");
+    assert!(!output.exists());
 }
 
 /// A checkpoint with NaN word embeddings: `embed` refuses, naming the first line, and writes

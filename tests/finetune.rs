@@ -212,6 +212,14 @@ fn bad_input_gives_one_clear_error_and_writes_nothing() {
     assert!(e.contains("--task-weights"), "{e}");
     let e = run(&["--dropout", "1.5"]);
     assert!(e.contains("--dropout"), "{e}");
+    // Float flags must be finite (NaN compares false with every bound), and --stop-after 0 would
+    // stop before the first step (it was accepted and ignored).
+    for (flag, value) in [("--weight-decay", "nan"), ("--grad-clip", "NaN"), ("--weight-decay", "inf")] {
+        let e = run(&[flag, value]);
+        assert!(e.contains(flag) && e.contains("finite"), "{flag} {value}: {e}");
+    }
+    let e = run(&["--stop-after", "0"]);
+    assert!(e.contains("--stop-after 0"), "{e}");
     let e =
         fails(&["finetune", "--model", "/nonexistent/model", "--data-dir", data.to_str().unwrap(), "--device", "cpu"]);
     assert!(e.contains("/nonexistent/model"), "{e}");

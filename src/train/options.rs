@@ -165,8 +165,12 @@ impl TrainOptions {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("--betas must lie in [0, 1)".into());
         }
-        if self.grad_clip < 0.0 || self.weight_decay < 0.0 {
-            return bad("--grad-clip and --weight-decay must not be negative".into());
+        // NaN compares false both ways: ask for what is valid, so NaN and infinity are refused too.
+        if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
+            return bad(format!("--grad-clip {} must be a finite number, at least 0 (0: off)", self.grad_clip));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!("--weight-decay {} must be a finite number, at least 0", self.weight_decay));
         }
         if self.pcgrad && !(2..=8).contains(&self.tasks.len()) {
             return bad(format!("--pcgrad needs 2 to 8 tasks, --tasks gives {}", self.tasks.len()));

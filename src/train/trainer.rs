@@ -184,6 +184,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         None => (args.opts.clone(), args.model.clone()),
     };
     opts.validate()?;
+    if args.stop_after == Some(0) {
+        return Err(Error::Config("--stop-after 0 would stop before the first step: give at least 1".into()));
+    }
     let data = load_data(args)?;
     // The encoder's checkpoint and, when resuming, the saved heads (and adapters).
     let (ckpt, trained) = match &args.resume {
