@@ -339,7 +339,15 @@ impl FinetuneCli {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        // One line: the error and those of its causes that its message does not already quote
+        // (an I/O error's message ends with its OS error, which is also its source).
+        let mut line = e.to_string();
+        for cause in e.chain().skip(1).map(|c| c.to_string()) {
+            if !line.contains(&cause) {
+                line = format!("{line}: {cause}");
+            }
+        }
+        eprintln!("error: {line}");
         std::process::exit(1);
     }
 }

@@ -122,6 +122,13 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'max'"));
 
+    // An OS error is said once ("… (os error 2)", not "…: … (os error 2): … (os error 2)").
+    let under_a_file = input.join("out.jsonl"); // input is a file: not a directory
+    let out = engine(&["embed", "--input", input.to_str().unwrap(), "--output", under_a_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("(os error").count(), 1, "{err}");
+
     let tabs = tmp("tabs.txt");
     std::fs::write(&tabs, "one\ta pair\nthree\tparts\there\n").unwrap();
     let out = engine(&["embed", "--input", tabs.to_str().unwrap(), "--output", output.to_str().unwrap()]);
