@@ -220,6 +220,12 @@ fn bad_input_gives_one_clear_error_and_writes_nothing() {
     }
     let e = run(&["--stop-after", "0"]);
     assert!(e.contains("--stop-after 0"), "{e}");
+    // A jointly encoded pair needs [CLS] a [SEP] b [SEP]; positions past the checkpoint's are
+    // refused before training (they failed in the first step).
+    let e = run(&["--max-len", "4"]);
+    assert!(e.contains("--max-len 4") && e.contains("at least 5"), "{e}");
+    let e = run(&["--max-len", "129"]);
+    assert!(e.contains("--max-len 129 exceeds the checkpoint's 128 positions"), "{e}");
     let e =
         fails(&["finetune", "--model", "/nonexistent/model", "--data-dir", data.to_str().unwrap(), "--device", "cpu"]);
     assert!(e.contains("/nonexistent/model"), "{e}");

@@ -159,8 +159,14 @@ impl TrainOptions {
         if self.batch_size == 0 || self.grad_accum == 0 || self.epochs == 0 || self.log_every == 0 {
             return bad("--batch-size, --grad-accum, --epochs and --log-every must be at least 1".into());
         }
-        if self.max_len < 3 {
-            return bad(format!("--max-len {} leaves no room for a sentence", self.max_len));
+        // [CLS] a [SEP] keeps one token of a sentence; a jointly encoded pair needs
+        // [CLS] a [SEP] b [SEP] to keep one token of each.
+        let joint_pair = self.pair_encoding == PairEncoding::Joint && self.tasks.iter().any(|t| t.is_pair());
+        let least = if joint_pair { 5 } else { 3 };
+        if self.max_len < least {
+            let what =
+                if joint_pair { "a token of each sentence of a pair ([CLS] a [SEP] b [SEP])" } else { "a sentence" };
+            return bad(format!("--max-len {} leaves no room for {what}: at least {least}", self.max_len));
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("--betas must lie in [0, 1)".into());

@@ -196,6 +196,14 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
         None => (Checkpoint::open(&base)?, None),
     };
+    if opts.max_len > ckpt.config.max_position_embeddings {
+        return Err(Error::Config(format!(
+            "--max-len {} exceeds the checkpoint's {} positions (max_position_embeddings in {})",
+            opts.max_len,
+            ckpt.config.max_position_embeddings,
+            base.join("config.json").display()
+        )));
+    }
     let mut tok = Tokenizer::from_dir(&base)?;
     let mut tape = Tape::<f32>::new(args.device.clone());
     let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
