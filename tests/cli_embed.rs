@@ -142,23 +142,9 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
 /// nothing (it once wrote `null` for every value and exited 0).
 #[test]
 fn non_finite_embeddings_are_refused_not_written() {
-    use engine::model::safetensors::{SafeTensors, write};
     let model = common::runs::tiny_model("nan-embed");
     let file = model.join("model.safetensors");
-    let st = SafeTensors::open(&file).unwrap();
-    let names: Vec<String> = st.names().map(String::from).collect();
-    let tensors: Vec<_> = names
-        .iter()
-        .map(|n| {
-            let mut v = st.f32(n).unwrap();
-            if n.contains("word_embeddings") {
-                v.fill(f32::NAN);
-            }
-            (n.clone(), st.info(n).unwrap().shape.clone(), v)
-        })
-        .collect();
-    drop(st);
-    write(&file, &tensors, &Default::default()).unwrap();
+    common::runs::poison_word_embeddings(&file);
     let (input, output) = (tmp("nan-in.txt"), tmp("nan-out.jsonl"));
     std::fs::write(&input, "a sentence\nanother one\n").unwrap();
     let args = ["embed", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()];

@@ -405,25 +405,11 @@ fn a_diverging_run_stops_before_writing_a_checkpoint() {
 /// writes no prediction file (a NaN logit once still gave a class through argmax).
 #[test]
 fn non_finite_outputs_are_refused_by_predict() {
-    use engine::model::safetensors::{SafeTensors, write};
     let (model, data) = (tiny_model("nan-predict"), tiny_data(6, "nan-predict"));
     let out = scratch("nan-predict");
     finetune(&model, &data, &out, &["--max-steps", "1"]);
     let file = out.join("best/model.safetensors");
-    let st = SafeTensors::open(&file).unwrap();
-    let names: Vec<String> = st.names().map(String::from).collect();
-    let tensors: Vec<_> = names
-        .iter()
-        .map(|n| {
-            let mut v = st.f32(n).unwrap();
-            if n.contains("word_embeddings") {
-                v.fill(f32::NAN);
-            }
-            (n.clone(), st.info(n).unwrap().shape.clone(), v)
-        })
-        .collect();
-    drop(st);
-    write(&file, &tensors, &Default::default()).unwrap();
+    common::runs::poison_word_embeddings(&file);
     let predictions = out.join("nan-sst.csv");
     let best = out.join("best");
     for task in ["sst", "sts"] {

@@ -77,3 +77,23 @@ pub fn tiny_data(n: usize, tag: &str) -> PathBuf {
     }
     dir
 }
+
+/// Rewrites the safetensors file `file` with every word-embedding value NaN (a checkpoint whose
+/// weights went non-finite), the other tensors as they were.
+pub fn poison_word_embeddings(file: &Path) {
+    use engine::model::safetensors::{SafeTensors, write};
+    let st = SafeTensors::open(file).unwrap();
+    let names: Vec<String> = st.names().map(String::from).collect();
+    let tensors: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let mut v = st.f32(n).unwrap();
+            if n.contains("word_embeddings") {
+                v.fill(f32::NAN);
+            }
+            (n.clone(), st.info(n).unwrap().shape.clone(), v)
+        })
+        .collect();
+    drop(st);
+    write(file, &tensors, &Default::default()).unwrap();
+}
