@@ -23,15 +23,11 @@ pub type Build<'a> = dyn Fn(&mut Tape<f32>, &[Tensor]) -> Result<Tensor> + 'a;
 /// PTX emulator; it says which. Without either (no libnvrtc) the test fails with the reason.
 /// (An Option for the tests' `let Some(g) = gpu() else { return }`; it is always Some.)
 pub fn gpu() -> Option<Device> {
-    let dev = if engine::device::cuda::emulation_requested() {
-        println!("GPU suite: {} is set: the PTX emulator", engine::device::cuda::EMULATE_ENV);
+    // `--device cuda`'s choice (the emulator when ENGINE_EMULATE_GPU asks for it), else the emulator.
+    let dev = Cuda::open_default().or_else(|e| {
+        println!("GPU suite: no usable GPU ({e}): the PTX emulator");
         Cuda::emulated()
-    } else {
-        Cuda::open(0).or_else(|e| {
-            println!("GPU suite: no usable GPU ({e}): the PTX emulator");
-            Cuda::emulated()
-        })
-    };
+    });
     match dev {
         Ok(c) => {
             println!("GPU suite on {c:?}");
