@@ -51,7 +51,7 @@ printf '%s\n' "${benches[@]}" > "$out/benches.txt"
 git rev-parse --short HEAD > "$out/commit.txt" 2>/dev/null || echo unknown > "$out/commit.txt"
 # Slices of the CS224N files for the short fine-tuning runs (tests/common/runs.rs).
 mkdir -p "$out/data"
-for f in ../shared/data/*.csv; do head -n 201 "$f" > "$out/data/$(basename "$f")"; done
+for f in data/*.csv; do head -n 201 "$f" > "$out/data/$(basename "$f")"; done
 cp scripts/gpu-run.sh "$out/run.sh"
 cp scripts/gpu-step.sh "$out/step.sh"
 cp scripts/gpu-env.sh "$out/env.sh"

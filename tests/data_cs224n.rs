@@ -1,4 +1,4 @@
-//! The CS224N data layer: the real task files in ../shared/data (counts, labels, the two malformed
+//! The CS224N data layer: the real task files the repository ships in data/ (counts, labels, the two malformed
 //! Quora records), synthetic bad files (each fault with its message), and prediction files (the
 //! starter's exact bytes, and a round trip).
 
@@ -7,7 +7,7 @@ use engine::data::{Input, format_predictions, read, read_predictions, write_pred
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
 
 fn data() -> &'static Path {
     Path::new(DATA)

@@ -1,4 +1,4 @@
-//! Parity with Hugging Face on the CPU path, float32, against ../shared/golden: tokenization
+//! Parity with Hugging Face on the CPU path, float32, against tests/fixtures/golden: tokenization
 //! exactly; encoder outputs within 1e-4 (max |Δ|); the training step's losses within 1e-5
 //! relative, gradients within 1e-4 relative (‖g − g_ref‖₂/‖g_ref‖₂), parameters after one AdamW
 //! step within 1e-6 absolute. Needs the default checkpoint (weights/fetch.sh).

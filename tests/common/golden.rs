@@ -1,4 +1,4 @@
-//! The Hugging Face reference of ../shared/golden (see its README) and the engine's version of
+//! The Hugging Face reference of tests/fixtures/golden (see its README) and the engine's version of
 //! the same computations, for the parity tests on the CPU and on CUDA.
 
 use engine::data::{Encoded, Input, Tokenizer};
@@ -15,9 +15,9 @@ pub struct Golden {
 }
 
 pub fn golden() -> Golden {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden");
     let json = std::fs::read_to_string(dir.join("minilm-l6.json"))
-        .unwrap_or_else(|e| panic!("{}: {e} (the golden reference lives in ../shared/golden)", dir.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (the golden reference ships in tests/fixtures/golden)", dir.display()));
     Golden {
         json: serde_json::from_str(&json).unwrap(),
         tensors: SafeTensors::open(&dir.join("minilm-l6.safetensors")).unwrap(),

@@ -1,6 +1,6 @@
 //! Tiny fine-tuning runs: a tiny BERT folder (random weights, a WordPiece vocab.txt of its own,
 //! so the tokenizer's vocab.txt path is exercised and no checkpoint is needed) and tiny slices of
-//! the CS224N files, in scratch folders. The data come from ../shared/data, or from
+//! the CS224N files, in scratch folders. The data come from the repository's data/, or from
 //! $ENGINE_TEST_DATA (the GPU bundle ships slices there).
 
 use engine::model::BertConfig;
@@ -20,7 +20,7 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn data_source() -> PathBuf {
     std::env::var_os("ENGINE_TEST_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
 }
 
 /// An uncased WordPiece vocabulary of the words (split on whitespace and punctuation, as BERT's
