@@ -12,7 +12,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|source| Error::Io { path: tmp.display().to_string(), source })?;
+    // A failed write (a full disk) leaves no partial temp file behind.
+    std::fs::write(&tmp, bytes).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Io { path: tmp.display().to_string(), source }
+    })?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)

@@ -9,6 +9,7 @@ pub mod options;
 pub mod pcgrad;
 pub mod report;
 pub mod schedule;
+pub mod swap;
 pub mod trainer;
 
 pub use options::TrainOptions;
