@@ -325,24 +325,74 @@ fn a_short_or_long_row_is_reported_not_fatal() {
     );
 }
 
+const UNCLOSED: &str =
+    "unbalanced quote: a quoted field opens on this line and does not close on it (a record is one line)";
+
 #[test]
-fn an_unbalanced_quote_that_swallows_lines_is_one_bad_record() {
+fn a_stray_quote_costs_its_own_line_and_every_other_line_is_read() {
+    // Issue 17, finding 5: line 4 opens its sentence with a stray `"` that no later line closes;
+    // the csv reader used to run to the end of the file (lines 4-12 as one record, 2 records read).
+    let dir = scratch("stray");
+    let mut text = String::from("\tid\tsentence\tsentiment\n0\ta\tfine\t1\n1\tb\talso fine\t2\n");
+    text.push_str("2\tstray\t\"A stray quote opens this sentence\t3\n");
+    let good: Vec<String> = (5..=12).map(|l| format!("r{l}")).collect();
+    for (i, id) in good.iter().enumerate() {
+        text.push_str(&format!("{}\t{id}\tsentence {i} , plain\t{}\n", i + 3, i % 5));
+    }
+    let p = file(&dir, "sst.csv", &text);
+    let d = read(Task::Sst, &p, Split::Train, "--sst-train", false).unwrap();
+    let ids: Vec<&str> = d.examples.iter().map(|e| e.id.as_str()).collect();
+    let mut expected = vec!["a", "b"];
+    expected.extend(good.iter().map(String::as_str));
+    assert_eq!(ids, expected);
+    assert_eq!(d.examples[2].a, "sentence 0 , plain");
+    assert_eq!(d.examples[9].label, Some(Label::Class(2)));
+    let skipped: Vec<(u64, &str)> = d.skipped.iter().map(|s| (s.line, s.fault.as_str())).collect();
+    assert_eq!(skipped, [(4, UNCLOSED)]);
+    // The summary counts the lines lost.
+    assert_eq!(d.skip_summary().unwrap(), format!("{}: skipped 1 malformed record: 1 of 11 lines lost", p.display()));
+    assert_eq!(
+        error_of(read(Task::Sst, &p, Split::Train, "--sst-train", true)),
+        format!("{}:4: {UNCLOSED} (reading strictly, the file is refused)", p.display())
+    );
+}
+
+#[test]
+fn a_quote_closed_on_a_later_line_costs_only_the_line_that_opens_it() {
     let dir = scratch("quote");
-    // Record 1's sentence opens a quote that closes only on line 4; the csv reader sees one record
-    // over lines 3-4 (with the right number of fields), which must not be trained on.
+    // Line 3 opens a quote that line 4's `close"` would close for a CSV reader reading across lines;
+    // read a line at a time, line 3 is malformed and line 4 is a record whose sentence ends in a
+    // literal quote (a quote inside an unquoted field is text, as for Python's csv module).
     let text = "\tid\tsentence\tsentiment\n0\ta\tfine\t1\n1\tb\t\"open\t2\n2\tc\tclose\"\t3\n3\td\tfine\t4\n";
     let p = file(&dir, "sst.csv", text);
     let d = read(Task::Sst, &p, Split::Train, "", false).unwrap();
     let ids: Vec<&str> = d.examples.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(ids, ["a", "d"]);
-    assert_eq!(d.skipped.len(), 1);
-    assert_eq!(d.skipped[0].line, 3);
-    assert_eq!(d.skipped[0].fault, "record runs over lines 3-4 (unbalanced quote?)");
-    // With a wrong number of fields as well, both are said.
-    let p = file(&dir, "sst2.csv", "\tid\tsentence\tsentiment\n0\ta\tfine\t1\n1\tb\t\"open\n\"\n2\tc\tfine\t4\n");
+    assert_eq!(ids, ["a", "c", "d"]);
+    assert_eq!(d.examples[1].a, "close\"");
+    let skipped: Vec<(u64, &str)> = d.skipped.iter().map(|s| (s.line, s.fault.as_str())).collect();
+    assert_eq!(skipped, [(3, UNCLOSED)]);
+    // `""` inside a quoted field is a quote, not a close: still unbalanced. A quote closed on its
+    // own line is fine, CRLF line breaks and blank lines keep the numbering, and two unclosed
+    // lines are two lines lost.
+    let text =
+        "\tid\tsentence\tsentiment\r\n0\ta\t\"x \"\"y\"\" z\"\t1\r\n\r\n1\tb\t\"x\"\"\t2\r\n2\tc\t\"\t3\r\n3\td\tok\t4";
+    let p = file(&dir, "crlf.csv", text);
     let d = read(Task::Sst, &p, Split::Train, "", false).unwrap();
-    assert_eq!(d.examples.len(), 2);
-    assert_eq!(d.skipped[0].fault, "record runs over lines 3-4 (unbalanced quote?); has 3 fields, expected 4");
+    let got: Vec<(&str, &str)> = d.examples.iter().map(|e| (e.id.as_str(), e.a.as_str())).collect();
+    assert_eq!(got, [("a", "x \"y\" z"), ("d", "ok")]);
+    assert_eq!(d.examples[1].label, Some(Label::Class(4)));
+    let lines: Vec<u64> = d.skipped.iter().map(|s| s.line).collect();
+    assert_eq!(lines, [4, 5]);
+    assert_eq!(d.skip_summary().unwrap(), format!("{}: skipped 2 malformed records: 2 of 4 lines lost", p.display()));
+    // A header whose quote does not close is refused, naming its line.
+    let p = file(&dir, "header.csv", "\n\"\tid\tsentence\tsentiment\n0\ta\tfine\t1\n");
+    assert_eq!(
+        error_of(read(Task::Sst, &p, Split::Train, "", false)),
+        format!("{}:2: header: {UNCLOSED}", p.display())
+    );
+    // A clean file has no summary.
+    let d = read(Task::Sst, &Task::Sst.path(data(), Split::Dev), Split::Dev, "", false).unwrap();
+    assert_eq!(d.skip_summary(), None);
 }
 
 #[test]

@@ -4,9 +4,11 @@
 //! Task files are read with a real CSV reader (tab delimiter, `""` for a quote inside a quoted
 //! field), like the starter's `csv.DictReader(delimiter='\t')`: columns are found by header name
 //! (`id`, `sentence` or `sentence1`/`sentence2`, and the label), other columns (the unnamed index,
-//! the test files' extra `0` column) are ignored. A malformed record (wrong number of fields, empty
-//! id or sentence, missing or out-of-range label, a field running over several lines) is skipped
-//! with a warning naming file and line, or refused when reading strictly; a record is never half read.
+//! the test files' extra `0` column) are ignored. Every record is one line, and each line is read
+//! on its own: a malformed record (wrong number of fields, empty id or sentence, missing or
+//! out-of-range label, a quote that does not close on its line) is skipped with a warning naming
+//! file and line, or refused when reading strictly; a record is never half read, and a stray quote
+//! never swallows the lines after it.
 //!
 //! Prediction files follow the starter's byte layout exactly (`id \t Predicted_Sentiment \n`, then
 //! `{id} , {prediction} \n`), so that they can be handed in as they are.
@@ -349,22 +351,10 @@ fn parse_label(task: Task, column: &str, text: &str) -> std::result::Result<Labe
 }
 
 /// One record as an example, or everything that is wrong with it (joined by "; ").
-fn parse_record(
-    task: Task,
-    cols: &Columns,
-    record: &csv::ByteRecord,
-    line: u64,
-) -> std::result::Result<Example, String> {
+fn parse_record(task: Task, cols: &Columns, record: &csv::ByteRecord) -> std::result::Result<Example, String> {
     let mut faults = Vec::new();
-    // Every record is one line in these files; a field running over lines is an unbalanced quote
-    // that swallowed the records after it.
-    let breaks = record.iter().flatten().filter(|&&b| b == b'\n').count() as u64;
-    if breaks > 0 {
-        faults.push(format!("record runs over lines {line}-{} (unbalanced quote?)", line + breaks));
-    }
     if record.len() != cols.width {
-        faults.push(format!("has {} fields, expected {}", record.len(), cols.width));
-        return Err(faults.join("; "));
+        return Err(format!("has {} fields, expected {}", record.len(), cols.width));
     }
     let mut text = |i: usize| match field(record, i) {
         Some(s) => s.trim(),
@@ -404,27 +394,79 @@ fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("{n} {word}") } else { format!("{n} {word}s") }
 }
 
+/// The fault of a line whose quoted field does not close on it.
+const UNCLOSED_QUOTE: &str = "unbalanced quote: a quoted field opens on this line and does not close on it \
+                              (a record is one line)";
+
+/// The physical lines of a file, numbered from 1, without their `\n` or `\r\n`; blank lines are
+/// left out (as the csv reader leaves them out), their numbers kept.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+        .filter(|(_, l)| !l.is_empty())
+}
+
+/// One line (without its line break) as one CSV record, or `Err` when a quoted field opened on the
+/// line does not close on it. Quoting is the csv reader's (tab delimiter, `""` for a quote inside
+/// a quoted field); the line is fed to it with a `\n` after it, which only an unclosed quote makes
+/// part of a field.
+fn parse_line(line: &[u8], record: &mut csv::ByteRecord) -> std::result::Result<(), &'static str> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .terminator(csv::Terminator::Any(b'\n'))
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(line.len() + 2)
+        .from_reader(std::io::Read::chain(line, &b"\n"[..]));
+    // Reading bytes from memory, flexibly, into a ByteRecord cannot fail; and the line is not empty.
+    match reader.read_byte_record(record) {
+        Ok(true) if !record.iter().flatten().any(|&b| b == b'\n') => Ok(()),
+        _ => Err(UNCLOSED_QUOTE),
+    }
+}
+
+/// The line `read` prints after its warnings when it skipped records: how many lines were lost of
+/// how many (every record is one line, so a skipped record is one line lost).
+fn skip_summary(file: &str, lost: usize, lines: usize) -> String {
+    format!("{file}: skipped {}: {lost} of {} lost", plural(lost, "malformed record"), plural(lines, "line"))
+}
+
+impl Dataset {
+    /// What `read` printed after its warnings, if it skipped records:
+    /// `FILE: skipped 2 malformed records: 2 of 14000 lines lost`.
+    pub fn skip_summary(&self) -> Option<String> {
+        let n = self.skipped.len();
+        (n > 0).then(|| skip_summary(&self.path.display().to_string(), n, n + self.examples.len()))
+    }
+}
+
 /// Reads one task file. `flag` is the CLI flag that set `path` (`--quora-train`; may be empty) and
 /// names it in whole-file errors: `--quora-train data/quora-train.csv: no such file`.
 ///
+/// Every record is one line (blank lines are passed over): each line is parsed on its own as a
+/// CSV record, so a stray quote costs its own line and never the lines after it.
 /// Header: the columns `id`, the sentence column(s) and, for train and dev, the label column must
-/// each appear once; a record must have as many fields as the header. A malformed record is
-/// skipped with `warning: FILE:LINE: what is wrong` on stderr and listed in `Dataset::skipped`,
-/// with `FILE: skipped N malformed records` at the end; with `strict` it is an error instead.
-/// A missing file, an empty one, one with no records or with no good record is an error.
+/// each appear once; a record must have as many fields as the header. A malformed record (wrong
+/// number of fields, empty id or sentence, missing or out-of-range label, a quote not closed on its
+/// line) is skipped with `warning: FILE:LINE: what is wrong` on stderr and listed in
+/// `Dataset::skipped`, with `FILE: skipped N malformed records: N of M lines lost` at the end; with
+/// `strict` it is an error instead. A missing file, an empty one, one with no records or with no
+/// good record is an error.
 pub fn read(task: Task, path: &Path, split: Split, flag: &str, strict: bool) -> Result<Dataset> {
     let at = whole_file(flag, path);
     let file = path.display().to_string();
-    let csv_err = |e: csv::Error| match e.into_kind() {
-        csv::ErrorKind::Io(source) => Error::Io { path: at.clone(), source },
-        kind => Error::Data { at: at.clone(), detail: format!("{kind:?}") },
-    };
-    let mut reader =
-        csv::ReaderBuilder::new().delimiter(b'\t').has_headers(false).flexible(true).from_reader(open(flag, path)?);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut open(flag, path)?, &mut bytes)
+        .map_err(|source| Error::Io { path: at.clone(), source })?;
+    let mut lines = lines(&bytes);
     let mut record = csv::ByteRecord::new();
-    if !reader.read_byte_record(&mut record).map_err(csv_err)? {
+    let Some((line, text)) = lines.next() else {
         return Err(Error::Data { at, detail: "empty file (no header)".into() });
-    }
+    };
+    parse_line(text, &mut record)
+        .map_err(|fault| Error::Data { at: format!("{file}:{line}"), detail: format!("header: {fault}") })?;
     let mut header = Vec::with_capacity(record.len());
     for (i, f) in record.iter().enumerate() {
         let f = if i == 0 { f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f) } else { f };
@@ -437,10 +479,11 @@ pub fn read(task: Task, path: &Path, split: Split, flag: &str, strict: bool) -> 
     let cols = Columns::find(task, split, &header).map_err(|detail| Error::Data { at: at.clone(), detail })?;
 
     let (mut examples, mut skipped, mut records) = (Vec::new(), Vec::new(), 0usize);
-    while reader.read_byte_record(&mut record).map_err(csv_err)? {
+    for (line, text) in lines {
         records += 1;
-        let line = record.position().map_or(0, |p| p.line());
-        match parse_record(task, &cols, &record, line) {
+        let parsed =
+            parse_line(text, &mut record).map_err(String::from).and_then(|()| parse_record(task, &cols, &record));
+        match parsed {
             Ok(example) => examples.push(example),
             Err(fault) if strict => {
                 return Err(Error::Data {
@@ -455,7 +498,7 @@ pub fn read(task: Task, path: &Path, split: Split, flag: &str, strict: bool) -> 
         }
     }
     if !skipped.is_empty() {
-        eprintln!("{file}: skipped {}", plural(skipped.len(), "malformed record"));
+        eprintln!("{}", skip_summary(&file, skipped.len(), records));
     }
     if records == 0 {
         return Err(Error::Data { at, detail: "no records after the header".into() });
