@@ -105,7 +105,10 @@ impl SafeTensors {
                 )));
             }
             if let Some(size) = dtype_size(&dtype) {
-                let want = shape.iter().product::<usize>() * size;
+                // Checked: a shape whose byte size wraps around would pass for a small tensor.
+                let want = shape.iter().try_fold(size, |n, &d| n.checked_mul(d)).ok_or_else(|| {
+                    bad(format!("tensor {name}: shape {shape:?} of {dtype} is too large (its byte size overflows)"))
+                })?;
                 if end - start != want {
                     return Err(bad(format!(
                         "tensor {name}: {} bytes of data for shape {shape:?} of {dtype} (needs {want})",
