@@ -1,10 +1,14 @@
 //! `engine embed`: sentence embeddings of a text file, one JSON line per input line.
 //! An input line is a sentence, or two sentences separated by a tab (a pair, encoded jointly).
+//! The model is a BERT folder, a full checkpoint of `engine finetune`, or an adapter folder (a
+//! LoRA checkpoint of `engine finetune --lora`, or one saved by PEFT): its base model with the
+//! adapters attached, unmerged, as PEFT runs it; task heads are not used.
 
 use crate::data::{Input, Tokenizer};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
+use crate::model::peft::{self, AdapterFolder};
 use crate::tape::Tape;
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,10 +40,14 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
         std::fs::read_to_string(&o.input).map_err(|e| Error::Config(format!("--input {}: {e}", o.input.display())))?
     };
     let lines: Vec<&str> = text.lines().collect();
-    let ckpt = Checkpoint::open(&o.model)?;
-    let mut tok = Tokenizer::from_dir(&o.model)?;
     let mut tape = Tape::<f32>::new(o.device.clone());
-    let bert = ckpt.load_bert(&mut tape.store, &|_| false)?;
+    let (bert, mut tok) = if peft::is_adapter_folder(&o.model) {
+        let a = AdapterFolder::open(&o.model)?;
+        (a.load_bert(&mut tape.store)?, Tokenizer::from_dir(a.tokenizer_dir())?)
+    } else {
+        let ckpt = Checkpoint::open(&o.model)?;
+        (ckpt.load_bert(&mut tape.store, &|_| false)?, Tokenizer::from_dir(&o.model)?)
+    };
     if o.pooling == Pooling::Pooler && bert.pooler.is_none() {
         return Err(Error::Config(format!("--pooling pooler: {} has no pooler weights", o.model.display())));
     }

@@ -1,8 +1,10 @@
 //! LoRA (Hu et al. 2022): a targeted linear y = W x + b becomes W x + b + (α/R)·B(A dropout(x)),
 //! with A (R, IN) drawn like PEFT's (Kaiming-uniform with a = √5, i.e. U(±1/√IN)) and B (OUT, R)
 //! zero, so the model starts exactly as the base. The base weights sit in the frozen arena: no
-//! gradient slots, no optimizer state. Adapters are named as PEFT names them inside the model,
-//! `encoder.layer.{l}.{module}.lora_A.weight` / `lora_B.weight`.
+//! gradient slots, no optimizer state. Adapters are named as PEFT saves them for a `BertModel`,
+//! `base_model.model.encoder.layer.{l}.{module}.lora_A.weight` / `lora_B.weight`, in the store and
+//! in checkpoints alike (see `model::peft`); checkpoints written before that (issue 17, finding 9)
+//! named them without the `base_model.model.` prefix and are still read.
 
 use super::bert::{Bert, Layer};
 use crate::error::{Error, Result};
@@ -107,10 +109,18 @@ pub struct Lora {
     pub layers: Vec<[Option<Adapter>; 6]>,
 }
 
-/// The names of a target's two adapter matrices in layer `l`.
+/// What PEFT puts before a `BertModel`'s own parameter names in an adapter file.
+pub const PEFT_PREFIX: &str = "base_model.model.";
+
+/// The names of a target's two adapter matrices in layer `l`: PEFT's keys.
 pub fn adapter_names(l: usize, t: Target) -> (String, String) {
-    let p = format!("encoder.layer.{l}.{}", t.module());
+    let p = format!("{PEFT_PREFIX}encoder.layer.{l}.{}", t.module());
     (format!("{p}.lora_A.weight"), format!("{p}.lora_B.weight"))
+}
+
+/// The name an adapter matrix had in the engine's checkpoints before they took PEFT's keys.
+pub fn legacy_name(name: &str) -> Option<&str> {
+    name.strip_prefix(PEFT_PREFIX)
 }
 
 /// Fresh adapter values: A ~ U(±1/√IN) as PEFT draws it, B = 0.
@@ -128,7 +138,8 @@ pub fn init_source<F: Float>(rng: &mut Rng) -> impl FnMut(&str, &[usize]) -> Res
 
 impl Lora {
     /// Registers trainable adapters on every targeted linear of `bert`, layer by layer, their
-    /// values from `source(name, dims)`.
+    /// values from `source(name, dims)`; where the source has no values for a name (a checkpoint
+    /// of the old layout), from `source(legacy_name(name), dims)`, and if neither, the first error.
     pub fn register<F: Float>(
         store: &mut Store<F>,
         bert: &Bert,
@@ -146,8 +157,14 @@ impl Lora {
                 }
                 let (out, inp) = (t.weight(layer).dims()[0], t.weight(layer).dims()[1]);
                 let (na, nb) = adapter_names(l, t);
-                let a = store.add_param(&na, &[r, inp], &source(&na, &[r, inp])?, true)?;
-                let b = store.add_param(&nb, &[out, r], &source(&nb, &[out, r])?, true)?;
+                let mut values = |name: &str, dims: &[usize]| {
+                    source(name, dims).or_else(|e| match legacy_name(name) {
+                        Some(old) => source(old, dims).map_err(|_| e),
+                        None => Err(e),
+                    })
+                };
+                let a = store.add_param(&na, &[r, inp], &values(&na, &[r, inp])?, true)?;
+                let b = store.add_param(&nb, &[out, r], &values(&nb, &[out, r])?, true)?;
                 adapters[t as usize] = Some(Adapter { a, b });
             }
             layers.push(adapters);

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod heads;
 pub mod lora;
+pub mod peft;
 pub mod safetensors;
 
 pub use bert::{Bert, linear};

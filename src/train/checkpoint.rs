@@ -1,8 +1,11 @@
 //! Fine-tuned checkpoints: a Hugging Face-layout folder (model.safetensors with the encoder under
 //! its usual names and the heads as `head.*`, config.json, the tokenizer files) plus `train.json`
 //! (the options), and for resuming, the training state (`optimizer.safetensors`, `state.json`).
-//! A LoRA run's folder holds only what it trained, as PEFT lays it out: `adapter_model.safetensors`
-//! (adapters and heads) and `adapter_config.json`, which names the base model it adapts.
+//! A LoRA run's folder holds only what it trained, as PEFT lays it out (`model::peft`):
+//! `adapter_model.safetensors` (the adapters under PEFT's keys, which
+//! `peft.PeftModel.from_pretrained(BertModel, dir)` loads, and the heads as `head.*`, which it
+//! passes over) and `adapter_config.json`, which names the base model it adapts. Folders of the
+//! engine's earlier layout (adapter keys without `base_model.model.`) are read as well.
 //! Every folder is written beside its destination and renamed into place, so a crash never leaves
 //! a half-written checkpoint.
 
@@ -10,6 +13,8 @@ use super::options::TrainOptions;
 use super::swap::write_folder;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
+use crate::model::lora::legacy_name;
+use crate::model::peft::{ADAPTER_CONFIG, ADAPTER_FILE, AdapterConfig};
 use crate::model::safetensors::{self, SafeTensors};
 use crate::optim::AdamW;
 use crate::store::Store;
@@ -39,20 +44,11 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// A full model's weights.
 const MODEL_FILE: &str = "model.safetensors";
-/// A LoRA run's adapters and heads, and what they adapt.
-const ADAPTER_FILE: &str = "adapter_model.safetensors";
-const ADAPTER_CONFIG: &str = "adapter_config.json";
 
-/// adapter_config.json, with PEFT's field names.
-#[derive(Debug, Serialize, Deserialize)]
-struct AdapterConfig {
-    peft_type: String,
-    /// The base model folder, absolute.
-    base_model_name_or_path: PathBuf,
-    r: usize,
-    lora_alpha: f64,
-    lora_dropout: f64,
-    target_modules: Vec<String>,
+/// The number of encoder layers of the model in `store` (its `encoder.layer.{l}.` parameters).
+fn num_layers(store: &Store<f32>) -> usize {
+    let layer = |n: &str| n.strip_prefix("encoder.layer.")?.split('.').next()?.parse::<usize>().ok();
+    store.params().filter_map(|(n, _)| layer(n)).max().map_or(0, |l| l + 1)
 }
 
 /// Parameters as (name, shape, values): every one, or only the trainable ones.
@@ -87,14 +83,7 @@ pub fn save(
 ) -> Result<()> {
     let tensors = params(store, opts.lora.is_some())?;
     let adapter_config = match &opts.lora {
-        Some(l) => Some(AdapterConfig {
-            peft_type: "LORA".into(),
-            base_model_name_or_path: std::path::absolute(base_model).map_err(io(base_model))?,
-            r: l.rank,
-            lora_alpha: l.alpha,
-            lora_dropout: l.dropout,
-            target_modules: l.targets.iter().map(|t| t.module().to_string()).collect(),
-        }),
+        Some(l) => Some(AdapterConfig::new(l, base_model, num_layers(store))?),
         None => None,
     };
     let moments = match state {
@@ -110,8 +99,7 @@ pub fn save(
         let weights = if adapter_config.is_some() { ADAPTER_FILE } else { MODEL_FILE };
         safetensors::write(&tmp.join(weights), &tensors, &meta)?;
         if let Some(c) = &adapter_config {
-            let json = serde_json::to_string_pretty(c).expect("adapter config serialises");
-            std::fs::write(tmp.join(ADAPTER_CONFIG), json).map_err(io(tmp))?;
+            c.write(tmp)?;
         }
         copy_model_files(files, tmp)?;
         let json = serde_json::to_string_pretty(opts).expect("options serialise");
@@ -131,10 +119,12 @@ pub fn save(
 pub fn load_options(dir: &Path) -> Result<TrainOptions> {
     let path = dir.join("train.json");
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Config(format!(
-            "{}: cannot read train.json ({e}): not a checkpoint written by engine finetune",
-            dir.display()
-        ))
+        let what = if crate::model::peft::is_adapter_folder(dir) {
+            "an adapter folder without the engine's task heads (a PEFT adapter?): `engine embed --model` reads it"
+        } else {
+            "not a checkpoint written by engine finetune"
+        };
+        Error::Config(format!("{}: cannot read train.json ({e}): {what}", dir.display()))
     })?;
     serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
@@ -167,11 +157,8 @@ pub fn open_weights(dir: &Path) -> Result<(Checkpoint, SafeTensors)> {
         let trained = SafeTensors::open(&dir.join(MODEL_FILE))?;
         return Ok((ckpt, trained));
     }
-    let text = std::fs::read_to_string(&config).map_err(io(&config))?;
-    let c: AdapterConfig =
-        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
-    let base = &c.base_model_name_or_path;
-    let ckpt = Checkpoint::open(base).map_err(|e| {
+    let c = AdapterConfig::read(dir)?;
+    let ckpt = Checkpoint::open(c.base_dir()).map_err(|e| {
         Error::Config(format!("{}: the base model this LoRA checkpoint adapts is unusable: {e}", dir.display()))
     })?;
     Ok((ckpt, SafeTensors::open(&dir.join(ADAPTER_FILE))?))
@@ -185,7 +172,12 @@ pub fn load_params(dir: &Path, store: &mut Store<f32>) -> Result<()> {
     let params: Vec<(String, crate::tensor::Tensor)> =
         store.params().filter(|(_, t)| !lora || t.arena == Arena::Param).map(|(n, t)| (n.to_string(), t)).collect();
     for (name, t) in params {
-        let v = st.f32(&name)?;
+        // An adapter under its PEFT key, or in a folder of the old layout, its bare key.
+        let stored = match legacy_name(&name) {
+            Some(old) if st.info(&name).is_none() && st.info(old).is_some() => old,
+            _ => &name,
+        };
+        let v = st.f32(stored)?;
         if v.len() != t.numel() {
             return Err(Error::Config(format!(
                 "{}: {name} has {} values, the model {}",
