@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod evaluate;
 pub mod loss_meter;
+pub mod memory;
 pub mod model;
 pub mod options;
 pub mod pcgrad;
