@@ -112,6 +112,12 @@ impl<T: Element> Buffer<T> {
         match self {
             Buffer::Cpu(v) => {
                 if v.len() < n {
+                    let extra = n - v.len();
+                    check_host(extra, size_of::<T>(), "host memory")?;
+                    // Amortised growth, or exactly what is asked when doubling does not fit.
+                    if v.try_reserve(extra).is_err() {
+                        v.try_reserve_exact(extra).map_err(|e| out_of_memory(n, size_of::<T>(), "host memory", e))?;
+                    }
                     v.resize(n, T::default());
                 }
             }
@@ -119,13 +125,22 @@ impl<T: Element> Buffer<T> {
                 if n <= b.len {
                     return Ok(());
                 }
+                // Refused before cudarc's and the emulator's size arithmetic could overflow.
+                n.checked_mul(size_of::<T>()).filter(|&b| b <= isize::MAX as usize).ok_or_else(|| {
+                    Error::Cuda(format!(
+                        "allocating {n} elements of {} bytes: more than any device holds",
+                        size_of::<T>()
+                    ))
+                })?;
                 let cap = match &b.data {
                     Data::None => 0,
                     Data::Gpu(d) => d.len(),
                     Data::Emu { cap, .. } => *cap,
                 };
                 if n > cap {
-                    let new_cap = n.max(cap * 2).max(1024);
+                    // Doubling, unless twice the capacity would overflow the byte count.
+                    let doubled = cap.saturating_mul(2).min(isize::MAX as usize / size_of::<T>());
+                    let new_cap = n.max(doubled).max(1024);
                     match b.dev.backend() {
                         Backend::Gpu(g) => {
                             let mut fresh =
@@ -140,6 +155,10 @@ impl<T: Element> Buffer<T> {
                             b.data = Data::Gpu(fresh);
                         }
                         Backend::Emu(e) => {
+                            // The emulator's memory is host memory, allocated infallibly by it:
+                            // a size the host cannot give is refused here instead.
+                            let new_cap = if check_host(new_cap, size_of::<T>(), "").is_ok() { new_cap } else { n };
+                            check_host(new_cap, size_of::<T>(), "host memory for the emulator")?;
                             let mut mem = e.memory();
                             let bytes = new_cap * size_of::<T>();
                             let fresh = mem.alloc(bytes).map_err(emu_err("allocating device memory"))?;
@@ -283,6 +302,32 @@ impl<T: Element> Buffer<T> {
             }),
         }
     }
+}
+
+/// Growth above this many bytes is first compared with the host memory available (reading
+/// /proc costs a few microseconds; small growth is left to the allocator, which reports failure).
+const CHECKED_GROWTH: usize = 1 << 30;
+
+/// Refuses growth by `n` elements of `size` bytes when it exceeds the host memory this process
+/// may still allocate (where overcommitting kernels would accept it and kill the process later).
+fn check_host(n: usize, size: usize, what: &str) -> Result<()> {
+    let bytes = n.saturating_mul(size);
+    if bytes < CHECKED_GROWTH {
+        return Ok(());
+    }
+    match crate::train::memory::host_available() {
+        Some(avail) if bytes as f64 > avail => Err(Error::Config(format!(
+            "out of memory: {} more of {what} asked, {} available",
+            crate::train::memory::human(bytes as f64),
+            crate::train::memory::human(avail)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn out_of_memory(n: usize, size: usize, what: &str, e: std::collections::TryReserveError) -> Error {
+    let bytes = n as f64 * size as f64;
+    Error::Config(format!("out of memory: {n} elements ({}) of {what}: {e}", crate::train::memory::human(bytes)))
 }
 
 /// An element range must lie in the allocation (the emulator would refuse the bytes anyway; this
