@@ -10,5 +10,7 @@ if [ ! -e .cache/nvrtc/nvidia/cu13/lib/libnvrtc.so.13 ]; then
   echo "test.sh: installing libnvrtc (nvidia-cuda-nvrtc 13.0) into .cache/nvrtc"
   python3 -m pip install --quiet --disable-pip-version-check --target .cache/nvrtc "nvidia-cuda-nvrtc==13.0.88"
 fi
+# OpenBLAS from PyPI into .cache/blas: the CPU path's GEMM (src/cpu_gemm.rs; the gemm crate without it).
+scripts/install-blas.sh
 weights/fetch.sh
 cargo test --release --workspace "$@"

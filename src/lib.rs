@@ -5,6 +5,7 @@
 // The CPU references mirror their kernels' index arithmetic and argument lists on purpose.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
+pub mod cpu_gemm;
 pub mod data;
 pub mod device;
 pub mod embed;

@@ -571,62 +571,8 @@ pub mod cpu {
         }
     }
 
-    /// A strided matrix operand: data, (row stride, column stride).
-    type Operand<'a, F> = (&'a [F], (isize, isize));
-
-    /// `dst (m×n, row-major) (+)= lhs (m×k) · rhs (k×n)`, multi-threaded for large products.
-    pub fn gemm<F: Float>(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: &mut [F],
-        lhs: Operand<F>,
-        rhs: Operand<F>,
-        accumulate: bool,
-        threads: usize,
-    ) {
-        assert!(dst.len() >= m * n, "gemm: dst too small");
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            if !accumulate {
-                dst[..m * n].fill(F::ZERO);
-            }
-            return;
-        }
-        let reach = |(rs, cs): (isize, isize), r: usize, c: usize| (r - 1) * rs as usize + (c - 1) * cs as usize + 1;
-        assert!(lhs.0.len() >= reach(lhs.1, m, k) && rhs.0.len() >= reach(rhs.1, k, n), "gemm: operand too small");
-        let par = if threads > 1 && m * n * k >= 48 * 48 * 48 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the asserts above keep every strided access inside the slices.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                lhs.0.as_ptr(),
-                lhs.1.1,
-                lhs.1.0,
-                rhs.0.as_ptr(),
-                rhs.1.1,
-                rhs.1.0,
-                F::ONE,
-                F::ONE,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    }
+    /// The CPU GEMM (its backends live in `crate::cpu_gemm`).
+    pub use crate::cpu_gemm::gemm;
 
     fn t((rs, cs): (isize, isize)) -> (isize, isize) {
         (cs, rs)
