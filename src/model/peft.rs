@@ -221,7 +221,7 @@ impl AdapterConfig {
         })?;
         let targets = match legacy {
             true => Target::ALL.into_iter().filter(|t| modules.iter().any(|m| m == t.module())).collect(),
-            false => targets_of(&modules, layers)?,
+            false => targets_of(&modules, layers).map_err(|e| Error::Config(format!("{ADAPTER_CONFIG}: {e}")))?,
         };
         let config = LoraConfig { rank: self.r, alpha: self.lora_alpha, dropout: self.lora_dropout, targets };
         config.validate().map_err(|e| Error::Config(format!("{ADAPTER_CONFIG}: {e}")))?;
