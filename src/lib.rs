@@ -10,6 +10,7 @@ pub mod data;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod failpoint;
 pub mod float;
 pub mod model;
 pub mod ops;

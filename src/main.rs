@@ -27,8 +27,9 @@ enum Command {
     /// Sentence embeddings of a text file: one JSON line {"text", "embedding"} per input line.
     /// A line holding a tab is a pair, encoded jointly as [CLS] a [SEP] b [SEP].
     Embed {
-        /// A Hugging Face BERT folder (config.json, model.safetensors, tokenizer.json);
-        /// default: weights/all-MiniLM-L6-v2 (fetch it with weights/fetch.sh).
+        /// A Hugging Face BERT folder (config.json, model.safetensors, tokenizer.json), a checkpoint of
+        /// engine finetune, or a LoRA adapter folder (engine finetune --lora, or PEFT's save_pretrained):
+        /// its base model with the adapters; default: weights/all-MiniLM-L6-v2 (fetch it with weights/fetch.sh).
         #[arg(long)]
         model: Option<PathBuf>,
         /// How token states become one vector.
@@ -189,6 +190,10 @@ struct FinetuneCli {
     /// Continue a run from its out/last folder (its options and weights are used).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Replace the run --out already holds (its best/, last/, predictions/, metrics): without
+    /// this flag a fresh run into such a folder refuses.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Sentence vector the heads read.
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
     pooling: Pooling,
@@ -394,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 quiet: f.quiet,
                 strict: f.strict,
                 stop_after: f.stop_after,
+                overwrite: f.overwrite,
             };
             let s = engine::train::finetune(&args)?;
             if s.stopped_early {

@@ -50,8 +50,18 @@ fn tiny_run(device: Device, tag: &str, methods: TrainOptions) -> Vec<(usize, Str
         }
     }
     let out = common::runs::scratch(&format!("run-{tag}"));
-    let args =
-        FinetuneArgs { opts, model, files, out, resume: None, device, quiet: true, strict: false, stop_after: None };
+    let args = FinetuneArgs {
+        opts,
+        model,
+        files,
+        out,
+        resume: None,
+        device,
+        quiet: true,
+        strict: false,
+        stop_after: None,
+        overwrite: false,
+    };
     engine::train::finetune(&args).unwrap().losses
 }
 

@@ -9,6 +9,7 @@ pub mod model;
 pub mod options;
 pub mod pcgrad;
 pub mod report;
+pub mod run_dir;
 pub mod schedule;
 pub mod swap;
 pub mod trainer;

@@ -10,11 +10,13 @@ use super::model::{Batch, MultiTaskModel};
 use super::options::{Schedule, TrainOptions};
 use super::pcgrad::{self, TaskGradients};
 use super::report::{self, Metrics, Progress, Record};
+use super::run_dir::RunDir;
 use super::schedule::{Plan, batch_indices, lr_factor};
 use crate::data::Tokenizer;
 use crate::data::cs224n::{self, Dataset, Split, Task};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::model::Checkpoint;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::mix64;
@@ -43,6 +45,8 @@ pub struct FinetuneArgs {
     pub strict: bool,
     /// Stop (saving out/last) after this many steps, as an interruption would.
     pub stop_after: Option<usize>,
+    /// A fresh run may replace the run `out` holds (clearing it first); without, it refuses.
+    pub overwrite: bool,
 }
 
 /// What a run reports when it ends.
@@ -127,6 +131,7 @@ pub fn write_predictions(
             .prediction_file_name(d.split)
             .ok_or_else(|| Error::Config(format!("no prediction file for {task} {}", d.split.name())))?;
         cs224n::write_predictions(*task, &dir.join(name), &preds)?;
+        failpoint::reach("predictions");
         scores.extend(s);
     }
     Ok(scores)
@@ -157,6 +162,24 @@ pub fn train_task(
     Ok(loss)
 }
 
+/// Settles the interrupted saves beside the resumed checkpoint `dir` when it lies outside `out`
+/// (whose own are settled under its lock).
+fn recover_beside(dir: &Path, out: &Path, recovered: &mut super::swap::Recovery) -> Result<()> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same(parent, out) {
+        let r = super::swap::recover(parent)?;
+        recovered.finished.extend(r.finished);
+        recovered.rolled_back.extend(r.rolled_back);
+        recovered.removed.extend(r.removed);
+        recovered.removed_bytes += r.removed_bytes;
+    }
+    Ok(())
+}
+
 /// Logs the PCGrad surgeries combined since the last call (one device read on a GPU): a record
 /// each in metrics.jsonl, kept in `window` for the next evaluation's summary.
 fn log_surgeries(
@@ -178,15 +201,24 @@ fn log_surgeries(
 /// Fine-tunes; see the module doc.
 pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let started = Instant::now();
+    if args.stop_after == Some(0) {
+        return Err(Error::Config("--stop-after 0 would stop before the first step: give at least 1".into()));
+    }
+    // Locked for the run's life; a crash's half-done saves are settled before anything is read.
+    let run = RunDir::lock(&args.out)?;
+    let mut recovered = run.recover()?;
+    if let Some(dir) = &args.resume {
+        recover_beside(dir, &args.out, &mut recovered)?;
+    }
+    if args.resume.is_none() {
+        run.check_fresh(args.overwrite)?;
+    }
     // With --resume, the checkpoint's options and weights win; the data files still come from the flags.
     let (opts, base) = match &args.resume {
         Some(dir) => (checkpoint::load_options(dir)?, dir.clone()),
         None => (args.opts.clone(), args.model.clone()),
     };
     opts.validate()?;
-    if args.stop_after == Some(0) {
-        return Err(Error::Config("--stop-after 0 would stop before the first step: give at least 1".into()));
-    }
     let data = load_data(args)?;
     // The encoder's checkpoint and, when resuming, the saved heads (and adapters).
     let (ckpt, trained) = match &args.resume {
@@ -204,6 +236,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             base.join("config.json").display()
         )));
     }
+    super::memory::check_fits(&opts, &ckpt.config, &args.device)?;
     let mut tok = Tokenizer::from_dir(&base)?;
     let mut tape = Tape::<f32>::new(args.device.clone());
     let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
@@ -225,7 +258,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let total_steps = if opts.max_steps > 0 { opts.max_steps } else { planned_steps };
     let warmup = (opts.warmup_ratio * total_steps as f64).round() as usize;
     let (best_dir, last_dir, pred_dir) = checkpoint::out_paths(&args.out);
-    std::fs::create_dir_all(&args.out).map_err(|source| Error::Io { path: args.out.display().to_string(), source })?;
+    if args.resume.is_none() && args.overwrite {
+        run.clear()?;
+    }
     let mut metrics = Metrics::open(&args.out.join("metrics.jsonl"), args.resume.as_ref().map(|_| state.step))?;
     let progress = Progress::new(total_steps, state.step, args.quiet, opts.log_every);
     progress.note(&format!(
@@ -236,6 +271,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         planned_steps.div_ceil(opts.epochs),
         tape.store.num_trainable()
     ));
+    if !recovered.is_empty() {
+        progress.note(&format!("{}: {}", args.out.display(), recovered.describe()));
+    }
 
     if opts.pcgrad && opts.schedule != Schedule::RoundRobin {
         progress.note(&format!(
@@ -296,6 +334,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         opt.update_clipped(&mut tape.store, lr, opts.grad_clip)?;
         state.step += 1;
         state.adam_step = opt.step;
+        failpoint::reach("step");
         let micro_done = micro_at(state.step);
         let epoch = plan.epoch_at(micro_done.saturating_sub(1), opts.epochs);
         let epoch_end = plan.crosses_epoch_end(micro_at(state.step - 1), micro_done);
@@ -335,6 +374,8 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
         progress.update(state.step, &shown);
         if epoch_end || periodic || state.step == total_steps {
+            let dev_examples: usize = data.iter().filter_map(|d| d.dev.as_ref()).map(|d| d.examples.len()).sum();
+            progress.note(&format!("step {}: evaluating on dev ({dev_examples} examples)", state.step));
             let (preds, scores, combined) = evaluate_dev(&model, &mut tape, &mut tok, &data, opts.batch_size * 2)?;
             let named: Vec<(String, f64)> = scores.iter().map(|s| (s.task.name().to_string(), s.value)).collect();
             progress.note(&format!(
@@ -360,14 +401,24 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 report::write_pcgrad(&args.out.join("pcgrad.svg"), &metrics.records)?;
                 pcgrad_window.clear();
             }
+            let saving = Instant::now();
+            let mut saved = Vec::new();
             if state.best_combined.is_none_or(|b| combined > b) {
                 state.best_combined = Some(combined);
                 state.best_step = state.step;
                 checkpoint::save(&best_dir, &tape.store, &base, &ckpt.dir, &opts, None)?;
                 best_dev = Some((preds, scores.clone()));
+                saved.push("best/");
             }
             checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
+            saved.push("last/");
             report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
+            progress.note(&format!(
+                "step {}: saved {} in {:.1} s",
+                state.step,
+                saved.join(" and "),
+                saving.elapsed().as_secs_f64()
+            ));
         }
         if args.stop_after == Some(state.step) && state.step < total_steps {
             metrics.flush()?; // a resumed run reads this step's records back
@@ -393,6 +444,13 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             }
             sets.extend(d.test.iter().map(|s| (*task, s)));
         }
+        let predicting = Instant::now();
+        let examples: usize = sets.iter().map(|(_, d)| d.examples.len()).sum();
+        progress.note(&format!(
+            "predicting with best/ (step {}): {examples} examples into {}",
+            state.best_step,
+            pred_dir.display()
+        ));
         best = write_predictions(&model, &mut tape, &mut tok, &sets, &pred_dir, opts.batch_size * 2)?;
         if let Some((preds, scores)) = best_dev {
             for (task, p) in preds {
@@ -402,7 +460,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             best = scores;
         }
         report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
+        progress.note(&format!("predictions written in {:.1} s", predicting.elapsed().as_secs_f64()));
     }
+    drop(run);
     Ok(Summary {
         best_combined: evaluate::combined(&best),
         best,
