@@ -129,7 +129,11 @@ impl MultiTaskModel {
                     HeadSource::Init(rng) => {
                         // PyTorch's nn.Linear initialisation: U(−1/√in, 1/√in) for both.
                         let bound = 1.0 / (inp as f64).sqrt();
-                        let w: Vec<f32> = (0..out * inp).map(|_| rng.range(-bound, bound) as f32).collect();
+                        // Fallible: a size the memory check let through may still not be there.
+                        let n = out.checked_mul(inp).ok_or_else(|| too_large(&name, out, inp))?;
+                        let mut w: Vec<f32> = Vec::new();
+                        w.try_reserve_exact(n).map_err(|_| too_large(&name, out, inp))?;
+                        w.extend((0..n).map(|_| rng.range(-bound, bound) as f32));
                         let b: Vec<f32> = (0..out).map(|_| rng.range(-bound, bound) as f32).collect();
                         (w, b)
                     }
@@ -274,4 +278,9 @@ impl MultiTaskModel {
             }
         }
     }
+}
+
+/// The error of a head whose weight cannot be allocated.
+fn too_large(name: &str, out: usize, inp: usize) -> Error {
+    Error::Config(format!("{name}: cannot allocate its {out} × {inp} weight: lower --head-hidden"))
 }
