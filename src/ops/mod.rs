@@ -17,6 +17,7 @@ pub mod matmul;
 pub mod permute;
 pub mod pooling;
 pub mod softmax;
+pub mod varlen_attention;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -37,6 +38,7 @@ pub enum Op {
     Gelu(gelu::Gelu),
     LayerNorm(layernorm::LayerNorm),
     Softmax(softmax::AttentionSoftmax),
+    VarlenAttention(varlen_attention::VarlenAttention),
     Dropout(dropout::Dropout),
     Embedding(embedding::Embedding),
     MeanPool(pooling::MeanPool),
@@ -64,6 +66,7 @@ impl Op {
             Op::Gelu(o) => o.backward(s),
             Op::LayerNorm(o) => o.backward(s),
             Op::Softmax(o) => o.backward(s),
+            Op::VarlenAttention(o) => o.backward(s),
             Op::Dropout(o) => o.backward(s),
             Op::Embedding(o) => o.backward(s),
             Op::MeanPool(o) => o.backward(s),

@@ -1,0 +1,532 @@
+//! Variable-length attention over a token-packed batch (issue 16, packed batches): the real tokens
+//! of B sequences back to back, (N, C), with sequence offsets `cu` (B + 1 entries, cu[0] = 0,
+//! cu[B] = N; sequence b is rows cu[b]..cu[b+1], length T_b). Each sequence attends over itself
+//! only, per head, with no padding anywhere:
+//!
+//! ```text
+//! P_b,h = softmax_j(scale · q_b,h · k_b,hᵀ)    (T_b, T_b), saved for backward
+//! ctx_b,h = P_b,h · v_b,h                      (T_b, HS)
+//! ```
+//!
+//! Layout: q, k, v and ctx are (N, C) with C = NH · HS and heads as column bands (head h of token
+//! i is columns h·HS..(h+1)·HS of row i), which is what the QKV linear layers produce and the
+//! output projection reads, so no head permute is needed. The saved probabilities are one flat
+//! buffer of NH · Σ_b T_b² floats: sequence b's block starts at NH · Σ_{b'<b} T_b'², then head h
+//! at + h · T_b², then query row i at + i · T_b.
+//!
+//! The offsets come as a [`CuSeqlens`], built once per batch ([`Tape::cu_seqlens`]) and shared by
+//! every layer: its host copy sizes the probabilities and the grid without reading the device,
+//! its integer tensor is what the kernels read.
+//!
+//! No dropout inside in this first version: attention dropout will come later, with masks that
+//! are a function of (seed, stream, token) so that packed and padded batches drop alike.
+//!
+//! Backward (dctx given): dP = dctx · vᵀ, dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)), dq += dS · k,
+//! dk += dSᵀ · q, dv += Pᵀ · dctx, per sequence and head.
+
+use super::Op;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::store::{Slot, Store};
+use crate::tape::Tape;
+use crate::tensor::{Shape, Tensor};
+use std::sync::Arc;
+
+const OP: &str = "varlen_attention";
+
+/// The sequence offsets of a packed batch: B + 1 nondecreasing offsets from 0 to N.
+#[derive(Clone, Debug)]
+pub struct CuSeqlens {
+    /// (B + 1) i32 in the integer arena, read by the kernels.
+    pub tensor: Tensor,
+    /// The same offsets on the host.
+    pub offsets: Arc<[usize]>,
+}
+
+impl CuSeqlens {
+    /// B, the number of sequences.
+    pub fn batch(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    /// N, the number of packed tokens.
+    pub fn tokens(&self) -> usize {
+        self.offsets[self.offsets.len() - 1]
+    }
+    /// The sequence lengths T_b.
+    pub fn lens(&self) -> impl Iterator<Item = usize> + '_ {
+        self.offsets.windows(2).map(|w| w[1] - w[0])
+    }
+    /// The longest T_b.
+    pub fn max_len(&self) -> usize {
+        self.lens().max().unwrap_or(0)
+    }
+    /// Floats of saved probabilities for `nh` heads: NH · Σ_b T_b².
+    pub fn probs_len(&self, nh: usize) -> usize {
+        nh * self.lens().map(|t| t * t).sum::<usize>()
+    }
+}
+
+/// q, k, v (N, C) → ctx (N, C); probs (NH · Σ T_b²) saved for backward.
+#[derive(Clone, Debug)]
+pub struct VarlenAttention {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub out: Tensor,
+    pub probs: Tensor,
+    pub cu: CuSeqlens,
+    pub heads: usize,
+    pub scale: f64,
+}
+
+impl<F: Float> Tape<F> {
+    /// Checks `offsets` (cu[0] = 0, nondecreasing, at least one sequence, N < 2³¹) and uploads
+    /// them into the integer arena. Build it once per batch; it lives until the tape's reset.
+    pub fn cu_seqlens(&mut self, offsets: &[usize]) -> Result<CuSeqlens> {
+        let bad = |why: String| Error::shape("cu_seqlens", format!("offsets {offsets:?}: {why}"));
+        if offsets.len() < 2 {
+            return Err(bad("need at least 2 entries (one sequence)".into()));
+        }
+        if offsets[0] != 0 {
+            return Err(bad("the first offset must be 0".into()));
+        }
+        if let Some(w) = offsets.windows(2).find(|w| w[1] < w[0]) {
+            return Err(bad(format!("offsets decrease ({} then {})", w[0], w[1])));
+        }
+        let n = offsets[offsets.len() - 1];
+        if n > i32::MAX as usize {
+            return Err(bad(format!("{n} tokens exceed the kernels' 32-bit offsets")));
+        }
+        let ints: Vec<i32> = offsets.iter().map(|&o| o as i32).collect();
+        let tensor = self.ints(&ints, &[offsets.len()])?;
+        Ok(CuSeqlens { tensor, offsets: offsets.into() })
+    }
+
+    /// Attention of each packed sequence over itself, `heads` heads, scores scaled by `scale`
+    /// (1/√HS for BERT); see the module doc. q, k, v (N, C) with N = `cu.tokens()`, C divisible
+    /// by `heads`; returns ctx (N, C).
+    pub fn varlen_attention(
+        &mut self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cu: &CuSeqlens,
+        heads: usize,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let (n, b) = (cu.tokens(), cu.batch());
+        if cu.tensor.dims() != [b + 1] {
+            return Err(Error::shape(
+                OP,
+                format!("cu_seqlens tensor {} does not hold {} offsets", cu.tensor.shape, b + 1),
+            ));
+        }
+        let c = q.shape.last();
+        for (what, x) in [("q", q), ("k", k), ("v", v)] {
+            if x.dims() != [n, c] {
+                return Err(Error::shape(
+                    OP,
+                    format!("{what} {} must be (N, C) = [{n}, {c}] (N from cu_seqlens, C from q)", x.shape),
+                ));
+            }
+        }
+        if heads == 0 || !c.is_multiple_of(heads) {
+            return Err(Error::shape(OP, format!("C = {c} (q {}) is not divisible into {heads} heads", q.shape)));
+        }
+        let hs = c / heads;
+        let dims = cuda::Dims { probs: cu.probs_len(heads), b, n, max_t: cu.max_len(), nh: heads, hs };
+        if let Device::Cuda(_) = self.store.device {
+            cuda::check(&dims, "varlen_attention_forward")?; // before allocating NH · Σ T_b² floats
+        }
+        let out = self.output(q.shape, &[q, k, v])?;
+        let probs = self.store.alloc_act(Shape::new(&[dims.probs])?, false)?;
+        match self.store.device {
+            Device::Cuda(_) => {
+                let (dev, [cp], [qp, kp, vp], [pp, op]) = self.store.cuda_io(
+                    [cu.tensor],
+                    [Slot::Val(q), Slot::Val(k), Slot::Val(v)],
+                    [Slot::Val(probs), Slot::Val(out)],
+                )?;
+                cuda::forward(&dev, &dims, qp, kp, vp, cp, scale as f32, pp, op)?;
+            }
+            Device::Cpu => {
+                let ([qv, kv, vv], [pv, ov]) = self
+                    .store
+                    .cpu_views([Slot::Val(q), Slot::Val(k), Slot::Val(v)], [Slot::Val(probs), Slot::Val(out)])?;
+                cpu::forward(qv, kv, vv, &cu.offsets, heads, hs, F::from_f64(scale), pv, ov);
+            }
+        }
+        let op = VarlenAttention { q, k, v, out, probs, cu: cu.clone(), heads, scale };
+        Ok(self.push(out, Op::VarlenAttention(op)))
+    }
+}
+
+impl VarlenAttention {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        let (q, k, v) = (self.q, self.k, self.v);
+        let (nh, hs) = (self.heads, self.out.shape.last() / self.heads);
+        let need_ds = q.requires_grad || k.requires_grad;
+        match s.device {
+            Device::Cuda(_) => {
+                let reads = [Slot::Val(q), Slot::Val(k), Slot::Val(v), Slot::Val(self.probs), Slot::Grad(self.out)];
+                let ints = [self.cu.tensor];
+                // Each gradient's address is checked against every read (q, k, v may be one tensor:
+                // their gradients then accumulate into one buffer, one launch after the other).
+                let grad = |x: Tensor| -> Result<u64> {
+                    if !x.requires_grad {
+                        return Ok(0);
+                    }
+                    let (_, _, _, [p]) = s.cuda_io(ints, reads, [Slot::Grad(x)])?;
+                    Ok(p)
+                };
+                let (dq, dk, dv) = (grad(q)?, grad(k)?, grad(v)?);
+                let (dev, [cp], [qp, kp, vp, pp, dop], []) = s.cuda_io(ints, reads, [])?;
+                let dims = cuda::Dims {
+                    probs: self.probs.numel(),
+                    b: self.cu.batch(),
+                    n: self.cu.tokens(),
+                    max_t: self.cu.max_len(),
+                    nh,
+                    hs,
+                };
+                let p = cuda::Ptrs { q: qp, k: kp, v: vp, cu: cp, probs: pp, dout: dop, dq, dk, dv };
+                cuda::backward(&dev, &dims, &p, self.scale as f32)?;
+            }
+            Device::Cpu => {
+                let cu = &self.cu.offsets;
+                let mut ds = Vec::new();
+                if need_ds {
+                    ds = vec![F::ZERO; self.probs.numel()];
+                    let ([vv, pv, dov], []) =
+                        s.cpu_views([Slot::Val(v), Slot::Val(self.probs), Slot::Grad(self.out)], [])?;
+                    cpu::scores_grad(vv, dov, pv, cu, nh, hs, F::from_f64(self.scale), &mut ds);
+                }
+                if q.requires_grad {
+                    let ([kv], [dq]) = s.cpu_views([Slot::Val(k)], [Slot::Grad(q)])?;
+                    cpu::product(&ds, kv, cu, nh, hs, false, dq);
+                }
+                if k.requires_grad {
+                    let ([qv], [dk]) = s.cpu_views([Slot::Val(q)], [Slot::Grad(k)])?;
+                    cpu::product(&ds, qv, cu, nh, hs, true, dk);
+                }
+                if v.requires_grad {
+                    let ([pv, dov], [dv]) =
+                        s.cpu_views([Slot::Val(self.probs), Slot::Grad(self.out)], [Slot::Grad(v)])?;
+                    cpu::product(pv, dov, cu, nh, hs, true, dv);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Launchers of kernels/varlen_attention.cu. One block of 128 threads per (row, head, sequence):
+/// grid (max T_b, NH, B), blocks past their sequence's end return at once. Pointers are device
+/// addresses of f32 buffers, cu's of i32.
+pub mod cuda {
+    use crate::device::cuda::{Arg, Cuda};
+    use crate::error::{Error, Result};
+
+    const FILE: &str = "varlen_attention.cu";
+    /// Threads per block (`THREADS` in the kernel).
+    const THREADS: u32 = 128;
+    /// Shared memory a block may use without opting in.
+    const MAX_SHARED: usize = 48 * 1024;
+
+    /// The problem: B sequences, N packed tokens, the longest T_b, NH heads of HS columns.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Dims {
+        /// NH · Σ_b T_b², the floats of the probabilities (and of dS in the scratch).
+        pub probs: usize,
+        pub b: usize,
+        pub n: usize,
+        pub max_t: usize,
+        pub nh: usize,
+        pub hs: usize,
+    }
+
+    impl std::fmt::Display for Dims {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let Dims { b, n, max_t, nh, hs, .. } = *self;
+            write!(f, "(N, C) = ({n}, {}) in B = {b} sequences (longest {max_t}), NH = {nh}, HS = {hs}", nh * hs)
+        }
+    }
+
+    /// Checks the limits; returns the grid and the dynamic shared memory (32 reduction floats, one
+    /// row of HS, one row of max T_b scores).
+    pub fn check(d: &Dims, kernel: &str) -> Result<((u32, u32, u32), u32)> {
+        let err = |why: String| Error::Cuda(format!("varlen attention ({kernel}) of {d}: {why}"));
+        if d.b > 65535 || d.nh > 65535 {
+            return Err(err("B and NH must be at most 65535 (grid z and y)".into()));
+        }
+        if d.hs > u32::MAX as usize || d.max_t > i32::MAX as usize || d.n > i32::MAX as usize {
+            return Err(err("sizes exceed the kernel's 32-bit sizes".into()));
+        }
+        let smem = (32 + d.hs + d.max_t) * 4;
+        if smem > MAX_SHARED {
+            return Err(err(format!(
+                "{smem} bytes of shared memory (a row of HS and one of the longest T_b) exceed {MAX_SHARED}"
+            )));
+        }
+        Ok(((d.max_t as u32, d.nh as u32, d.b as u32), smem as u32))
+    }
+
+    /// probs = softmax(scale · q kᵀ) per sequence and head, out = probs · v; see the module doc.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        dev: &Cuda,
+        d: &Dims,
+        q: u64,
+        k: u64,
+        v: u64,
+        cu: u64,
+        scale: f32,
+        probs: u64,
+        out: u64,
+    ) -> Result<()> {
+        const NAME: &str = "varlen_attention_forward";
+        let (grid, smem) = check(d, NAME)?;
+        if d.n == 0 || d.max_t == 0 || d.nh * d.hs == 0 {
+            return Ok(());
+        }
+        let args = [
+            Arg::Ptr(q),
+            Arg::Ptr(k),
+            Arg::Ptr(v),
+            Arg::Ptr(cu),
+            Arg::Ptr(probs),
+            Arg::Ptr(out),
+            Arg::F32(scale),
+            Arg::U32(d.nh as u32),
+            Arg::U32(d.hs as u32),
+        ];
+        dev.launch(FILE, NAME, grid, (THREADS, 1, 1), smem, &args)
+            .map_err(|e| Error::Cuda(format!("varlen attention ({NAME}) of {d}: {e}")))
+    }
+
+    /// The backward's device addresses; a gradient of 0 is not wanted.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Ptrs {
+        pub q: u64,
+        pub k: u64,
+        pub v: u64,
+        pub cu: u64,
+        pub probs: u64,
+        pub dout: u64,
+        pub dq: u64,
+        pub dk: u64,
+        pub dv: u64,
+    }
+
+    /// dq, dk, dv += the gradients from dout (each skipped when its address is 0). dS goes
+    /// through the device's scratch (probs' size): a per-row pass writes dS and dq, then a
+    /// per-key pass reads dS and P down their columns for dk and dv, with no atomics.
+    pub fn backward(dev: &Cuda, d: &Dims, p: &Ptrs, scale: f32) -> Result<()> {
+        const ROWS: &str = "varlen_attention_backward_rows";
+        const KEYS: &str = "varlen_attention_backward_keys";
+        let (grid, smem) = check(d, ROWS)?;
+        if d.n == 0 || d.max_t == 0 || d.nh * d.hs == 0 {
+            return Ok(());
+        }
+        let err = |name: &str, e: Error| Error::Cuda(format!("varlen attention ({name}) of {d}: {e}"));
+        let mut ds = 0;
+        if p.dq != 0 || p.dk != 0 {
+            ds = dev.scratch(d.probs * 4).map_err(|e| err(ROWS, e))?;
+            let args = [
+                Arg::Ptr(p.k),
+                Arg::Ptr(p.v),
+                Arg::Ptr(p.dout),
+                Arg::Ptr(p.probs),
+                Arg::Ptr(p.cu),
+                Arg::Ptr(ds),
+                Arg::Ptr(p.dq),
+                Arg::F32(scale),
+                Arg::U32(d.nh as u32),
+                Arg::U32(d.hs as u32),
+            ];
+            dev.launch(FILE, ROWS, grid, (THREADS, 1, 1), smem, &args).map_err(|e| err(ROWS, e))?;
+        }
+        if p.dk != 0 || p.dv != 0 {
+            let args = [
+                Arg::Ptr(p.q),
+                Arg::Ptr(p.dout),
+                Arg::Ptr(p.probs),
+                Arg::Ptr(ds),
+                Arg::Ptr(p.cu),
+                Arg::Ptr(p.dk),
+                Arg::Ptr(p.dv),
+                Arg::U32(d.nh as u32),
+                Arg::U32(d.hs as u32),
+            ];
+            dev.launch(FILE, KEYS, grid, (THREADS, 1, 1), 0, &args).map_err(|e| err(KEYS, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The specification: plain loops, sequences in parallel (each owns its rows of the (N, C)
+/// outputs and its block of the probabilities).
+pub mod cpu {
+    use crate::float::Float;
+    use crate::ops::simd;
+    use rayon::prelude::*;
+
+    /// `buf` cut into consecutive parts of the given sizes.
+    fn split<'a, F>(mut buf: &'a mut [F], sizes: impl Iterator<Item = usize>) -> Vec<&'a mut [F]> {
+        let mut parts = Vec::new();
+        for n in sizes {
+            let (part, rest) = std::mem::take(&mut buf).split_at_mut(n);
+            parts.push(part);
+            buf = rest;
+        }
+        parts
+    }
+
+    /// (first row, length, offset of its probabilities) of each sequence.
+    fn seqs(cu: &[usize], nh: usize) -> Vec<(usize, usize, usize)> {
+        let mut off = 0;
+        cu.windows(2)
+            .map(|w| {
+                let t = w[1] - w[0];
+                let s = (w[0], t, off);
+                off += nh * t * t;
+                s
+            })
+            .collect()
+    }
+
+    /// Head h's columns (HS) of row r of an (N, NH · HS) tensor.
+    #[inline(always)]
+    fn band<F>(x: &[F], r: usize, h: usize, hs: usize, nh: usize) -> &[F] {
+        &x[r * nh * hs + h * hs..][..hs]
+    }
+
+    #[inline(always)]
+    fn dot<F: Float>(a: &[F], b: &[F]) -> F {
+        a.iter().zip(b).fold(F::ZERO, |acc, (&x, &y)| acc + x * y)
+    }
+
+    /// probs (NH · Σ T_b²) = softmax_j(scale · q_i · k_j) and out (N, C) = probs · v, per sequence
+    /// and head; q, k, v, out (N, C = nh · hs).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward<F: Float>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        cu: &[usize],
+        nh: usize,
+        hs: usize,
+        scale: F,
+        probs: &mut [F],
+        out: &mut [F],
+    ) {
+        let c = nh * hs;
+        let s = seqs(cu, nh);
+        let ps = split(probs, s.iter().map(|&(_, t, _)| nh * t * t));
+        let os = split(out, s.iter().map(|&(_, t, _)| t * c));
+        ps.into_par_iter()
+            .zip(os)
+            .zip(s)
+            .for_each(|((p, o), (r0, t, _))| simd(|| forward_seq(q, k, v, r0, t, nh, hs, scale, p, o)));
+    }
+
+    /// One sequence (rows r0..r0 + t): p (NH, t, t), o (t, C).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments, clippy::neg_cmp_op_on_partial_ord)]
+    fn forward_seq<F: Float>(
+        q: &[F],
+        k: &[F],
+        v: &[F],
+        r0: usize,
+        t: usize,
+        nh: usize,
+        hs: usize,
+        scale: F,
+        p: &mut [F],
+        o: &mut [F],
+    ) {
+        let c = nh * hs;
+        for h in 0..nh {
+            for i in 0..t {
+                let pr = &mut p[(h * t + i) * t..][..t];
+                let qi = band(q, r0 + i, h, hs, nh);
+                // `!(max >= s)` so that a NaN score becomes the max and the row comes out NaN.
+                let mut max = F::from_f64(f64::NEG_INFINITY);
+                for j in 0..t {
+                    let s = scale * dot(qi, band(k, r0 + j, h, hs, nh));
+                    pr[j] = s;
+                    if !(max >= s) {
+                        max = s;
+                    }
+                }
+                pr.iter_mut().for_each(|x| *x = (*x - max).exp());
+                let sum = pr.iter().fold(F::ZERO, |a, &x| a + x);
+                pr.iter_mut().for_each(|x| *x /= sum);
+                let oi = &mut o[i * c + h * hs..][..hs];
+                oi.fill(F::ZERO);
+                for (j, &pj) in pr.iter().enumerate() {
+                    for (od, &vd) in oi.iter_mut().zip(band(v, r0 + j, h, hs, nh)) {
+                        *od += pj * vd;
+                    }
+                }
+            }
+        }
+    }
+
+    /// ds (probs' layout) = scale · P ⊙ (dP − Σ_j dP ⊙ P), dP_ij = dout_i · v_j, per sequence and
+    /// head (overwrites ds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn scores_grad<F: Float>(
+        v: &[F],
+        dout: &[F],
+        probs: &[F],
+        cu: &[usize],
+        nh: usize,
+        hs: usize,
+        scale: F,
+        ds: &mut [F],
+    ) {
+        let s = seqs(cu, nh);
+        let dss = split(ds, s.iter().map(|&(_, t, _)| nh * t * t));
+        dss.into_par_iter().zip(s).for_each(|(ds, (r0, t, off))| {
+            for h in 0..nh {
+                for i in 0..t {
+                    let base = (h * t + i) * t;
+                    let (pr, dsr) = (&probs[off + base..][..t], &mut ds[base..][..t]);
+                    let gi = band(dout, r0 + i, h, hs, nh);
+                    for j in 0..t {
+                        dsr[j] = dot(gi, band(v, r0 + j, h, hs, nh));
+                    }
+                    let rowsum = dot(pr, dsr);
+                    for j in 0..t {
+                        dsr[j] = scale * pr[j] * (dsr[j] - rowsum);
+                    }
+                }
+            }
+        });
+    }
+
+    /// y += W · x (or Wᵀ · x when `transpose`) per sequence and head, W in probs' layout (NH,
+    /// T_b, T_b) per sequence, x and y (N, C): dq = dS · k, dk = dSᵀ · q, dv = Pᵀ · dout.
+    pub fn product<F: Float>(w: &[F], x: &[F], cu: &[usize], nh: usize, hs: usize, transpose: bool, y: &mut [F]) {
+        let c = nh * hs;
+        let s = seqs(cu, nh);
+        let ys = split(y, s.iter().map(|&(_, t, _)| t * c));
+        ys.into_par_iter().zip(s).for_each(|(y, (r0, t, off))| {
+            for h in 0..nh {
+                let wh = &w[off + h * t * t..][..t * t];
+                for i in 0..t {
+                    let yi = &mut y[i * c + h * hs..][..hs];
+                    for j in 0..t {
+                        let wij = if transpose { wh[j * t + i] } else { wh[i * t + j] };
+                        let xj = &x[(r0 + j) * c + h * hs..][..hs];
+                        for (yd, &xd) in yi.iter_mut().zip(xj) {
+                            *yd += wij * xd;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
