@@ -19,7 +19,6 @@
 //! bit for bit on every run (MKL is put in its run-to-run reproducible mode, `MKL_CBWR_AUTO`).
 
 use crate::float::Float;
-use rayon::prelude::*;
 use std::any::TypeId;
 use std::ffi::{CStr, c_char, c_int};
 use std::path::{Path, PathBuf};
@@ -323,11 +322,13 @@ impl Blas {
                 }
             }
         };
-        if blocks == 1 {
+        // The calling thread runs the first block itself while rayon's threads take the others.
+        rayon::in_place_scope(|s| {
+            for i in 1..blocks {
+                s.spawn(move |_| one_block(i));
+            }
             one_block(0);
-        } else {
-            (0..blocks).into_par_iter().for_each(one_block);
-        }
+        });
         true
     }
 }
