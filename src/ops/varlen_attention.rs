@@ -373,7 +373,7 @@ pub mod cpu {
     use rayon::prelude::*;
 
     /// `buf` cut into consecutive parts of the given sizes.
-    fn split<'a, F>(mut buf: &'a mut [F], sizes: impl Iterator<Item = usize>) -> Vec<&'a mut [F]> {
+    fn split<F>(mut buf: &mut [F], sizes: impl Iterator<Item = usize>) -> Vec<&mut [F]> {
         let mut parts = Vec::new();
         for n in sizes {
             let (part, rest) = std::mem::take(&mut buf).split_at_mut(n);
