@@ -11,7 +11,7 @@
 //! rounds that alternate the backends, so that a noisy machine hurts them alike. GFLOP/s from the
 //! least time of all calls (on a shared machine, the rate without contention; the median's ratios
 //! are summed up at the end too: threaded libraries that synchronise suffer most from a busy
-//! machine). `cargo bench --bench cpu_gemm`.
+//! machine). `cargo bench --bench cpu_gemm` (K and N only from a list: `-- 384 1536`).
 
 use engine::cpu_gemm::{self, Backend, blas, gemm_on};
 use engine::rng::Rng;
@@ -82,7 +82,12 @@ struct Case {
 
 fn main() {
     let threads = rayon::current_num_threads();
-    let (m, dims) = (512, [384, 1152, 1536]);
+    // K and N from the arguments (`cargo bench --bench cpu_gemm -- 384 1536`), else all three.
+    let mut dims: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if dims.is_empty() {
+        dims = vec![384, 1152, 1536];
+    }
+    let m = 512;
     let mut rng = Rng::new(1);
     println!("CPU GEMM, f32, {threads} threads, M = {m}; W stored (N, K)");
     println!("  path's backend: {}", cpu_gemm::describe());
