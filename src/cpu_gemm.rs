@@ -235,12 +235,20 @@ impl Blas {
                 let version = text(config.ok().map(|f| *f));
                 let version = version.split_whitespace().nth(1).unwrap_or("").to_string();
                 let name = format!("OpenBLAS {version} ({})", text(core.ok().map(|f| *f)));
-                return Some(Blas { name, path: path.into(), sgemm, dgemm, set_threads: Some(set), _lib: lib });
+                let blas = Blas { name, path: path.into(), sgemm, dgemm, set_threads: Some(set), _lib: lib };
+                return Some(blas).filter(Blas::works);
             }
             let sgemm = *lib.get::<CblasGemm<f32>>(b"cblas_sgemm\0").ok()?;
             let dgemm = *lib.get::<CblasGemm<f64>>(b"cblas_dgemm\0").ok()?;
             let mut name = "BLAS".to_string();
             if let Ok(layer) = lib.get::<unsafe extern "C" fn(c_int) -> c_int>(b"MKL_Set_Threading_Layer\0") {
+                // libmkl_rt exits the process when it cannot load its parts at the first call:
+                // take it only beside them (the wheel's layout).
+                let beside =
+                    |stem: &str| ["2", "3"].iter().any(|v| path.with_file_name(format!("{stem}.so.{v}")).is_file());
+                if !beside("libmkl_core") || !beside("libmkl_sequential") {
+                    return None;
+                }
                 // Before any other MKL call: the sequential layer (no OpenMP runtime needed, no
                 // threads of its own), then run-to-run reproducible results (MKL_CBWR_AUTO = 2).
                 const MKL_THREADING_SEQUENTIAL: c_int = 1;
@@ -256,8 +264,18 @@ impl Blas {
                     name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().trim().to_string();
                 }
             }
-            Some(Blas { name, path: path.into(), sgemm, dgemm, set_threads: None, _lib: lib })
+            Some(Blas { name, path: path.into(), sgemm, dgemm, set_threads: None, _lib: lib }).filter(Blas::works)
         }
+    }
+
+    /// A 2×2 product in f32 and f64 gives the exact answer.
+    fn works(&self) -> bool {
+        let (a, b) = ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]);
+        let (mut c, mut c32) = ([0f64; 4], [0f32; 4]);
+        self.run(2, 2, 2, &mut c, (&a, (2, 1)), (&b, (1, 2)), false, 1);
+        let (a32, b32) = (a.map(|v| v as f32), b.map(|v| v as f32));
+        self.run(2, 2, 2, &mut c32, (&a32, (2, 1)), (&b32, (1, 2)), false, 1);
+        c == [17.0, 23.0, 39.0, 53.0] && c32 == [17.0, 23.0, 39.0, 53.0]
     }
 
     /// Sets the BLAS's own thread count (1 as loaded; benches compare its own threading); false
