@@ -154,3 +154,36 @@ fn non_finite_embeddings_are_refused_not_written() {
     assert!(err.contains("input line 1") && err.contains("NaN") && err.contains("nothing written"), "{err}");
     assert!(!output.exists());
 }
+
+/// A full disk (here: a file-size limit, `ulimit -f`, with SIGXFSZ ignored so the write fails
+/// with EFBIG as on a full disk) fails the write in one line and leaves no temp file behind (it
+/// left a 0-byte one) and the previous output as it was.
+#[test]
+fn a_full_disk_leaves_no_temp_file_and_the_old_output_intact() {
+    let dir = tmp("full-disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("in.txt"), dir.join("out.jsonl"));
+    let lines: Vec<String> = (0..40).map(|i| format!("sentence number {i} for a disk that fills up")).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    std::fs::write(&output, "the previous output\n").unwrap();
+    let model = model_dir();
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 4; exec '{}' embed --model '{}' --input '{}' --output '{}' --device cpu --quiet",
+        env!("CARGO_BIN_EXE_engine"),
+        model.display(),
+        input.display(),
+        output.display()
+    );
+    let o = Command::new("bash").args(["-c", &script]).output().expect("run bash");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the write must fail past 4 KiB: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("out.jsonl"), "the error names the file: {err}");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "the previous output\n");
+}
