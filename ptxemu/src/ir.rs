@@ -383,6 +383,10 @@ pub enum Op {
         n: u32,
     },
     Bar,
+    /// `bar.warp.sync mask` (`__syncwarp`); `mask` must name all lanes at run time.
+    WarpSync {
+        mask: Src,
+    },
     Bra {
         target: u32,
     },
@@ -428,7 +432,7 @@ pub enum Op {
 impl Op {
     /// Whether the instruction is a warp collective (executed for 32 lanes together).
     pub fn is_collective(&self) -> bool {
-        matches!(self, Op::Shfl { .. } | Op::Vote { .. } | Op::Ldmatrix { .. } | Op::Mma(_))
+        matches!(self, Op::Shfl { .. } | Op::Vote { .. } | Op::Ldmatrix { .. } | Op::Mma(_) | Op::WarpSync { .. })
     }
 }
 

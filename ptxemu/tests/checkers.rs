@@ -485,3 +485,35 @@ fn global_access_outside_every_allocation() {
     r.unwrap();
     assert_eq!(out, (0..N as u32).collect::<Vec<_>>());
 }
+
+/// `__syncwarp()` (`bar.warp.sync -1`) orders a warp's lanes: each thread stores its word, the
+/// warp syncs, each reads its lane neighbour's (tid ^ 1). In the bug block the sync (line 31) is
+/// skipped, so thread 0 reads buf[1] before thread 1 has written it.
+#[test]
+fn warp_sync_orders_the_lanes_of_a_warp() {
+    let body = r#"
+	.loc	1 30 0
+	shl.b32 	%r2, %r1, 2;
+	mov.u32 	%r3, _ZZ5wsyncE3buf;
+	add.s32 	%r4, %r3, %r2;
+	st.shared.u32 	[%r4], %r1;
+	.loc	1 31 0
+	@%p1 bra 	$L__BB9_2;
+	bar.warp.sync 	-1;
+$L__BB9_2:
+	.loc	1 32 0
+	xor.b32 	%r7, %r1, 1;
+	shl.b32 	%r9, %r7, 2;
+	add.s32 	%r13, %r3, %r9;
+	ld.shared.u32 	%r14, [%r13];
+	.loc	1 33 0
+	mul.wide.u32 	%rd3, %r12, 4;
+	add.s64 	%rd4, %rd2, %rd3;
+	st.global.u32 	[%rd4], %r14;"#;
+    let m = module(&kernel("wsync", &[], "\t.shared .align 4 .b8 _ZZ5wsyncE3buf[256];", body));
+    let (r, _) = run_out_only(&m, "wsync", BUG_BLOCK);
+    assert_finding(r, "wsync", 32, BUG_BLOCK, 0, &["read of shared memory at offset 4 not written"]);
+    let (r, out) = run_out_only(&m, "wsync", NO_BUG);
+    r.unwrap();
+    assert_eq!(out, (0..N as u32).map(|i| (i % THREADS) ^ 1).collect::<Vec<_>>());
+}

@@ -38,6 +38,19 @@ impl Block<'_> {
                     }
                 }
             }
+            &Op::WarpSync { mask } => {
+                // Nothing to compute: reaching it together is the point (the caller then orders
+                // the warp's shared-memory accesses).
+                for l in 0..lanes {
+                    if get(&self.regs, l, mask) as u32 != u32::MAX {
+                        return Err(self.err(
+                            pc,
+                            base + l,
+                            "bar.warp.sync with a partial member mask (not supported)".into(),
+                        ));
+                    }
+                }
+            }
             &Op::Vote { mode, d, a, mask } => {
                 let mut ballot = 0u32;
                 for l in 0..lanes {

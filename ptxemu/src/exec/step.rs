@@ -359,7 +359,7 @@ impl Block<'_> {
                     state[t] = TState::Exit;
                     return Ok(count);
                 }
-                Op::Shfl { .. } | Op::Vote { .. } | Op::Ldmatrix { .. } | Op::Mma(_) => {
+                Op::Shfl { .. } | Op::Vote { .. } | Op::Ldmatrix { .. } | Op::Mma(_) | Op::WarpSync { .. } => {
                     pcs[t] = pc as u32;
                     state[t] = TState::Coll;
                     return Ok(count);

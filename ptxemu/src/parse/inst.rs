@@ -675,6 +675,14 @@ impl<'a> Decoder<'a> {
                 self.communicates = true;
                 Op::Nop
             }
+            "bar" if m.has("warp") => {
+                // bar.warp.sync membermask (__syncwarp): a warp collective that orders the lanes.
+                if !m.has("sync") {
+                    return Err("unsupported bar.warp form".into());
+                }
+                need(1)?;
+                Op::WarpSync { mask: self.src(ops[0], Imm::Bits(32))? }
+            }
             "bar" | "barrier" => {
                 if !m.has("sync") {
                     return Err("unsupported barrier form".into());
