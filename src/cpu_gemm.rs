@@ -23,6 +23,7 @@ use std::any::TypeId;
 use std::ffi::{CStr, c_char, c_int};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A strided matrix operand: data, (row stride, column stride).
 pub type Operand<'a, F> = (&'a [F], (isize, isize));
@@ -340,12 +341,27 @@ impl Blas {
                 }
             }
         };
-        // The calling thread runs the first block itself while rayon's threads take the others.
+        // The calling thread runs the first block itself while rayon's threads take the others;
+        // blocks are claimed from a counter, so that the caller also runs those no pool thread
+        // has started (a busy machine: it does not wait for a thread to be scheduled). Which
+        // thread runs a block does not change its result.
+        let next = AtomicUsize::new(1);
+        let rest = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= blocks {
+                    break;
+                }
+                one_block(i);
+            }
+        };
+        let rest = &rest;
         rayon::in_place_scope(|s| {
-            for i in 1..blocks {
-                s.spawn(move |_| one_block(i));
+            for _ in 1..blocks {
+                s.spawn(move |_| rest());
             }
             one_block(0);
+            rest();
         });
         true
     }
