@@ -2,16 +2,16 @@
 //! check of every input, and equality with the padded path (matmul → attention_softmax with the
 //! key mask → matmul) on every real token, outputs and gradients, in float32.
 //!
-//! Gradient-check norm as tests/gradcheck.rs: relative error ‖g_tape − g_fd‖₂ / max(‖g_fd‖₂, 1e-2),
+//! Gradient check: tests/common/gradcheck.rs, relative error ‖g_tape − g_fd‖₂ / max(‖g_fd‖₂, 1e-2),
 //! central differences with h = 1e-5, the output projected on fixed random weights; tolerance 1e-6.
 //! Padded-path equality: ‖packed − padded‖₂ / ‖padded‖₂ over the real tokens, and the largest
 //! element difference over the largest padded magnitude, both within 1e-5.
 
+mod common;
+use common::gradcheck::check;
 use engine::rng::Rng;
-use engine::{Device, Result, Tape, Tensor};
+use engine::{Device, Tape};
 
-const H: f64 = 1e-5;
-const GRAD_TOL: f64 = 1e-6;
 const PACKED_TOL: f64 = 1e-5;
 
 /// Offsets of sequences of the given lengths.
@@ -23,70 +23,11 @@ fn offsets(lens: &[usize]) -> Vec<usize> {
     cu
 }
 
-type Build<'a> = dyn Fn(&mut Tape<f64>, &[Tensor]) -> Result<Tensor> + 'a;
-
-fn projected_loss(tape: &mut Tape<f64>, inputs: &[Tensor], build: &Build<'_>, weights: &[f64]) -> Result<Tensor> {
-    let out = build(tape, inputs)?;
-    let r = tape.constant(&weights[..out.numel()], out.dims())?;
-    let p = tape.mul(out, r)?;
-    tape.sum(p)
-}
-
-/// Checks d(loss)/d(input) of every input against central differences; returns the worst error.
-fn gradcheck(name: &str, shapes: &[&[usize]], build: &Build<'_>) -> f64 {
-    let mut tape = Tape::<f64>::new(Device::Cpu);
-    let mut rng = Rng::new(name.len() as u64 * 31 + 7);
-    let inputs: Vec<Tensor> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, dims)| {
-            let data: Vec<f64> = (0..dims.iter().product()).map(|_| rng.normal()).collect();
-            tape.store.add_param(&format!("x{i}"), dims, &data, true).unwrap()
-        })
-        .collect();
-    let weights: Vec<f64> = (0..1 << 14).map(|_| rng.normal()).collect();
-    let loss = |tape: &mut Tape<f64>| {
-        tape.reset();
-        let l = projected_loss(tape, &inputs, build, &weights).unwrap();
-        tape.store.read(l).unwrap()[0]
-    };
-    tape.store.zero_grads().unwrap();
-    tape.reset();
-    let l = projected_loss(&mut tape, &inputs, build, &weights).unwrap();
-    tape.backward(l).unwrap();
-    let mut worst = 0.0f64;
-    for (i, &x) in inputs.iter().enumerate() {
-        let analytic = tape.store.read_grad(x).unwrap();
-        let mut values = tape.store.read(x).unwrap();
-        let mut numeric = vec![0.0; values.len()];
-        for j in 0..values.len() {
-            let v = values[j];
-            values[j] = v + H;
-            tape.store.write(x, &values).unwrap();
-            let lp = loss(&mut tape);
-            values[j] = v - H;
-            tape.store.write(x, &values).unwrap();
-            let lm = loss(&mut tape);
-            values[j] = v;
-            tape.store.write(x, &values).unwrap();
-            numeric[j] = (lp - lm) / (2.0 * H);
-        }
-        let diff: f64 = analytic.iter().zip(&numeric).map(|(a, n)| (a - n) * (a - n)).sum::<f64>().sqrt();
-        let norm: f64 = numeric.iter().map(|n| n * n).sum::<f64>().sqrt();
-        let rel = diff / norm.max(1e-2);
-        println!("{name}: input {i} {}: ‖g‖ {norm:.3e}, relative error {rel:.3e}", x.shape);
-        assert!(norm > 0.1, "{name}: input {i} has a vanishing numeric gradient ({norm:.3e})");
-        worst = worst.max(rel);
-    }
-    assert!(worst <= GRAD_TOL, "{name}: relative error {worst:.3e} > {GRAD_TOL:e}");
-    worst
-}
-
 #[test]
 fn gradcheck_q_k_v() {
     // B = 4 sequences (one of a single token, one empty), NH = 2, HS = 3: N = 9, C = 6.
     let cu = offsets(&[3, 1, 0, 5]);
-    gradcheck("varlen q, k, v", &[&[9, 6], &[9, 6], &[9, 6]], &|t, x| {
+    check("varlen q, k, v", &[&[9, 6], &[9, 6], &[9, 6]], &|t, x| {
         let cu = t.cu_seqlens(&cu)?;
         t.varlen_attention(x[0], x[1], x[2], &cu, 2, 0.7)
     });
@@ -96,7 +37,7 @@ fn gradcheck_q_k_v() {
 fn gradcheck_one_tensor_as_q_k_and_v() {
     // The three gradients accumulate into one buffer.
     let cu = offsets(&[4, 2]);
-    gradcheck("varlen x, x, x", &[&[6, 4]], &|t, x| {
+    check("varlen x, x, x", &[&[6, 4]], &|t, x| {
         let cu = t.cu_seqlens(&cu)?;
         t.varlen_attention(x[0], x[0], x[0], &cu, 2, 0.5)
     });

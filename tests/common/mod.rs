@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test file uses part of the harness
 
 pub mod golden;
+pub mod gradcheck;
 pub mod runs;
 pub mod tiny_bert;
 

@@ -8,6 +8,15 @@ use crate::shadow::Access;
 use crate::warp;
 
 impl Block<'_> {
+    /// Refuses a member mask that does not name all lanes (partial masks are not supported).
+    fn full_mask(&self, pc: u32, base: usize, lanes: usize, mask: Src, what: &str) -> Result<()> {
+        let n = self.nregs;
+        match (0..lanes).find(|&l| self.regs[(base + l) * n + mask as usize] as u32 != u32::MAX) {
+            Some(l) => Err(self.err(pc, base + l, format!("{what} with a partial member mask (not supported)"))),
+            None => Ok(()),
+        }
+    }
+
     /// Executes the collective at `pc` for warp `w` (every present lane waits at it).
     pub(super) fn collective(&mut self, w: usize, pc: u32) -> Result<()> {
         let k = self.mem.g.k;
@@ -18,14 +27,8 @@ impl Block<'_> {
         match &k.insts[pc as usize].op {
             &Op::Shfl { mode, d, p, a, b, c, mask } => {
                 let (mut av, mut bv, mut cv) = ([0u32; 32], [0u32; 32], [0u32; 32]);
+                self.full_mask(pc, base, lanes, mask, "shfl.sync")?;
                 for l in 0..lanes {
-                    if get(&self.regs, l, mask) as u32 != u32::MAX {
-                        return Err(self.err(
-                            pc,
-                            base + l,
-                            "shfl.sync with a partial member mask (not supported)".into(),
-                        ));
-                    }
                     av[l] = get(&self.regs, l, a) as u32;
                     bv[l] = get(&self.regs, l, b) as u32;
                     cv[l] = get(&self.regs, l, c) as u32;
@@ -41,26 +44,12 @@ impl Block<'_> {
             &Op::WarpSync { mask } => {
                 // Nothing to compute: reaching it together is the point (the caller then orders
                 // the warp's shared-memory accesses).
-                for l in 0..lanes {
-                    if get(&self.regs, l, mask) as u32 != u32::MAX {
-                        return Err(self.err(
-                            pc,
-                            base + l,
-                            "bar.warp.sync with a partial member mask (not supported)".into(),
-                        ));
-                    }
-                }
+                self.full_mask(pc, base, lanes, mask, "bar.warp.sync")?;
             }
             &Op::Vote { mode, d, a, mask } => {
                 let mut ballot = 0u32;
+                self.full_mask(pc, base, lanes, mask, "vote.sync")?;
                 for l in 0..lanes {
-                    if get(&self.regs, l, mask) as u32 != u32::MAX {
-                        return Err(self.err(
-                            pc,
-                            base + l,
-                            "vote.sync with a partial member mask (not supported)".into(),
-                        ));
-                    }
                     ballot |= ((get(&self.regs, l, a) & 1) as u32) << l;
                 }
                 let all = if lanes == 32 { u32::MAX } else { (1u32 << lanes) - 1 };
