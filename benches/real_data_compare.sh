@@ -213,8 +213,8 @@ me = statistics.median(r["s_per_100"] for r in eng)
 mp = statistics.median(r["s_per_100"] for r in pt)
 se = statistics.median(r["seconds"] for r in eng)
 sp = statistics.median(r["seconds"] for r in pt)
-print(f"{'median':>6} {me:>12.1f}  {mp:>13.1f}  {me / mp:>14.3f}  {real / se:.0f}/{padded / se:.0f}  "
-      f"{real / sp:.0f}/{padded / sp:.0f}  {'not yet':>13}")
+print(f"{'median':>5}  {me:>12.1f}  {mp:>13.1f}  {me / mp:>14.3f}  {f'{real / se:.0f}/{padded / se:.0f}':>12}  "
+      f"{f'{real / sp:.0f}/{padded / sp:.0f}':>13}  {'not yet':>13}")
 print("  (tok/s: real tokens/s / padded tokens/s)")
 g = [r["gemm"] for r in pt if r.get("gemm")]
 if g:
@@ -225,7 +225,7 @@ else:
     print("GEMM share of the step: engine not measured yet; PyTorch not profiled")
 p0 = pt[0]
 print(f"PyTorch {p0['torch']}, transformers {p0['transformers']}, attention {p0['attention']}, "
-      f"{p0['threads']} threads; first-step losses engine-like: {p0['first_losses']}")
+      f"{p0['threads']} threads; first-step losses: {p0['first_losses']}")
 ok = me / mp <= 0.50
 print(f"target engine / PyTorch <= 0.50 (CPU, {threads} threads): {me / mp:.3f} -> {'met' if ok else 'NOT met'}")
 print("target engine packed / engine padded <= 0.60: not yet (the engine has no packed batches)")
@@ -238,5 +238,8 @@ for r in rows:
               f"{r['s_per_100']:.1f} s/100 steps")
 print(f"load average (1 min): {load0:.2f} before, {load1:.2f} after (this bench adds about {threads})")
 if load0 > 1.5:
-    print("WARNING: the machine was busy before the start (load > 1.5): these figures are indicative only")
+    print("WARNING: the machine was busy before the start (load > 1.5): these figures are indicative only.\n"
+          "  PyTorch's OpenMP threads wait for each other at every op, so sharing the cores with other work\n"
+          "  slows it far more than the engine's rayon pool (on 2 busy cores: 2 threads 4-5x slower than 1):\n"
+          "  under load the ratio flatters the engine")
 EOF
