@@ -43,7 +43,11 @@ impl RunDir {
         match lock.try_lock() {
             // A run ending unlinks the file before unlocking it: the lock counts only while
             // the path still names the locked file.
-            Ok(()) if !same_file(&lock, &path) => return RunDir::lock(dir),
+            Ok(()) if !same_file(&lock, &path) => {
+                let mut r = RunDir::lock(dir)?;
+                r.created |= created;
+                return Ok(r);
+            }
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
@@ -100,9 +104,7 @@ impl RunDir {
     /// files of dead processes, in the folder and its predictions/.
     pub fn recover(&self) -> Result<Recovery> {
         let mut r = swap::recover(&self.dir)?;
-        let preds = swap::recover(&self.dir.join("predictions"))?;
-        r.removed.extend(preds.removed);
-        r.removed_bytes += preds.removed_bytes;
+        r.absorb(swap::recover(&self.dir.join("predictions"))?);
         Ok(r)
     }
 }

@@ -67,6 +67,14 @@ impl Recovery {
         self.finished.is_empty() && self.rolled_back.is_empty() && self.removed.is_empty()
     }
 
+    /// Adds what another recovery did.
+    pub fn absorb(&mut self, other: Recovery) {
+        self.finished.extend(other.finished);
+        self.rolled_back.extend(other.rolled_back);
+        self.removed.extend(other.removed);
+        self.removed_bytes += other.removed_bytes;
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         for d in &self.finished {

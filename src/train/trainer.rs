@@ -171,11 +171,7 @@ fn recover_beside(dir: &Path, out: &Path, recovered: &mut super::swap::Recovery)
         _ => false,
     };
     if !same(parent, out) {
-        let r = super::swap::recover(parent)?;
-        recovered.finished.extend(r.finished);
-        recovered.rolled_back.extend(r.rolled_back);
-        recovered.removed.extend(r.removed);
-        recovered.removed_bytes += r.removed_bytes;
+        recovered.absorb(super::swap::recover(parent)?);
     }
     Ok(())
 }
