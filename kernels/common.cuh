@@ -62,5 +62,13 @@ __device__ __forceinline__ double hash_uniform(u64 seed, u64 stream, u64 index) 
     return (double)(h >> 11) * (1.0 / 9007199254740992.0);
 }
 
+// The layout-free dropout indices of src/rng.rs (token_key, row_index, attention_index): a
+// token's key is (sequence b, position t), the same in a padded (B, T, C) and a packed (N, C) batch.
+__device__ __forceinline__ u64 token_key(u64 b, u64 t) { return (b << 16) | t; }
+__device__ __forceinline__ u64 row_index(u64 key, u64 width, u64 col) { return key * width + col; }
+__device__ __forceinline__ u64 attention_index(u64 b, u64 h, u64 i, u64 j, u64 nh) {
+    return ((token_key(b, i) * nh + h) << 16) | j;
+}
+
 // A grid-stride loop over n elements.
 #define GRID_STRIDE(i, n) for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)

@@ -37,6 +37,33 @@ pub fn keep_threshold(p: f64) -> u64 {
     (p * (1u64 << 53) as f64).ceil() as u64
 }
 
+/// The dropout key of token `t` of sequence `b`: the same whichever layout holds the token,
+/// padded (B, T, C) or packed (N, C), so that both draw the same masks (issue 16). b < 2¹⁵ and
+/// t < 2¹⁶, so that it fits the i32 of a key tensor.
+#[inline(always)]
+pub fn token_key(b: usize, t: usize) -> u64 {
+    debug_assert!(b < 1 << 15 && t < 1 << 16);
+    ((b as u64) << 16) | t as u64
+}
+
+/// The draw index of column `col` of a row of `width` columns keyed `key` (a [`token_key`]).
+#[inline(always)]
+pub fn row_index(key: u64, width: usize, col: usize) -> u64 {
+    key.wrapping_mul(width as u64).wrapping_add(col as u64)
+}
+
+/// The draw index of attention probability (query i, key j) of head h (of nh) in sequence b,
+/// in any layout: padded (B, NH, T, T) or a packed sequence's (NH, T_b, T_b) block.
+#[inline(always)]
+pub fn attention_index(b: usize, h: usize, i: usize, j: usize, nh: usize) -> u64 {
+    ((token_key(b, i).wrapping_mul(nh as u64).wrapping_add(h as u64)) << 16) | j as u64
+}
+
+/// Largest batch a key can name: sequences 0..MAX_KEYED_BATCH.
+pub const MAX_KEYED_BATCH: usize = 1 << 15;
+/// Longest sequence a key can name.
+pub const MAX_KEYED_LEN: usize = 1 << 16;
+
 #[derive(Clone, Debug)]
 pub struct Rng {
     state: u64,
