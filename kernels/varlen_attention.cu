@@ -6,9 +6,20 @@
 // One block of THREADS threads per (row i, head h, sequence b) = (blockIdx.x, .y, .z); blocks with
 // i ≥ T_b return at once (the grid's x is the longest T_b). Straightforward first: threads stride
 // over keys for the scores and over HS for the products; no atomics (deterministic).
+// Attention dropout: every kernel takes the mask as (key, threshold, keep), the host's
+// hash_key(seed, stream), keep_threshold(p) and f32 1/(1 − p); threshold 0 (p = 0) means no mask
+// and no hashing. M is drawn again wherever it is needed, never stored.
 #include "common.cuh"
 
 #define THREADS 128
+
+// M of probability (i, j) of head h in sequence b: src/rng.rs's hash_bits(key, attention_index(..))
+// ≥ threshold, an integer compare, bit for bit the CPU's (varlen_attention.rs, Mask::at).
+__device__ __forceinline__ float attention_keep(u64 key, u64 threshold, float keep, u64 b, u64 h, u64 i, u64 j,
+                                                u64 nh) {
+    const u64 bits = mix64(key + attention_index(b, h, i, j, nh) * 0x9e3779b97f4a7c15ull) >> 11;
+    return bits >= threshold ? keep : 0.0f;
+}
 
 // NH · Σ_{b'<b} T_b'²: where sequence b's probabilities start.
 __device__ __forceinline__ u64 probs_offset(const int* cu, u32 b, u32 nh) {
@@ -20,12 +31,12 @@ __device__ __forceinline__ u64 probs_offset(const int* cu, u32 b, u32 nh) {
     return off * nh;
 }
 
-// probs[b, h, i, :] = softmax_j(scale · q_i · k_j) over the T_b keys of sequence b, head h;
-// out[i, h] (HS) = Σ_j probs[b, h, i, j] · v_j. Dynamic shared memory: 32 floats for the block
-// reductions, q_i (HS), the row of T_b scores.
+// probs[b, h, i, :] = softmax_j(scale · q_i · k_j) over the T_b keys of sequence b, head h (saved
+// undropped); out[i, h] (HS) = Σ_j (probs[b, h, i, j] · M_ij) · v_j. Dynamic shared memory: 32
+// floats for the block reductions, q_i (HS), the row of T_b scores.
 extern "C" __global__ void __launch_bounds__(THREADS)
     varlen_attention_forward(const float* q, const float* k, const float* v, const int* cu, float* probs,
-                             float* out, float scale, u32 nh, u32 hs) {
+                             float* out, float scale, u32 nh, u32 hs, u64 key, u64 threshold, float keep) {
     extern __shared__ float smem[];
     float* red = smem;
     float* qi = smem + 32;
@@ -56,8 +67,8 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     float* pr = probs + probs_offset(cu, b, nh) + ((u64)h * t + i) * t;
     for (u64 j = threadIdx.x; j < t; j += THREADS) {
         const float p = row[j] / sum;
-        row[j] = p;
         pr[j] = p;
+        row[j] = threshold == 0 ? p : __fmul_rn(p, attention_keep(key, threshold, keep, b, h, i, j, nh));
     }
     __syncthreads();
     for (u32 d = threadIdx.x; d < hs; d += THREADS) {
@@ -67,12 +78,13 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     }
 }
 
-// Per query row i: dP_ij = dout_i · v_j, dS_ij = scale · P_ij · (dP_ij − Σ_j' P_ij' · dP_ij')
+// Per query row i: dP_ij = (dout_i · v_j) · M_ij, dS_ij = scale · P_ij · (dP_ij − Σ_j' P_ij' · dP_ij')
 // written to ds (probs' layout), then dq_i += Σ_j dS_ij · k_j (skipped when dq is null).
 // Dynamic shared memory: 32 reduction floats, dout_i (HS), the row of T_b values of dS.
 extern "C" __global__ void __launch_bounds__(THREADS)
     varlen_attention_backward_rows(const float* k, const float* v, const float* dout, const float* probs,
-                                   const int* cu, float* ds, float* dq, float scale, u32 nh, u32 hs) {
+                                   const int* cu, float* ds, float* dq, float scale, u32 nh, u32 hs, u64 key,
+                                   u64 threshold, float keep) {
     extern __shared__ float smem[];
     float* red = smem;
     float* gi = smem + 32;
@@ -90,6 +102,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
         const float* vj = v + (r0 + j) * c + col;
         float dp = 0.0f;
         for (u32 d = 0; d < hs; ++d) dp += gi[d] * vj[d];
+        if (threshold != 0) dp = __fmul_rn(dp, attention_keep(key, threshold, keep, b, h, i, j, nh));
         row[j] = dp;
         dot += pr[j] * dp;
     }
@@ -111,15 +124,25 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 }
 
 // Per key row j: dk_j += Σ_i dS_ij · q_i (when dk is not null; ds then holds dS from
-// varlen_attention_backward_rows) and dv_j += Σ_i P_ij · dout_i (when dv is not null).
+// varlen_attention_backward_rows) and dv_j += Σ_i (P_ij · M_ij) · dout_i (when dv is not null).
+// Dynamic shared memory: column j of P ⊙ M (T_b floats), each M drawn once per block.
 extern "C" __global__ void __launch_bounds__(THREADS)
     varlen_attention_backward_keys(const float* q, const float* dout, const float* probs, const float* ds,
-                                   const int* cu, float* dk, float* dv, u32 nh, u32 hs) {
+                                   const int* cu, float* dk, float* dv, u32 nh, u32 hs, u64 key, u64 threshold,
+                                   float keep) {
+    extern __shared__ float pcol[];
     const u32 b = blockIdx.z, h = blockIdx.y;
     const u64 r0 = (u64)cu[b], t = (u64)(cu[b + 1] - cu[b]), j = blockIdx.x;
     if (j >= t) return;
     const u64 c = (u64)nh * hs, col = (u64)h * hs;
     const u64 base = probs_offset(cu, b, nh) + (u64)h * t * t + j;  // (i, j) at base + i · t
+    if (dv != 0) {
+        for (u64 i = threadIdx.x; i < t; i += THREADS) {
+            const float p = probs[base + i * t];
+            pcol[i] = threshold == 0 ? p : __fmul_rn(p, attention_keep(key, threshold, keep, b, h, i, j, nh));
+        }
+        __syncthreads();
+    }
     for (u32 d = threadIdx.x; d < hs; d += THREADS) {
         if (dk != 0) {
             float acc = 0.0f;
@@ -129,7 +152,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
         }
         if (dv != 0) {
             float acc = 0.0f;
-            for (u64 i = 0; i < t; ++i) acc += probs[base + i * t] * dout[(r0 + i) * c + col + d];
+            for (u64 i = 0; i < t; ++i) acc += pcol[i] * dout[(r0 + i) * c + col + d];
             float* y = dv + (r0 + j) * c + col + d;
             *y = *y + acc;
         }

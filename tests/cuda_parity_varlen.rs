@@ -2,7 +2,9 @@
 //! and backward (the gradients of q, k and v), with the NaN-poisoned harness of tests/common: an
 //! output or gradient element the kernels leave unwritten fails. Lengths do not divide the
 //! kernels' 128 threads and include a single token, an empty sequence and lengths above 64 and
-//! 128 (the key loop's stride); HS above 128 covers the column loop's stride.
+//! 128 (the key loop's stride); HS above 128 covers the column loop's stride. With attention
+//! dropout (the harness trains both devices under one seed, so both draw stream 1 of it), the
+//! kernels must drop what the CPU drops: their masks come from the same integer compare.
 
 mod common;
 use common::{F32_TOL, gpu, parity};
@@ -16,28 +18,48 @@ fn offsets(lens: &[usize]) -> Vec<usize> {
     cu
 }
 
-/// Parity of the op on sequences of `lens`, `nh` heads of `hs` columns.
-fn case(name: &str, lens: &[usize], nh: usize, hs: usize) {
+/// Parity of the op on sequences of `lens`, `nh` heads of `hs` columns, attention dropout `p`.
+fn case(name: &str, lens: &[usize], nh: usize, hs: usize, p: f64) {
     let Some(g) = gpu() else { return };
     let cu = offsets(lens);
     let (n, c) = (cu[lens.len()], nh * hs);
     let scale = 1.0 / (hs as f64).sqrt();
     parity(&g, name, &[&[n, c], &[n, c], &[n, c]], F32_TOL, &|tp, x| {
         let cu = tp.cu_seqlens(&cu)?;
-        tp.varlen_attention(x[0], x[1], x[2], &cu, nh, scale)
+        tp.varlen_attention(x[0], x[1], x[2], &cu, nh, scale, p)
     });
 }
 
 #[test]
 fn varlen_attention_mixed_lengths() {
     // 1 token, 67 (> 64), 13, an empty sequence, 130 (> 128 threads), 5; NH = 3, HS = 24.
-    case("varlen mixed lengths", &[1, 67, 13, 0, 130, 5], 3, 24);
+    case("varlen mixed lengths", &[1, 67, 13, 0, 130, 5], 3, 24, 0.0);
+}
+
+#[test]
+fn varlen_attention_dropout_mixed_lengths() {
+    // The lengths above with attention dropout, forward and the three gradients; p = 0.1 as
+    // BERT trains and a heavy p = 0.6.
+    case("varlen dropout 0.1", &[1, 67, 13, 0, 130, 5], 3, 24, 0.1);
+    case("varlen dropout 0.6", &[1, 67, 13, 0, 130, 5], 3, 24, 0.6);
+}
+
+#[test]
+fn varlen_attention_dropout_wide_heads_and_one_tensor() {
+    // HS = 131 > 128 threads; and dq, dk, dv accumulating into one buffer under a mask.
+    case("varlen dropout wide heads", &[2, 33], 1, 131, 0.3);
+    let Some(g) = gpu() else { return };
+    let cu = offsets(&[1, 70, 9]);
+    parity(&g, "varlen x, x, x dropout", &[&[80, 40]], F32_TOL, &|tp, x| {
+        let cu = tp.cu_seqlens(&cu)?;
+        tp.varlen_attention(x[0], x[0], x[0], &cu, 5, 0.3, 0.25)
+    });
 }
 
 #[test]
 fn varlen_attention_wide_heads() {
     // HS = 131 > 128 threads; one head.
-    case("varlen wide heads", &[2, 33], 1, 131);
+    case("varlen wide heads", &[2, 33], 1, 131, 0.0);
 }
 
 #[test]
@@ -47,7 +69,7 @@ fn varlen_attention_one_tensor_as_q_k_v() {
     let cu = offsets(&[1, 70, 9]);
     parity(&g, "varlen x, x, x", &[&[80, 40]], F32_TOL, &|tp, x| {
         let cu = tp.cu_seqlens(&cu)?;
-        tp.varlen_attention(x[0], x[0], x[0], &cu, 5, 0.3)
+        tp.varlen_attention(x[0], x[0], x[0], &cu, 5, 0.3, 0.0)
     });
 }
 

@@ -18,16 +18,25 @@
 //! every layer: its host copy sizes the probabilities and the grid without reading the device,
 //! its integer tensor is what the kernels read.
 //!
-//! No dropout inside in this first version: attention dropout will come later, with masks that
-//! are a function of (seed, stream, token) so that packed and padded batches drop alike.
+//! Attention dropout (training, p > 0): the mask M (1/(1 − p) or 0) of probability (query i, key
+//! j) of head h in sequence b is drawn from (tape seed, stream, `rng::attention_index(b, h, i, j,
+//! NH)`), the index the padded path's `Tape::attention_dropout` gives element (b, h, i, j) of its
+//! (B, NH, T, T) probabilities, so a packed batch drops exactly what the padded one drops. The
+//! probabilities are saved undropped and M is drawn again in backward, never stored:
 //!
-//! Backward (dctx given): dP = dctx · vᵀ, dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)), dq += dS · k,
-//! dk += dSᵀ · q, dv += Pᵀ · dctx, per sequence and head.
+//! ```text
+//! ctx_b,h = (P_b,h ⊙ M_b,h) · v_b,h
+//! ```
+//!
+//! Backward (dctx given): dP = (dctx · vᵀ) ⊙ M, dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)),
+//! dq += dS · k, dk += dSᵀ · q, dv += (P ⊙ M)ᵀ · dctx, per sequence and head (M = 1 without
+//! dropout).
 
 use super::Op;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::rng::{MAX_KEYED_BATCH, MAX_KEYED_LEN, attention_index, hash_bits, hash_key, keep_threshold};
 use crate::store::{Slot, Store};
 use crate::tape::Tape;
 use crate::tensor::{Shape, Tensor};
@@ -67,7 +76,46 @@ impl CuSeqlens {
     }
 }
 
-/// q, k, v (N, C) → ctx (N, C); probs (NH · Σ T_b²) saved for backward.
+/// The attention dropout's draw: probability (in (0, 1)), tape seed and stream.
+#[derive(Clone, Copy, Debug)]
+pub struct Draw {
+    pub p: f64,
+    pub seed: u64,
+    pub stream: u64,
+}
+
+impl Draw {
+    /// The mask in the integer form both paths use; the keep value is rounded once, here, for
+    /// both (the kernels get this f32).
+    pub fn mask<F: Float>(&self) -> Mask<F> {
+        let p = self.p;
+        Mask { key: hash_key(self.seed, self.stream), threshold: keep_threshold(p), keep: F::from_f64(1.0 / (1.0 - p)) }
+    }
+}
+
+/// Probability (i, j) of head h in sequence b is kept, times `keep`, where
+/// hash_bits(key, attention_index(b, h, i, j, NH)) ≥ `threshold`, else 0. `threshold` is 0
+/// exactly when p is 0 (`keep_threshold`): the kernels' "no mask" ([`Mask::NONE`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Mask<F> {
+    pub key: u64,
+    pub threshold: u64,
+    pub keep: F,
+}
+
+impl Mask<f32> {
+    /// No dropout: every probability kept as is.
+    pub const NONE: Mask<f32> = Mask { key: 0, threshold: 0, keep: 1.0 };
+}
+
+impl<F: Float> Mask<F> {
+    #[inline(always)]
+    pub fn at(&self, b: usize, h: usize, i: usize, j: usize, nh: usize) -> F {
+        if hash_bits(self.key, attention_index(b, h, i, j, nh)) >= self.threshold { self.keep } else { F::ZERO }
+    }
+}
+
+/// q, k, v (N, C) → ctx (N, C); probs (NH · Σ T_b²) saved for backward, undropped.
 #[derive(Clone, Debug)]
 pub struct VarlenAttention {
     pub q: Tensor,
@@ -78,6 +126,8 @@ pub struct VarlenAttention {
     pub cu: CuSeqlens,
     pub heads: usize,
     pub scale: f64,
+    /// The attention dropout's draw; None outside training or with p = 0.
+    pub dropout: Option<Draw>,
 }
 
 impl<F: Float> Tape<F> {
@@ -104,8 +154,10 @@ impl<F: Float> Tape<F> {
     }
 
     /// Attention of each packed sequence over itself, `heads` heads, scores scaled by `scale`
-    /// (1/√HS for BERT); see the module doc. q, k, v (N, C) with N = `cu.tokens()`, C divisible
-    /// by `heads`; returns ctx (N, C).
+    /// (1/√HS for BERT), probabilities dropped with probability `dropout` in training; see the
+    /// module doc. q, k, v (N, C) with N = `cu.tokens()`, C divisible by `heads`; returns ctx
+    /// (N, C). Active dropout takes one stream of the tape, as [`Tape::dropout`] does.
+    #[allow(clippy::too_many_arguments)]
     pub fn varlen_attention(
         &mut self,
         q: Tensor,
@@ -114,7 +166,11 @@ impl<F: Float> Tape<F> {
         cu: &CuSeqlens,
         heads: usize,
         scale: f64,
+        dropout: f64,
     ) -> Result<Tensor> {
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(Error::value(OP, format!("attention dropout probability {dropout} is outside [0, 1)")));
+        }
         let (n, b) = (cu.tokens(), cu.batch());
         if cu.tensor.dims() != [b + 1] {
             return Err(Error::shape(
@@ -135,12 +191,26 @@ impl<F: Float> Tape<F> {
             return Err(Error::shape(OP, format!("C = {c} (q {}) is not divisible into {heads} heads", q.shape)));
         }
         let hs = c / heads;
+        let active = self.is_training() && dropout > 0.0;
+        // The mask's index names sequences and positions in 15 and 16 bits (rng::token_key).
+        if active && (b > MAX_KEYED_BATCH || cu.max_len() > MAX_KEYED_LEN) {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "attention dropout over {b} sequences (longest {}): the mask's keys name at most \
+                     {MAX_KEYED_BATCH} sequences of at most {MAX_KEYED_LEN} tokens",
+                    cu.max_len()
+                ),
+            ));
+        }
         let dims = cuda::Dims { probs: cu.probs_len(heads), b, n, max_t: cu.max_len(), nh: heads, hs };
         if let Device::Cuda(_) = self.store.device {
             cuda::check(&dims, "varlen_attention_forward")?; // before allocating NH · Σ T_b² floats
         }
         let out = self.output(q.shape, &[q, k, v])?;
         let probs = self.store.alloc_act(Shape::new(&[dims.probs])?, false)?;
+        // Drawn once every check has passed, so a failed call consumes no stream.
+        let draw = active.then(|| Draw { p: dropout, seed: self.seed(), stream: self.next_stream() });
         match self.store.device {
             Device::Cuda(_) => {
                 let (dev, [cp], [qp, kp, vp], [pp, op]) = self.store.cuda_io(
@@ -148,16 +218,18 @@ impl<F: Float> Tape<F> {
                     [Slot::Val(q), Slot::Val(k), Slot::Val(v)],
                     [Slot::Val(probs), Slot::Val(out)],
                 )?;
-                cuda::forward(&dev, &dims, qp, kp, vp, cp, scale as f32, pp, op)?;
+                let mask = draw.map_or(Mask::NONE, |d| d.mask());
+                cuda::forward(&dev, &dims, qp, kp, vp, cp, scale as f32, mask, pp, op)?;
             }
             Device::Cpu => {
                 let ([qv, kv, vv], [pv, ov]) = self
                     .store
                     .cpu_views([Slot::Val(q), Slot::Val(k), Slot::Val(v)], [Slot::Val(probs), Slot::Val(out)])?;
-                cpu::forward(qv, kv, vv, &cu.offsets, heads, hs, F::from_f64(scale), pv, ov);
+                let mask = draw.map(|d| d.mask());
+                cpu::forward(qv, kv, vv, &cu.offsets, heads, hs, F::from_f64(scale), mask, pv, ov);
             }
         }
-        let op = VarlenAttention { q, k, v, out, probs, cu: cu.clone(), heads, scale };
+        let op = VarlenAttention { q, k, v, out, probs, cu: cu.clone(), heads, scale, dropout: draw };
         Ok(self.push(out, Op::VarlenAttention(op)))
     }
 }
@@ -191,29 +263,32 @@ impl VarlenAttention {
                     hs,
                 };
                 let p = cuda::Ptrs { q: qp, k: kp, v: vp, cu: cp, probs: pp, dout: dop, dq, dk, dv };
-                cuda::backward(&dev, &dims, &p, self.scale as f32)?;
+                let mask = self.dropout.map_or(Mask::NONE, |d| d.mask());
+                cuda::backward(&dev, &dims, &p, self.scale as f32, mask)?;
             }
             Device::Cpu => {
                 let cu = &self.cu.offsets;
+                let mask = self.dropout.map(|d| d.mask());
                 let mut ds = Vec::new();
                 if need_ds {
                     ds = vec![F::ZERO; self.probs.numel()];
                     let ([vv, pv, dov], []) =
                         s.cpu_views([Slot::Val(v), Slot::Val(self.probs), Slot::Grad(self.out)], [])?;
-                    cpu::scores_grad(vv, dov, pv, cu, nh, hs, F::from_f64(self.scale), &mut ds);
+                    cpu::scores_grad(vv, dov, pv, cu, nh, hs, F::from_f64(self.scale), mask, &mut ds);
                 }
+                // dS already holds M: the products of dq and dk take no mask.
                 if q.requires_grad {
                     let ([kv], [dq]) = s.cpu_views([Slot::Val(k)], [Slot::Grad(q)])?;
-                    cpu::product(&ds, kv, cu, nh, hs, false, dq);
+                    cpu::product(&ds, kv, cu, nh, hs, false, None, dq);
                 }
                 if k.requires_grad {
                     let ([qv], [dk]) = s.cpu_views([Slot::Val(q)], [Slot::Grad(k)])?;
-                    cpu::product(&ds, qv, cu, nh, hs, true, dk);
+                    cpu::product(&ds, qv, cu, nh, hs, true, None, dk);
                 }
                 if v.requires_grad {
                     let ([pv, dov], [dv]) =
                         s.cpu_views([Slot::Val(self.probs), Slot::Grad(self.out)], [Slot::Grad(v)])?;
-                    cpu::product(pv, dov, cu, nh, hs, true, dv);
+                    cpu::product(pv, dov, cu, nh, hs, true, mask, dv);
                 }
             }
         }
@@ -225,6 +300,7 @@ impl VarlenAttention {
 /// grid (max T_b, NH, B), blocks past their sequence's end return at once. Pointers are device
 /// addresses of f32 buffers, cu's of i32.
 pub mod cuda {
+    use super::Mask;
     use crate::device::cuda::{Arg, Cuda};
     use crate::error::{Error, Result};
 
@@ -272,7 +348,14 @@ pub mod cuda {
         Ok(((d.max_t as u32, d.nh as u32, d.b as u32), smem as u32))
     }
 
-    /// probs = softmax(scale · q kᵀ) per sequence and head, out = probs · v; see the module doc.
+    /// The mask's kernel arguments: the key, the threshold (0: no mask, no hashing) and the keep
+    /// value, the very ones the CPU compares and multiplies by.
+    fn mask_args(m: Mask<f32>) -> [Arg; 3] {
+        [Arg::U64(m.key), Arg::U64(m.threshold), Arg::F32(m.keep)]
+    }
+
+    /// probs = softmax(scale · q kᵀ) per sequence and head, out = (probs ⊙ M) · v; see the module
+    /// doc ([`Mask::NONE`]: no dropout).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         dev: &Cuda,
@@ -282,6 +365,7 @@ pub mod cuda {
         v: u64,
         cu: u64,
         scale: f32,
+        mask: Mask<f32>,
         probs: u64,
         out: u64,
     ) -> Result<()> {
@@ -290,7 +374,7 @@ pub mod cuda {
         if d.n == 0 || d.max_t == 0 || d.nh * d.hs == 0 {
             return Ok(());
         }
-        let args = [
+        let mut args = vec![
             Arg::Ptr(q),
             Arg::Ptr(k),
             Arg::Ptr(v),
@@ -301,6 +385,7 @@ pub mod cuda {
             Arg::U32(d.nh as u32),
             Arg::U32(d.hs as u32),
         ];
+        args.extend(mask_args(mask));
         dev.launch(FILE, NAME, grid, (THREADS, 1, 1), smem, &args)
             .map_err(|e| Error::Cuda(format!("varlen attention ({NAME}) of {d}: {e}")))
     }
@@ -319,10 +404,11 @@ pub mod cuda {
         pub dv: u64,
     }
 
-    /// dq, dk, dv += the gradients from dout (each skipped when its address is 0). dS goes
-    /// through the device's scratch (probs' size): a per-row pass writes dS and dq, then a
-    /// per-key pass reads dS and P down their columns for dk and dv, with no atomics.
-    pub fn backward(dev: &Cuda, d: &Dims, p: &Ptrs, scale: f32) -> Result<()> {
+    /// dq, dk, dv += the gradients from dout (each skipped when its address is 0), under the
+    /// forward's mask drawn again. dS goes through the device's scratch (probs' size): a per-row
+    /// pass writes dS and dq, then a per-key pass reads dS and P ⊙ M down their columns for dk
+    /// and dv, with no atomics.
+    pub fn backward(dev: &Cuda, d: &Dims, p: &Ptrs, scale: f32, mask: Mask<f32>) -> Result<()> {
         const ROWS: &str = "varlen_attention_backward_rows";
         const KEYS: &str = "varlen_attention_backward_keys";
         let (grid, smem) = check(d, ROWS)?;
@@ -333,7 +419,7 @@ pub mod cuda {
         let mut ds = 0;
         if p.dq != 0 || p.dk != 0 {
             ds = dev.scratch(d.probs * 4).map_err(|e| err(ROWS, e))?;
-            let args = [
+            let mut args = vec![
                 Arg::Ptr(p.k),
                 Arg::Ptr(p.v),
                 Arg::Ptr(p.dout),
@@ -345,10 +431,11 @@ pub mod cuda {
                 Arg::U32(d.nh as u32),
                 Arg::U32(d.hs as u32),
             ];
+            args.extend(mask_args(mask));
             dev.launch(FILE, ROWS, grid, (THREADS, 1, 1), smem, &args).map_err(|e| err(ROWS, e))?;
         }
         if p.dk != 0 || p.dv != 0 {
-            let args = [
+            let mut args = vec![
                 Arg::Ptr(p.q),
                 Arg::Ptr(p.dout),
                 Arg::Ptr(p.probs),
@@ -359,7 +446,10 @@ pub mod cuda {
                 Arg::U32(d.nh as u32),
                 Arg::U32(d.hs as u32),
             ];
-            dev.launch(FILE, KEYS, grid, (THREADS, 1, 1), 0, &args).map_err(|e| err(KEYS, e))?;
+            args.extend(mask_args(mask));
+            // One column of P ⊙ M (the longest T_b) in shared memory, within `check`'s bound.
+            let smem = (d.max_t * 4) as u32;
+            dev.launch(FILE, KEYS, grid, (THREADS, 1, 1), smem, &args).map_err(|e| err(KEYS, e))?;
         }
         Ok(())
     }
@@ -368,6 +458,7 @@ pub mod cuda {
 /// The specification: plain loops, sequences in parallel (each owns its rows of the (N, C)
 /// outputs and its block of the probabilities).
 pub mod cpu {
+    use super::Mask;
     use crate::float::Float;
     use crate::ops::simd;
     use rayon::prelude::*;
@@ -407,8 +498,8 @@ pub mod cpu {
         a.iter().zip(b).fold(F::ZERO, |acc, (&x, &y)| acc + x * y)
     }
 
-    /// probs (NH · Σ T_b²) = softmax_j(scale · q_i · k_j) and out (N, C) = probs · v, per sequence
-    /// and head; q, k, v, out (N, C = nh · hs).
+    /// probs (NH · Σ T_b²) = softmax_j(scale · q_i · k_j) and out (N, C) = (probs ⊙ M) · v, per
+    /// sequence and head (no M when `mask` is None); q, k, v, out (N, C = nh · hs).
     #[allow(clippy::too_many_arguments)]
     pub fn forward<F: Float>(
         q: &[F],
@@ -418,6 +509,7 @@ pub mod cpu {
         nh: usize,
         hs: usize,
         scale: F,
+        mask: Option<Mask<F>>,
         probs: &mut [F],
         out: &mut [F],
     ) {
@@ -428,21 +520,24 @@ pub mod cpu {
         ps.into_par_iter()
             .zip(os)
             .zip(s)
-            .for_each(|((p, o), (r0, t, _))| simd(|| forward_seq(q, k, v, r0, t, nh, hs, scale, p, o)));
+            .enumerate()
+            .for_each(|(b, ((p, o), (r0, t, _)))| simd(|| forward_seq(q, k, v, b, r0, t, nh, hs, scale, mask, p, o)));
     }
 
-    /// One sequence (rows r0..r0 + t): p (NH, t, t), o (t, C).
+    /// One sequence, b (rows r0..r0 + t): p (NH, t, t), o (t, C).
     #[inline(always)]
     #[allow(clippy::too_many_arguments, clippy::neg_cmp_op_on_partial_ord)]
     fn forward_seq<F: Float>(
         q: &[F],
         k: &[F],
         v: &[F],
+        b: usize,
         r0: usize,
         t: usize,
         nh: usize,
         hs: usize,
         scale: F,
+        mask: Option<Mask<F>>,
         p: &mut [F],
         o: &mut [F],
     ) {
@@ -466,6 +561,11 @@ pub mod cpu {
                 let oi = &mut o[i * c + h * hs..][..hs];
                 oi.fill(F::ZERO);
                 for (j, &pj) in pr.iter().enumerate() {
+                    // The padded path's rounding: the dropped probability, then the product.
+                    let pj = match mask {
+                        Some(m) => pj * m.at(b, h, i, j, nh),
+                        None => pj,
+                    };
                     for (od, &vd) in oi.iter_mut().zip(band(v, r0 + j, h, hs, nh)) {
                         *od += pj * vd;
                     }
@@ -474,8 +574,8 @@ pub mod cpu {
         }
     }
 
-    /// ds (probs' layout) = scale · P ⊙ (dP − Σ_j dP ⊙ P), dP_ij = dout_i · v_j, per sequence and
-    /// head (overwrites ds).
+    /// ds (probs' layout) = scale · P ⊙ (dP − Σ_j dP ⊙ P), dP_ij = (dout_i · v_j) · M_ij, per
+    /// sequence and head (overwrites ds; M = 1 when `mask` is None).
     #[allow(clippy::too_many_arguments)]
     pub fn scores_grad<F: Float>(
         v: &[F],
@@ -485,11 +585,12 @@ pub mod cpu {
         nh: usize,
         hs: usize,
         scale: F,
+        mask: Option<Mask<F>>,
         ds: &mut [F],
     ) {
         let s = seqs(cu, nh);
         let dss = split(ds, s.iter().map(|&(_, t, _)| nh * t * t));
-        dss.into_par_iter().zip(s).for_each(|(ds, (r0, t, off))| {
+        dss.into_par_iter().zip(s).enumerate().for_each(|(b, (ds, (r0, t, off)))| {
             for h in 0..nh {
                 for i in 0..t {
                     let base = (h * t + i) * t;
@@ -497,6 +598,9 @@ pub mod cpu {
                     let gi = band(dout, r0 + i, h, hs, nh);
                     for j in 0..t {
                         dsr[j] = dot(gi, band(v, r0 + j, h, hs, nh));
+                    }
+                    if let Some(m) = mask {
+                        (0..t).for_each(|j| dsr[j] *= m.at(b, h, i, j, nh));
                     }
                     let rowsum = dot(pr, dsr);
                     for j in 0..t {
@@ -508,18 +612,34 @@ pub mod cpu {
     }
 
     /// y += W · x (or Wᵀ · x when `transpose`) per sequence and head, W in probs' layout (NH,
-    /// T_b, T_b) per sequence, x and y (N, C): dq = dS · k, dk = dSᵀ · q, dv = Pᵀ · dout.
-    pub fn product<F: Float>(w: &[F], x: &[F], cu: &[usize], nh: usize, hs: usize, transpose: bool, y: &mut [F]) {
+    /// T_b, T_b) per sequence (times M when `mask` is Some), x and y (N, C): dq = dS · k,
+    /// dk = dSᵀ · q, dv = (P ⊙ M)ᵀ · dout.
+    #[allow(clippy::too_many_arguments)]
+    pub fn product<F: Float>(
+        w: &[F],
+        x: &[F],
+        cu: &[usize],
+        nh: usize,
+        hs: usize,
+        transpose: bool,
+        mask: Option<Mask<F>>,
+        y: &mut [F],
+    ) {
         let c = nh * hs;
         let s = seqs(cu, nh);
         let ys = split(y, s.iter().map(|&(_, t, _)| t * c));
-        ys.into_par_iter().zip(s).for_each(|(y, (r0, t, off))| {
+        ys.into_par_iter().zip(s).enumerate().for_each(|(b, (y, (r0, t, off)))| {
             for h in 0..nh {
                 let wh = &w[off + h * t * t..][..t * t];
                 for i in 0..t {
                     let yi = &mut y[i * c + h * hs..][..hs];
                     for j in 0..t {
-                        let wij = if transpose { wh[j * t + i] } else { wh[i * t + j] };
+                        // W's element (r, col): (j, i) transposed, else (i, j).
+                        let (r, col) = if transpose { (j, i) } else { (i, j) };
+                        let wij = match mask {
+                            Some(m) => wh[r * t + col] * m.at(b, h, r, col, nh),
+                            None => wh[r * t + col],
+                        };
                         let xj = &x[(r0 + j) * c + h * hs..][..hs];
                         for (yd, &xd) in yi.iter_mut().zip(xj) {
                             *yd += wij * xd;
