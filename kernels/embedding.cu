@@ -14,7 +14,20 @@ extern "C" __global__ void embedding_forward(const int* ids, const int* type_ids
     }
 }
 
-// dword (V, C) += Σ dy (N, C) over the tokens of each id.
+// ids, type_ids, positions (N); word (V, C), pos (P, C), types (TV, C) → out (N, C), token i at
+// position row positions[i] (a packed batch). One thread per output element, summed as above.
+extern "C" __global__ void embedding_forward_at(const int* ids, const int* type_ids, const int* positions,
+                                                const float* word, const float* pos, const float* types, float* out,
+                                                u64 tokens, u64 C) {
+    GRID_STRIDE(i, tokens * C) {
+        const u64 tok = i / C, j = i - tok * C;
+        const float v = word[(u64)ids[tok] * C + j] + pos[(u64)positions[tok] * C + j];
+        out[i] = v + types[(u64)type_ids[tok] * C + j];
+    }
+}
+
+// dword (V, C) += Σ dy (N, C) over the tokens of each id. Also the position table of
+// embedding_forward_at, with the positions as ids.
 // order (N): token indices sorted by id, stably; starts (G + 1): group g = order[starts[g] .. starts[g+1]),
 // the (non-empty) tokens of one id. A block takes whole groups (grid-stride), its threads take
 // channels and add the group's tokens in token order: one writer per row element.

@@ -1,4 +1,5 @@
-//! Concatenation along the last dimension (the `[u, v, |u−v|, u·v]` of the paraphrase head).
+//! Concatenation along the last dimension (the `[u, v, |u−v|, u·v]` of the paraphrase head), and
+//! its inverse, a band of columns ([`Tape::columns`]).
 
 use super::Op;
 use crate::device::Device;
@@ -15,7 +16,44 @@ pub struct Concat {
     pub out: Tensor,
 }
 
+/// x (…, W) → out (…, w) = columns col..col+w of every row.
+#[derive(Clone, Debug)]
+pub struct Columns {
+    pub x: Tensor,
+    pub out: Tensor,
+    pub col: usize,
+}
+
 impl<F: Float> Tape<F> {
+    /// x (…, W) → (…, w): columns col..col+w of every row (the inverse of [`Tape::concat`]).
+    /// Backward adds dy into that band of dx, so several slices of one tensor each add theirs.
+    pub fn columns(&mut self, x: Tensor, col: usize, w: usize) -> Result<Tensor> {
+        if x.shape.rank() == 0 {
+            return Err(Error::shape("columns", "a scalar has no columns"));
+        }
+        let big_w = x.shape.last();
+        if col.checked_add(w).is_none_or(|end| end > big_w) {
+            return Err(Error::shape(
+                "columns",
+                format!("columns {col}..{col}+{w} lie outside the {big_w} columns of x {}", x.shape),
+            ));
+        }
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = w;
+        let out = self.output(Shape::new(&dims)?, &[x])?;
+        match self.store.device {
+            Device::Cuda(_) => {
+                let (dev, [], [xp], [op]) = self.store.cuda_io([], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::columns_forward(&dev, xp, op, x.shape.rows(), w, big_w, col)?;
+            }
+            Device::Cpu => {
+                let ([xv], [ov]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                cpu::columns(xv, big_w, ov, w, col);
+            }
+        }
+        Ok(self.push(out, Op::Columns(Columns { x, out, col })))
+    }
+
     pub fn concat(&mut self, xs: &[Tensor]) -> Result<Tensor> {
         let first = *xs.first().ok_or_else(|| Error::shape("concat", "nothing to concatenate"))?;
         let lead = &first.dims()[..first.shape.rank().saturating_sub(1)];
@@ -88,6 +126,26 @@ impl Concat {
     }
 }
 
+impl Columns {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        let (w, big_w) = (self.out.shape.last(), self.x.shape.last());
+        match s.device {
+            Device::Cuda(_) => {
+                let (dev, [], [dyp], [dxp]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::columns_backward(&dev, dyp, dxp, self.x.shape.rows(), w, big_w, self.col)?;
+            }
+            Device::Cpu => {
+                let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cpu::columns_backward(dy, w, dx, big_w, self.col);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Launchers of kernels/concat.cu; pointers are device addresses of f32 buffers.
 pub mod cuda {
     use crate::device::cuda::{Arg, Cuda, grid_1d};
@@ -106,7 +164,7 @@ pub mod cuda {
     ) -> Result<()> {
         if col + w > total {
             return Err(Error::Cuda(format!(
-                "{FILE}:{name}: columns {col}..{} of ({rows}, {w}) lie outside the ({rows}, {total}) concatenation",
+                "{FILE}:{name}: columns {col}..{} of ({rows}, {w}) lie outside the ({rows}, {total}) concatenation or slice",
                 col + w
             )));
         }
@@ -131,6 +189,32 @@ pub mod cuda {
     pub fn backward(dev: &Cuda, dy: u64, dx: u64, rows: usize, w: usize, total: usize, col: usize) -> Result<()> {
         launch(dev, "concat_backward", [dy, dx], rows, w, total, col)
     }
+
+    /// out (rows, w) = columns col..col+w of x (rows, total) (written, not added).
+    pub fn columns_forward(
+        dev: &Cuda,
+        x: u64,
+        out: u64,
+        rows: usize,
+        w: usize,
+        total: usize,
+        col: usize,
+    ) -> Result<()> {
+        launch(dev, "columns_forward", [x, out], rows, w, total, col)
+    }
+
+    /// Columns col..col+w of dx (rows, total) += dy (rows, w).
+    pub fn columns_backward(
+        dev: &Cuda,
+        dy: u64,
+        dx: u64,
+        rows: usize,
+        w: usize,
+        total: usize,
+        col: usize,
+    ) -> Result<()> {
+        launch(dev, "columns_backward", [dy, dx], rows, w, total, col)
+    }
 }
 
 pub mod cpu {
@@ -147,6 +231,27 @@ pub mod cpu {
             } else {
                 dst[r * dst_w + col..][..src_w].copy_from_slice(&src[r * src_w..][..src_w]);
             }
+        }
+    }
+
+    /// x (rows, big_w) → out (rows, w): columns col..col+w of every row.
+    pub fn columns<F: Float>(x: &[F], big_w: usize, out: &mut [F], w: usize, col: usize) {
+        if w == 0 {
+            return;
+        }
+        for (r, o) in out.chunks_exact_mut(w).enumerate() {
+            o.copy_from_slice(&x[r * big_w + col..][..w]);
+        }
+    }
+
+    /// dx (rows, big_w) columns col..col+w += dy (rows, w).
+    pub fn columns_backward<F: Float>(dy: &[F], w: usize, dx: &mut [F], big_w: usize, col: usize) {
+        if w == 0 {
+            return;
+        }
+        for (r, g) in dy.chunks_exact(w).enumerate() {
+            let d = &mut dx[r * big_w + col..][..w];
+            d.iter_mut().zip(g).for_each(|(a, &b)| *a += b);
         }
     }
 }

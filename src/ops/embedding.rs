@@ -1,5 +1,7 @@
 //! BERT's embedding sum: word + position + token type, looked up per token; backward scatters
 //! (adds) each token's gradient into the rows it read, so repeated ids accumulate.
+//! Positions are 0..T of a padded (B, T) batch ([`Tape::embedding`]), or given per token
+//! ([`Tape::embedding_at`]: a token-packed batch, where every sequence restarts at 0).
 
 use super::Op;
 use crate::device::Device;
@@ -7,14 +9,17 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::store::{Slot, Store};
 use crate::tape::Tape;
-use crate::tensor::{Shape, Tensor};
+use crate::tensor::{MAX_RANK, Shape, Tensor};
 
-/// ids, type_ids (B, T) int; word (V, C), pos (P, C), types (TV, C) → out (B, T, C).
-/// Positions are 0..T, as Hugging Face's absolute position embeddings.
+/// ids, type_ids (B, T) int; word (V, C), pos (P, C), types (TV, C) → out (B, T, C), positions
+/// 0..T as Hugging Face's absolute position embeddings. With `positions` (`embedding_at`): ids,
+/// type_ids, positions of any one shape (…) → out (…, C).
 #[derive(Clone, Debug)]
 pub struct Embedding {
     pub ids: Tensor,
     pub type_ids: Tensor,
+    /// The position of every token, shaped as `ids`; None: token (b, t) is at position t.
+    pub positions: Option<Tensor>,
     pub word: Tensor,
     pub pos: Tensor,
     pub types: Tensor,
@@ -22,6 +27,9 @@ pub struct Embedding {
     /// The tokens grouped by word id, for the race-free CUDA backward into the word table
     /// (None on the CPU, and when the word table takes no gradient).
     pub by_id: Option<IdGroups>,
+    /// The tokens grouped by position, for the same backward into the position table when
+    /// positions are explicit (None on the CPU, without `positions`, or without its gradient).
+    pub by_pos: Option<IdGroups>,
 }
 
 /// Token indices 0..B·T sorted by word id, stably (so each group keeps token order), and where
@@ -63,93 +71,211 @@ impl<F: Float> Tape<F> {
                 format!("ids {} and type ids {} must both be (B, T)", ids.shape, type_ids.shape),
             ));
         }
-        let (b, t) = (ids.dims()[0], ids.dims()[1]);
-        let c = word.shape.last();
-        for (name, table) in [("word", word), ("position", pos), ("token type", types)] {
-            if table.shape.rank() != 2 || table.shape.last() != c {
-                return Err(Error::shape(op, format!("{name} table {} must be (rows, {c})", table.shape)));
-            }
-        }
+        check_tables(word, pos, types)?;
+        let t = ids.dims()[1];
         if t > pos.dims()[0] {
             return Err(Error::value(
                 op,
                 format!("sequence length {t} exceeds the {} positions of the model", pos.dims()[0]),
             ));
         }
+        self.embed(ids, type_ids, None, word, pos, types)
+    }
+
+    /// The embedding sum with each token's position given: ids, type_ids, positions int tensors
+    /// of one shape (…), rank 1 to 3 (a packed batch is (N)) → out (…, C) =
+    /// word[id] + pos[position] + types[type]. Positions must lie in 0..P, the position rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn embedding_at(
+        &mut self,
+        ids: Tensor,
+        type_ids: Tensor,
+        positions: Tensor,
+        word: Tensor,
+        pos: Tensor,
+        types: Tensor,
+    ) -> Result<Tensor> {
+        let r = ids.shape.rank();
+        if r == 0 || r >= MAX_RANK || type_ids.shape != ids.shape || positions.shape != ids.shape {
+            return Err(Error::shape(
+                "embedding",
+                format!(
+                    "ids {}, type ids {} and positions {} must share one shape of rank 1 to {}",
+                    ids.shape,
+                    type_ids.shape,
+                    positions.shape,
+                    MAX_RANK - 1
+                ),
+            ));
+        }
+        check_tables(word, pos, types)?;
+        self.embed(ids, type_ids, Some(positions), word, pos, types)
+    }
+
+    /// Both embeddings once their shapes are checked: reads and checks the ids, then runs.
+    fn embed(
+        &mut self,
+        ids: Tensor,
+        type_ids: Tensor,
+        positions: Option<Tensor>,
+        word: Tensor,
+        pos: Tensor,
+        types: Tensor,
+    ) -> Result<Tensor> {
+        let c = word.shape.last();
         let (ids_v, types_v) = (self.store.read_ints(ids)?, self.store.read_ints(type_ids)?);
         check_ids(&ids_v, word.dims()[0], "token id")?;
         check_ids(&types_v, types.dims()[0], "token type id")?;
-        let out = self.output(Shape::new(&[b, t, c])?, &[word, pos, types])?;
-        let mut by_id = None;
+        let pos_v = match positions {
+            Some(p) => {
+                let v = self.store.read_ints(p)?;
+                check_ids(&v, pos.dims()[0], "position")?;
+                Some(v)
+            }
+            None => None,
+        };
+        let mut dims = ids.dims().to_vec();
+        dims.push(c);
+        let out = self.output(Shape::new(&dims)?, &[word, pos, types])?;
+        let (mut by_id, mut by_pos) = (None, None);
         match self.store.device {
             Device::Cuda(_) => {
+                // Uploaded before `cuda_io`: a growing integer arena moves its device addresses.
                 if word.requires_grad {
-                    // Uploaded before `cuda_io`: a growing integer arena moves its device addresses.
                     by_id = Some(IdGroups::upload(&mut self.store, &ids_v)?);
                 }
-                let (dev, [ip, tp], [wp, pp, yp], [op]) = self.store.cuda_io(
-                    [ids, type_ids],
-                    [Slot::Val(word), Slot::Val(pos), Slot::Val(types)],
-                    [Slot::Val(out)],
-                )?;
-                cuda::forward(&dev, ip, tp, wp, pp, yp, op, [b, t, c], pos.dims()[0])?;
+                if let (Some(p), true) = (&pos_v, pos.requires_grad) {
+                    by_pos = Some(IdGroups::upload(&mut self.store, p)?);
+                }
+                let tables = [Slot::Val(word), Slot::Val(pos), Slot::Val(types)];
+                match positions {
+                    None => {
+                        let (b, t) = (ids.dims()[0], ids.dims()[1]);
+                        let (dev, [ip, tp], [wp, pp, yp], [op]) =
+                            self.store.cuda_io([ids, type_ids], tables, [Slot::Val(out)])?;
+                        cuda::forward(&dev, ip, tp, wp, pp, yp, op, [b, t, c], pos.dims()[0])?;
+                    }
+                    Some(p) => {
+                        let (dev, [ip, tp, qp], [wp, pp, yp], [op]) =
+                            self.store.cuda_io([ids, type_ids, p], tables, [Slot::Val(out)])?;
+                        cuda::forward_at(&dev, [ip, tp, qp], [wp, pp, yp], op, ids.numel(), c)?;
+                    }
+                }
             }
             Device::Cpu => {
-                let ([iv, tv], [w, p, ty], [o]) = self.store.cpu_io(
-                    [ids, type_ids],
-                    [Slot::Val(word), Slot::Val(pos), Slot::Val(types)],
-                    [Slot::Val(out)],
-                )?;
-                cpu::forward(iv, tv, t, w, p, ty, o);
+                let ([w, p, ty], [o]) =
+                    self.store.cpu_views([Slot::Val(word), Slot::Val(pos), Slot::Val(types)], [Slot::Val(out)])?;
+                let at = match &pos_v {
+                    Some(v) => Positions::At(v),
+                    None => Positions::Padded(ids.dims()[1]),
+                };
+                cpu::forward(&ids_v, &types_v, at, w, p, ty, o);
             }
         }
-        Ok(self.push(out, Op::Embedding(Embedding { ids, type_ids, word, pos, types, out, by_id })))
+        let rec = Embedding { ids, type_ids, positions, word, pos, types, out, by_id, by_pos };
+        Ok(self.push(out, Op::Embedding(Box::new(rec))))
     }
+}
+
+/// Errors unless the three tables are (rows, C) with the word table's C.
+fn check_tables(word: Tensor, pos: Tensor, types: Tensor) -> Result<()> {
+    let c = word.shape.last();
+    for (name, table) in [("word", word), ("position", pos), ("token type", types)] {
+        if table.shape.rank() != 2 || table.shape.last() != c {
+            return Err(Error::shape("embedding", format!("{name} table {} must be (rows, {c})", table.shape)));
+        }
+    }
+    Ok(())
 }
 
 fn check_ids(ids: &[i32], rows: usize, what: &str) -> Result<()> {
     if let Some((i, &id)) = ids.iter().enumerate().find(|&(_, &id)| id < 0 || id as usize >= rows) {
-        return Err(Error::value("embedding", format!("{what} {id} at position {i} is outside 0..{rows}")));
+        return Err(Error::value("embedding", format!("{what} {id} at index {i} is outside 0..{rows}")));
     }
     Ok(())
 }
 
 impl Embedding {
     pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        let (b, t) = (self.ids.dims()[0], self.ids.dims()[1]);
+        let n = self.ids.numel();
         let c = self.out.shape.last();
         match s.device {
             Device::Cuda(_) => {
+                let missing = |table: &str| {
+                    Error::Tape(format!(
+                        "embedding: the CUDA backward of the {table} table needs the groups of a CUDA forward"
+                    ))
+                };
                 if self.word.requires_grad {
-                    let g = self.by_id.ok_or_else(|| {
-                        Error::Tape("embedding: the CUDA backward needs the id groups of a CUDA forward".into())
-                    })?;
+                    let g = self.by_id.ok_or_else(|| missing("word"))?;
                     let (dev, [ip, orp, stp], [dyp], [dwp]) =
                         s.cuda_io([self.ids, g.order, g.starts], [Slot::Grad(self.out)], [Slot::Grad(self.word)])?;
-                    cuda::backward_word(&dev, ip, orp, stp, dyp, dwp, b * t, g.order.numel(), g.groups(), c)?;
+                    cuda::backward_word(&dev, ip, orp, stp, dyp, dwp, n, g.order.numel(), g.groups(), c)?;
                 }
                 if self.pos.requires_grad {
-                    let (dev, [], [dyp], [dpp]) = s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.pos)])?;
-                    cuda::backward_pos(&dev, dyp, dpp, [b, t, c], self.pos.dims()[0])?;
+                    match self.positions {
+                        None => {
+                            let (b, t) = (self.ids.dims()[0], self.ids.dims()[1]);
+                            let (dev, [], [dyp], [dpp]) =
+                                s.cuda_io([], [Slot::Grad(self.out)], [Slot::Grad(self.pos)])?;
+                            cuda::backward_pos(&dev, dyp, dpp, [b, t, c], self.pos.dims()[0])?;
+                        }
+                        // Explicit positions repeat across sequences: the word table's grouped
+                        // scatter, with positions as the ids, keeps one writer per row element.
+                        Some(p) => {
+                            let g = self.by_pos.ok_or_else(|| missing("position"))?;
+                            let (dev, [qp, orp, stp], [dyp], [dpp]) =
+                                s.cuda_io([p, g.order, g.starts], [Slot::Grad(self.out)], [Slot::Grad(self.pos)])?;
+                            cuda::backward_word(&dev, qp, orp, stp, dyp, dpp, n, g.order.numel(), g.groups(), c)?;
+                        }
+                    }
                 }
                 if self.types.requires_grad {
                     let (dev, [tp], [dyp], [dtp]) =
                         s.cuda_io([self.type_ids], [Slot::Grad(self.out)], [Slot::Grad(self.types)])?;
-                    cuda::backward_type(&dev, tp, dyp, dtp, b * t, self.types.dims()[0], c)?;
+                    cuda::backward_type(&dev, tp, dyp, dtp, n, self.types.dims()[0], c)?;
                 }
             }
             Device::Cpu => {
+                // The ids stand in for the positions tensor when there is none (then unread).
+                let positions = self.positions.unwrap_or(self.ids);
                 for (table, which) in [(self.word, Table::Word), (self.pos, Table::Position), (self.types, Table::Type)]
                 {
                     if table.requires_grad {
-                        let ([iv, tv], [dy], [dt]) =
-                            s.cpu_io([self.ids, self.type_ids], [Slot::Grad(self.out)], [Slot::Grad(table)])?;
-                        cpu::backward(which, iv, tv, t, dy, dt);
+                        let ([iv, tv, pv], [dy], [dt]) = s.cpu_io(
+                            [self.ids, self.type_ids, positions],
+                            [Slot::Grad(self.out)],
+                            [Slot::Grad(table)],
+                        )?;
+                        let at = match self.positions {
+                            Some(_) => Positions::At(pv),
+                            None => Positions::Padded(self.ids.dims()[1]),
+                        };
+                        cpu::backward(which, iv, tv, at, dy, dt);
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Where each token's row of the position table is.
+#[derive(Clone, Copy, Debug)]
+pub enum Positions<'a> {
+    /// Token i of a (B, T) batch is at position i mod T.
+    Padded(usize),
+    /// Token i is at position p[i].
+    At(&'a [i32]),
+}
+
+impl Positions<'_> {
+    #[inline]
+    pub fn row(&self, i: usize) -> usize {
+        match *self {
+            Positions::Padded(t) => i % t,
+            Positions::At(p) => p[i] as usize,
+        }
     }
 }
 
@@ -204,9 +330,37 @@ pub mod cuda {
         dev.launch(FILE, name, grid, block, 0, &args)
     }
 
+    /// ids, type_ids, positions (N) int; word (V, C), pos (P, C), types (TV, C) → out (N, C),
+    /// token i at position row positions[i]. Every index must lie inside its table (the tape
+    /// checks them on the host).
+    pub fn forward_at(
+        dev: &Cuda,
+        [ids, type_ids, positions]: [u64; 3],
+        [word, pos, types]: [u64; 3],
+        out: u64,
+        tokens: usize,
+        c: usize,
+    ) -> Result<()> {
+        let (grid, block) = grid_1d(tokens * c);
+        let args = [
+            Arg::Ptr(ids),
+            Arg::Ptr(type_ids),
+            Arg::Ptr(positions),
+            Arg::Ptr(word),
+            Arg::Ptr(pos),
+            Arg::Ptr(types),
+            Arg::Ptr(out),
+            Arg::U64(tokens as u64),
+            Arg::U64(c as u64),
+        ];
+        dev.launch(FILE, "embedding_forward_at", grid, block, 0, &args)
+    }
+
     /// dword (V, C) += the gradient dy (N, C) of every token, added into the row of its id.
     /// order (N) int: token indices sorted by id; starts (G + 1) int: where each id's group starts
     /// (as [`super::cpu::group_by_id`] builds them). One block per group, threads over channels.
+    /// Any table read by a per-token row index takes this backward: `embedding_at`'s position
+    /// table passes the positions as `ids`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_word(
         dev: &Cuda,
@@ -291,7 +445,7 @@ pub mod cuda {
 }
 
 pub mod cpu {
-    use super::Table;
+    use super::{Positions, Table};
     use crate::error::{Error, Result};
     use crate::float::Float;
 
@@ -310,10 +464,21 @@ pub mod cpu {
         Ok((order, starts))
     }
 
-    pub fn forward<F: Float>(ids: &[i32], types: &[i32], t: usize, word: &[F], pos: &[F], ty: &[F], out: &mut [F]) {
-        let c = out.len() / ids.len().max(1);
+    pub fn forward<F: Float>(
+        ids: &[i32],
+        types: &[i32],
+        at: Positions<'_>,
+        word: &[F],
+        pos: &[F],
+        ty: &[F],
+        out: &mut [F],
+    ) {
+        if ids.is_empty() {
+            return; // no tokens (and C unknown from the lengths)
+        }
+        let c = out.len() / ids.len();
         for (i, o) in out.chunks_exact_mut(c).enumerate() {
-            let (w, p, y) = (ids[i] as usize * c, (i % t) * c, types[i] as usize * c);
+            let (w, p, y) = (ids[i] as usize * c, at.row(i) * c, types[i] as usize * c);
             for j in 0..c {
                 o[j] = word[w + j] + pos[p + j] + ty[y + j];
             }
@@ -321,12 +486,15 @@ pub mod cpu {
     }
 
     /// d(table) += the gradient of every token that read a row of it.
-    pub fn backward<F: Float>(table: Table, ids: &[i32], types: &[i32], t: usize, dy: &[F], dt: &mut [F]) {
-        let c = dy.len() / ids.len().max(1);
+    pub fn backward<F: Float>(table: Table, ids: &[i32], types: &[i32], at: Positions<'_>, dy: &[F], dt: &mut [F]) {
+        if ids.is_empty() {
+            return;
+        }
+        let c = dy.len() / ids.len();
         for (i, g) in dy.chunks_exact(c).enumerate() {
             let row = match table {
                 Table::Word => ids[i] as usize,
-                Table::Position => i % t,
+                Table::Position => at.row(i),
                 Table::Type => types[i] as usize,
             };
             let d = &mut dt[row * c..(row + 1) * c];
@@ -337,7 +505,7 @@ pub mod cpu {
 
 #[cfg(test)]
 mod tests {
-    use super::{Table, cpu};
+    use super::{Positions, Table, cpu};
 
     /// The grouped sum of the CUDA word backward, run on the host as the kernel runs it, equals
     /// the CPU's scatter-add bit for bit.
@@ -348,7 +516,7 @@ mod tests {
         let dy: Vec<f32> = (0..ids.len() * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         let init: Vec<f32> = (0..v * c).map(|i| i as f32 * 0.25).collect();
         let mut want = init.clone();
-        cpu::backward(Table::Word, &ids, &vec![0; ids.len()], ids.len(), &dy, &mut want);
+        cpu::backward(Table::Word, &ids, &vec![0; ids.len()], Positions::Padded(ids.len()), &dy, &mut want);
 
         let (order, starts) = cpu::group_by_id(&ids).unwrap();
         assert_eq!(starts.len() - 1, 11, "one group per distinct id");

@@ -1,5 +1,8 @@
-//! Sentence representations from token states: the masked mean over tokens, and the first ([CLS]) token.
+//! Sentence representations from token states: the masked mean over tokens, and the first ([CLS])
+//! token, of a padded (B, T, C) batch or of a token-packed (N, C) one (issue 16, packed batches;
+//! see [`CuSeqlens`]), where sequence b is rows cu[b]..cu[b+1].
 
+use super::varlen_attention::CuSeqlens;
 use super::{Op, expect_rank};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -24,7 +27,77 @@ pub struct FirstToken {
     pub out: Tensor,
 }
 
+/// Which pooling of a packed batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// Row cu[b] (zeros for an empty sequence).
+    First,
+    /// Σ rows cu[b]..cu[b+1] / max(T_b, 1e-9), summed in token order as [`MeanPool`].
+    Mean,
+}
+
+/// x (N, C) of a packed batch → out (B, C), pooled per sequence as `kind` says.
+#[derive(Clone, Debug)]
+pub struct PackedPool {
+    pub x: Tensor,
+    pub cu: CuSeqlens,
+    pub out: Tensor,
+    pub kind: Pool,
+}
+
+impl Pool {
+    fn name(self) -> &'static str {
+        match self {
+            Pool::First => "first_tokens",
+            Pool::Mean => "mean_pool_packed",
+        }
+    }
+}
+
 impl<F: Float> Tape<F> {
+    /// x (N, C) of a packed batch → (B, C): row cu[b] of each sequence, zeros for an empty one.
+    /// The packed [`Tape::first_token`].
+    pub fn first_tokens(&mut self, x: Tensor, cu: &CuSeqlens) -> Result<Tensor> {
+        self.packed_pool(x, cu, Pool::First)
+    }
+
+    /// x (N, C) of a packed batch → (B, C): the mean of rows cu[b]..cu[b+1], zeros for an empty
+    /// sequence. The packed [`Tape::mean_pool`], with the same arithmetic: equal to it on a padded
+    /// batch whose mask is a prefix of ones.
+    pub fn mean_pool_packed(&mut self, x: Tensor, cu: &CuSeqlens) -> Result<Tensor> {
+        self.packed_pool(x, cu, Pool::Mean)
+    }
+
+    fn packed_pool(&mut self, x: Tensor, cu: &CuSeqlens, kind: Pool) -> Result<Tensor> {
+        let op = kind.name();
+        expect_rank(op, "x", x, 2)?;
+        let (b, n, c) = (cu.batch(), cu.tokens(), x.dims()[1]);
+        if cu.tensor.dims() != [b + 1] {
+            return Err(Error::shape(
+                op,
+                format!("cu_seqlens tensor {} does not hold {} offsets", cu.tensor.shape, b + 1),
+            ));
+        }
+        if x.dims()[0] != n {
+            return Err(Error::shape(
+                op,
+                format!("x {} must be (N, C) with N = {n}, the tokens of cu_seqlens", x.shape),
+            ));
+        }
+        let out = self.output(Shape::new(&[b, c])?, &[x])?;
+        match self.store.device {
+            Device::Cuda(_) => {
+                let (dev, [cp], [xp], [op]) = self.store.cuda_io([cu.tensor], [Slot::Val(x)], [Slot::Val(out)])?;
+                cuda::packed_forward(&dev, kind, xp, cp, op, b, c)?;
+            }
+            Device::Cpu => {
+                let ([xv], [o]) = self.store.cpu_views([Slot::Val(x)], [Slot::Val(out)])?;
+                cpu::packed_forward(kind, xv, &cu.offsets, c, o);
+            }
+        }
+        Ok(self.push(out, Op::PackedPool(PackedPool { x, cu: cu.clone(), out, kind })))
+    }
+
     pub fn mean_pool(&mut self, x: Tensor, mask: Tensor) -> Result<Tensor> {
         expect_rank("mean_pool", "x", x, 3)?;
         let (b, t, c) = (x.dims()[0], x.dims()[1], x.dims()[2]);
@@ -112,9 +185,31 @@ impl FirstToken {
     }
 }
 
+impl PackedPool {
+    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+        if !self.x.requires_grad {
+            return Ok(());
+        }
+        let c = self.x.dims()[1];
+        match s.device {
+            Device::Cuda(_) => {
+                let (dev, [cp], [dyp], [dxp]) =
+                    s.cuda_io([self.cu.tensor], [Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cuda::packed_backward(&dev, self.kind, dyp, cp, dxp, self.cu.batch(), c)?;
+            }
+            Device::Cpu => {
+                let ([dy], [dx]) = s.cpu_views([Slot::Grad(self.out)], [Slot::Grad(self.x)])?;
+                cpu::packed_backward(self.kind, dy, &self.cu.offsets, c, dx);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Launchers of kernels/pooling.cu; pointers are device addresses (f32 buffers, i32 mask).
 /// Every kernel runs one thread per (b, channel) of the pooled (B, C).
 pub mod cuda {
+    use super::Pool;
     use crate::device::cuda::{Arg, Cuda, grid_1d};
     use crate::error::{Error, Result};
 
@@ -168,9 +263,43 @@ pub mod cuda {
     pub fn first_token_backward(dev: &Cuda, dy: u64, dx: u64, btc: [usize; 3]) -> Result<()> {
         launch2(dev, "first_token_backward", [dy, dx], btc)
     }
+
+    fn launch_packed(dev: &Cuda, name: &'static str, ptrs: [u64; 3], b: usize, c: usize) -> Result<()> {
+        let (grid, block) = grid_1d(b * c);
+        let [p0, p1, p2] = ptrs;
+        dev.launch(
+            FILE,
+            name,
+            grid,
+            block,
+            0,
+            &[Arg::Ptr(p0), Arg::Ptr(p1), Arg::Ptr(p2), Arg::U64(b as u64), Arg::U64(c as u64)],
+        )
+    }
+
+    /// x (N, C) packed, cu (B + 1) int → out (B, C): row cu[b] (`First`) or the mean of rows
+    /// cu[b]..cu[b+1] (`Mean`); zeros for an empty sequence.
+    pub fn packed_forward(dev: &Cuda, kind: Pool, x: u64, cu: u64, out: u64, b: usize, c: usize) -> Result<()> {
+        let name = match kind {
+            Pool::First => "first_tokens_forward",
+            Pool::Mean => "mean_pool_packed_forward",
+        };
+        launch_packed(dev, name, [x, cu, out], b, c)
+    }
+
+    /// dx (N, C) += dy (B, C) at row cu[b] (`First`), or dy / max(T_b, 1e-9) at rows
+    /// cu[b]..cu[b+1] (`Mean`).
+    pub fn packed_backward(dev: &Cuda, kind: Pool, dy: u64, cu: u64, dx: u64, b: usize, c: usize) -> Result<()> {
+        let name = match kind {
+            Pool::First => "first_tokens_backward",
+            Pool::Mean => "mean_pool_packed_backward",
+        };
+        launch_packed(dev, name, [dy, cu, dx], b, c)
+    }
 }
 
 pub mod cpu {
+    use super::Pool;
     use crate::float::Float;
 
     fn count<F: Float>(mask: &[i32]) -> F {
@@ -199,6 +328,49 @@ pub mod cpu {
             for (tok, _) in m.iter().enumerate().filter(|&(_, &v)| v != 0) {
                 let d = &mut dx[(b * t + tok) * c..][..c];
                 d.iter_mut().zip(g).for_each(|(a, &v)| *a += v / n);
+            }
+        }
+    }
+
+    /// x (N, C) packed, offsets cu (B + 1) → out (B, C), as [`Pool`] says; the mean adds rows in
+    /// token order from zero and then divides, as [`mean_pool`] does.
+    pub fn packed_forward<F: Float>(kind: Pool, x: &[F], cu: &[usize], c: usize, out: &mut [F]) {
+        if c == 0 {
+            return;
+        }
+        for (o, w) in out.chunks_exact_mut(c).zip(cu.windows(2)) {
+            o.fill(F::ZERO);
+            match kind {
+                Pool::First if w[1] > w[0] => o.copy_from_slice(&x[w[0] * c..][..c]),
+                Pool::First => {}
+                Pool::Mean => {
+                    for xr in x[w[0] * c..w[1] * c].chunks_exact(c) {
+                        o.iter_mut().zip(xr).for_each(|(a, &v)| *a += v);
+                    }
+                    let n = F::from_usize(w[1] - w[0]).max(F::from_f64(1e-9));
+                    o.iter_mut().for_each(|v| *v /= n);
+                }
+            }
+        }
+    }
+
+    /// dx (N, C) += dy (B, C) at the rows [`packed_forward`] read, over T_b for the mean.
+    pub fn packed_backward<F: Float>(kind: Pool, dy: &[F], cu: &[usize], c: usize, dx: &mut [F]) {
+        if c == 0 {
+            return;
+        }
+        for (g, w) in dy.chunks_exact(c).zip(cu.windows(2)) {
+            match kind {
+                Pool::First if w[1] > w[0] => {
+                    dx[w[0] * c..][..c].iter_mut().zip(g).for_each(|(a, &v)| *a += v);
+                }
+                Pool::First => {}
+                Pool::Mean => {
+                    let n = F::from_usize(w[1] - w[0]).max(F::from_f64(1e-9));
+                    for d in dx[w[0] * c..w[1] * c].chunks_exact_mut(c) {
+                        d.iter_mut().zip(g).for_each(|(a, &v)| *a += v / n);
+                    }
+                }
             }
         }
     }
