@@ -8,6 +8,7 @@ use crate::data::{Input, Tokenizer};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
+use crate::model::input::{EncoderInput, Packing};
 use crate::model::peft::{self, AdapterFolder};
 use crate::tape::Tape;
 use std::io::Write;
@@ -26,6 +27,8 @@ pub struct EmbedOptions {
     pub max_len: usize,
     pub device: Device,
     pub quiet: bool,
+    /// Padded batches instead of packed ones (issue 16), for comparison.
+    pub padded: bool,
 }
 
 /// Embeds every line of the input; writes the output atomically. Returns the number of lines.
@@ -75,11 +78,9 @@ pub fn embed(o: &EmbedOptions) -> Result<usize> {
             .collect();
         let e = tok.encode(&inputs, o.max_len)?;
         tape.reset();
-        let dims = [e.batch, e.len];
-        let (ids, types, mask) =
-            (tape.ints(&e.ids, &dims)?, tape.ints(&e.type_ids, &dims)?, tape.ints(&e.mask, &dims)?);
-        let h = bert.forward_layers(&mut tape, ids, types, mask, layers)?;
-        let v = bert.sentence_vector(&mut tape, h, mask, o.pooling)?;
+        let input = EncoderInput::new(&mut tape, &e, Packing::new(o.padded))?;
+        let h = bert.encode(&mut tape, &input, layers)?;
+        let v = bert.sentence_vector(&mut tape, h, &input, o.pooling)?;
         let values = tape.store.read(v)?;
         let c = v.shape.last();
         for (i, (line, row)) in chunk.iter().zip(values.chunks_exact(c)).enumerate() {

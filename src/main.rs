@@ -54,6 +54,9 @@ enum Command {
         /// No progress output on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Padded batches instead of packed ones (the same numbers; for comparison).
+        #[arg(long)]
+        padded: bool,
     },
     /// Fine-tune a BERT checkpoint on several CS224N tasks at once; reports dev scores, keeps the
     /// best checkpoint (out/best), writes predictions (out/predictions), metrics.jsonl and curves.svg.
@@ -72,6 +75,9 @@ enum Command {
         out: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
+        /// Padded batches instead of packed ones (the same numbers; for comparison).
+        #[arg(long)]
+        padded: bool,
     },
     /// Fold a LoRA checkpoint's adapters into its base model: writes a plain Hugging Face BERT
     /// folder (model.safetensors with the task heads as head.*, config.json, tokenizer files,
@@ -98,6 +104,9 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
+        /// Padded batches instead of packed ones (the same numbers; for comparison).
+        #[arg(long)]
+        padded: bool,
     },
 }
 
@@ -283,6 +292,10 @@ struct FinetuneCli {
     /// No progress output on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Batches padded to their longest sequence instead of token-packed (the same numbers on
+    /// the real tokens, about twice the work): the old path, kept for comparison.
+    #[arg(long)]
+    padded: bool,
 }
 
 impl FinetuneCli {
@@ -337,6 +350,7 @@ impl FinetuneCli {
                 targets: self.lora_targets.clone(),
             }),
             precision: self.precision,
+            padded: self.padded,
         })
     }
 }
@@ -367,7 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(e) => println!("PTX emulator unavailable: {e}"),
             }
         }
-        Command::Embed { model, pooling, input, output, layer, batch_size, max_len, device, quiet } => {
+        Command::Embed { model, pooling, input, output, layer, batch_size, max_len, device, quiet, padded } => {
             let layer = match layer.as_str() {
                 "last" => None,
                 n => Some(n.parse().map_err(|_| anyhow::anyhow!("--layer {n:?}: expected `last` or a layer count"))?),
@@ -377,7 +391,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => default_model_dir()?,
             };
             let device = Device::select(device)?;
-            let opts = EmbedOptions { model, input, output, pooling, layer, batch_size, max_len, device, quiet };
+            let opts =
+                EmbedOptions { model, input, output, pooling, layer, batch_size, max_len, device, quiet, padded };
             let n = embed(&opts)?;
             println!("embedded {n} lines into {}", opts.output.display());
         }
@@ -402,6 +417,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 overwrite: f.overwrite,
             };
             let s = engine::train::finetune(&args)?;
+            if let Some(gemm) = engine::cpu_gemm::profiled_seconds() {
+                // ENGINE_PROFILE=1 (benches/real_data_compare.sh reads this line).
+                eprintln!("profile: GEMMs {gemm:.2} s of {:.2} s ({:.0}%)", s.seconds, 100.0 * gemm / s.seconds);
+            }
             if s.stopped_early {
                 println!("stopped after step {}; resume with --resume {}", s.steps, f.out.join("last").display());
             } else {
@@ -414,7 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Eval { checkpoint, split, data, out, device } => {
+        Command::Eval { checkpoint, split, data, out, device, padded } => {
             let split = if split == SplitArg::Dev { Split::Dev } else { Split::Test };
             let out = out.unwrap_or_else(|| checkpoint.join("predictions"));
             let scores = engine::train::evaluate::evaluate_checkpoint(
@@ -423,6 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &data.files(),
                 &out,
                 Device::select(device)?,
+                padded,
             )?;
             if !scores.is_empty() {
                 let c = engine::train::evaluate::combined(&scores);
@@ -437,8 +457,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = engine::train::checkpoint::merge(&checkpoint, &output)?;
             println!("merged {n} adapters into {}", output.display());
         }
-        Command::Predict { checkpoint, task, input, output, device } => {
-            let text = engine::train::evaluate::predict_file(&checkpoint, task, &input, Device::select(device)?)?;
+        Command::Predict { checkpoint, task, input, output, device, padded } => {
+            let text =
+                engine::train::evaluate::predict_file(&checkpoint, task, &input, Device::select(device)?, padded)?;
             match output {
                 Some(path) => {
                     engine::util::write_atomically(&path, text.as_bytes())?;

@@ -85,3 +85,64 @@ fn compare(g: &Device, lora: Option<&LoraConfig>, precision: Precision, tol: f64
     }
     assert!(worst <= tol, "worst parameter gradient differs by {worst:e}");
 }
+
+/// Packed batches (issue 16) on the device: the tiny BERT's encoder on token-packed rows with
+/// every dropout on (hidden, attention inside the variable-length attention), [CLS] and mean
+/// pooling, LoRA beside the linears; loss and gradients against the CPU's packed pass.
+#[test]
+fn tiny_bert_on_packed_batches_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let lora = LoraConfig { rank: 3, alpha: 6.0, dropout: 0.1, targets: Target::ALL.to_vec() };
+    for lora in [None, Some(&lora)] {
+        let (loss_c, grads_c) = packed_step(&Device::Cpu, lora);
+        let (loss_g, grads_g) = packed_step(&g, lora);
+        let loss_err = ((loss_g - loss_c) / loss_c).abs() as f64;
+        println!("packed, LoRA {}: loss cpu {loss_c} gpu {loss_g}: relative {loss_err:.2e}", lora.is_some());
+        assert!(loss_err <= 1e-4, "loss differs by {loss_err:e}");
+        let whole = |g: &[(String, Vec<f32>)]| g.iter().flat_map(|(_, v)| v.iter().copied()).collect::<Vec<f32>>();
+        let e = rel(&whole(&grads_g), &whole(&grads_c));
+        println!("whole gradient: relative {e:.2e}");
+        assert!(e <= 1e-4, "the gradient differs by {e:e}");
+        for ((name, gc), (_, gg)) in grads_c.iter().zip(&grads_g) {
+            if !name.contains("key.bias") {
+                let e = rel(gg, gc);
+                assert!(e <= 1e-4, "{name}: gradient differs by {e:e}");
+            }
+        }
+    }
+}
+
+/// Σ w ⊙ (mean-pooled ⊕ [CLS]) (w in (0, 1], so the sum does not cancel) of a packed batch of 5 sequences (lengths 1 to 9), training.
+fn packed_step(device: &Device, lora: Option<&LoraConfig>) -> (f32, Vec<(String, Vec<f32>)>) {
+    use engine::data::Encoded;
+    use engine::model::bert::{first_tokens, mean_pool};
+    use engine::model::{EncoderInput, Packing};
+    let mut tape = Tape::<f32>::new(device.clone());
+    tape.set_training(true);
+    tape.set_seed(99);
+    let model = tiny_bert::build_with(&mut tape, 3, lora);
+    let lens = [4usize, 9, 1, 6, 3];
+    let t = 9;
+    let (mut ids, mut type_ids, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, &len) in lens.iter().enumerate() {
+        for p in 0..t {
+            ids.push(if p < len { (7 + 13 * b + 5 * p) as i32 % 100 } else { 0 });
+            type_ids.push(i32::from(p < len && p >= len / 2));
+            mask.push(i32::from(p < len));
+        }
+    }
+    let e = Encoded { ids, type_ids, mask, batch: lens.len(), len: t };
+    let input = EncoderInput::new(&mut tape, &e, Packing::Packed).unwrap();
+    let h = model.bert.encode(&mut tape, &input, model.bert.layers.len()).unwrap();
+    let (m, c) = (mean_pool(&mut tape, h, &input).unwrap(), first_tokens(&mut tape, h, &input).unwrap());
+    let v = tape.concat(&[m, c]).unwrap();
+    let w: Vec<f32> = (0..v.numel()).map(|i| ((i * 37 % 11) as f32 + 1.0) / 11.0).collect();
+    let w = tape.constant(&w, v.dims()).unwrap();
+    let y = tape.mul(v, w).unwrap();
+    let loss = tape.sum(y).unwrap();
+    tape.backward(loss).unwrap();
+    let l = tape.store.read(loss).unwrap()[0];
+    let params: Vec<_> =
+        tape.store.params().filter(|(_, t)| t.requires_grad).map(|(n, t)| (n.to_string(), t)).collect();
+    (l, params.into_iter().map(|(n, t)| (n, tape.store.read_grad(t).unwrap())).collect())
+}

@@ -3,6 +3,7 @@
 //! checkpoint maps onto them one to one.
 
 use super::config::BertConfig;
+use super::input::{EncoderInput, Layout};
 use super::lora::{Lora, Target};
 use crate::error::Result;
 use crate::float::Float;
@@ -175,20 +176,15 @@ impl Bert {
         Bert::register(store, config, true, &mut |_, dims, kind| Ok(init(&mut rng, dims, kind, std)), &|_| true)
     }
 
-    /// The encoder: ids, type_ids, mask (B, T) ints → last hidden state (B, T, C).
+    /// The encoder on a padded batch: ids, type_ids, mask (B, T) ints → last hidden state (B, T, C).
     pub fn forward<F: Float>(&self, tape: &mut Tape<F>, ids: Tensor, type_ids: Tensor, mask: Tensor) -> Result<Tensor> {
-        self.forward_layers(tape, ids, type_ids, mask, self.layers.len())
+        let input = EncoderInput::padded(tape, ids, type_ids, mask)?;
+        self.encode(tape, &input, self.layers.len())
     }
 
-    /// The hidden state after the first `n` encoder layers (0: the embeddings' output) (B, T, C).
-    pub fn forward_layers<F: Float>(
-        &self,
-        tape: &mut Tape<F>,
-        ids: Tensor,
-        type_ids: Tensor,
-        mask: Tensor,
-        n: usize,
-    ) -> Result<Tensor> {
+    /// The hidden state after the first `n` encoder layers (0: the embeddings' output), in the
+    /// input's layout: (B, T, C) padded, (N, C) packed.
+    pub fn encode<F: Float>(&self, tape: &mut Tape<F>, input: &EncoderInput, n: usize) -> Result<Tensor> {
         if n > self.layers.len() {
             return Err(crate::error::Error::Config(format!(
                 "layer {n} asked of a model with {} layers",
@@ -197,68 +193,97 @@ impl Bert {
         }
         let cfg = &self.config;
         let (eps, p_hidden, p_attn) = (cfg.layer_norm_eps, cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob);
-        let e = &self.emb;
-        let x = tape.embedding(ids, type_ids, e.word, e.pos, e.types)?; // (B, T, C)
+        let (e, keys, layout) = (&self.emb, input.keys, &input.layout);
+        let x = match layout {
+            Layout::Padded { .. } => tape.embedding(input.ids, input.type_ids, e.word, e.pos, e.types)?,
+            Layout::Packed { positions, .. } => {
+                tape.embedding_at(input.ids, input.type_ids, *positions, e.word, e.pos, e.types)?
+            }
+        };
         let x = tape.layernorm(x, e.ln_g, e.ln_b, eps)?;
-        let mut x = tape.dropout(x, p_hidden)?;
+        let mut x = tape.dropout_rows(x, keys, p_hidden)?;
         let scale = 1.0 / (cfg.head_size() as f64).sqrt();
         for (li, l) in self.layers[..n].iter().enumerate() {
-            let heads = cfg.num_attention_heads;
+            let (q, k, v) = self.qkv(tape, li, l, x, input)?;
+            let ctx = match layout {
+                Layout::Padded { mask } => {
+                    let scores = tape.matmul(q, k, false, true)?; // (B, NH, T, T)
+                    let probs = tape.attention_softmax(scores, *mask, scale)?;
+                    let probs = tape.attention_dropout(probs, p_attn)?;
+                    let ctx = tape.matmul(probs, v, false, false)?; // (B, NH, T, HS)
+                    tape.merge_heads(ctx)? // (B, T, C)
+                }
+                Layout::Packed { cu, .. } => {
+                    tape.varlen_attention(q, k, v, cu, cfg.num_attention_heads, scale, p_attn)? // (N, C)
+                }
+            };
             let proj = |tape: &mut Tape<F>, x: Tensor, w: Tensor, b: Tensor, target: Target| -> Result<Tensor> {
-                self.adapted_linear(tape, li, x, w, b, &[(0, target)])
+                self.adapted_linear(tape, li, x, w, b, &[(0, target)], keys)
             };
-            let (q, k, v) = match l.fused_qkv() {
-                // No adapters, or adapters folded into the fused weight: one op, then the splits.
-                Some((w, b)) if self.lora.is_none() || self.folds_adapters(tape) => {
-                    let c = cfg.hidden_size;
-                    let bands = [(0, Target::Query), (c, Target::Key), (2 * c, Target::Value)];
-                    let qkv = self.adapted_linear(tape, li, x, w, b, &bands)?; // (B, T, 3C)
-                    let mut split = Vec::with_capacity(3);
-                    for i in 0..3 {
-                        split.push(tape.split_heads_cols(qkv, i * c, c, heads)?); // (B, NH, T, HS)
-                    }
-                    (split[0], split[1], split[2])
-                }
-                // Adapters beside the fused projection: each one's delta added to its head split.
-                Some((w, b)) => {
-                    let c = cfg.hidden_size;
-                    let qkv = linear(tape, x, w, b)?; // (B, T, 3C)
-                    let mut split = Vec::with_capacity(3);
-                    for (i, target) in [Target::Query, Target::Key, Target::Value].into_iter().enumerate() {
-                        let mut h = tape.split_heads_cols(qkv, i * c, c, heads)?; // (B, NH, T, HS)
-                        if let (Some(ad), Some(lora)) = (self.adapter(li, target), &self.lora) {
-                            let d = lora.delta(tape, ad, x)?; // (B, T, C)
-                            let d = tape.split_heads(d, heads)?;
-                            h = tape.add(h, d)?;
-                        }
-                        split.push(h);
-                    }
-                    (split[0], split[1], split[2])
-                }
-                None => {
-                    let q = proj(tape, x, l.q_w, l.q_b, Target::Query)?;
-                    let k = proj(tape, x, l.k_w, l.k_b, Target::Key)?;
-                    let v = proj(tape, x, l.v_w, l.v_b, Target::Value)?;
-                    (tape.split_heads(q, heads)?, tape.split_heads(k, heads)?, tape.split_heads(v, heads)?)
-                }
-            };
-            let scores = tape.matmul(q, k, false, true)?; // (B, NH, T, T)
-            let probs = tape.attention_softmax(scores, mask, scale)?;
-            let probs = tape.dropout(probs, p_attn)?;
-            let ctx = tape.matmul(probs, v, false, false)?; // (B, NH, T, HS)
-            let ctx = tape.merge_heads(ctx)?; // (B, T, C)
             let a = proj(tape, ctx, l.o_w, l.o_b, Target::AttnOut)?;
-            let a = tape.dropout(a, p_hidden)?;
+            let a = tape.dropout_rows(a, keys, p_hidden)?;
             let a = tape.add(a, x)?;
             let h = tape.layernorm(a, l.ln1_g, l.ln1_b, eps)?;
-            let f = proj(tape, h, l.ffn_in_w, l.ffn_in_b, Target::FfnIn)?; // (B, T, I)
+            let f = proj(tape, h, l.ffn_in_w, l.ffn_in_b, Target::FfnIn)?; // (…, I)
             let f = tape.gelu(f)?;
-            let f = proj(tape, f, l.ffn_out_w, l.ffn_out_b, Target::FfnOut)?; // (B, T, C)
-            let f = tape.dropout(f, p_hidden)?;
+            let f = proj(tape, f, l.ffn_out_w, l.ffn_out_b, Target::FfnOut)?; // (…, C)
+            let f = tape.dropout_rows(f, keys, p_hidden)?;
             let f = tape.add(f, h)?;
             x = tape.layernorm(f, l.ln2_g, l.ln2_b, eps)?;
         }
         Ok(x)
+    }
+
+    /// Layer `li`'s queries, keys and values of x in attention's layout: (B, NH, T, HS) each
+    /// padded, the (N, C) rows packed (heads are column bands there).
+    fn qkv<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        li: usize,
+        l: &Layer,
+        x: Tensor,
+        input: &EncoderInput,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (c, heads, keys) = (self.config.hidden_size, self.config.num_attention_heads, input.keys);
+        let packed = matches!(input.layout, Layout::Packed { .. });
+        // Band i of a fused (…, 3C) projection, and a (…, C) projection, in attention's layout.
+        let band = |tape: &mut Tape<F>, qkv: Tensor, i: usize| {
+            if packed { tape.columns(qkv, i * c, c) } else { tape.split_heads_cols(qkv, i * c, c, heads) }
+        };
+        let to_heads = |tape: &mut Tape<F>, y: Tensor| if packed { Ok(y) } else { tape.split_heads(y, heads) };
+        let targets = [Target::Query, Target::Key, Target::Value];
+        let mut out = Vec::with_capacity(3);
+        match l.fused_qkv() {
+            // No adapters, or adapters folded into the fused weight: one op, then the bands.
+            Some((w, b)) if self.lora.is_none() || self.folds_adapters(tape) => {
+                let bands = [(0, Target::Query), (c, Target::Key), (2 * c, Target::Value)];
+                let qkv = self.adapted_linear(tape, li, x, w, b, &bands, keys)?; // (…, 3C)
+                for i in 0..3 {
+                    out.push(band(tape, qkv, i)?);
+                }
+            }
+            // Adapters beside the fused projection: each one's delta added to its band.
+            Some((w, b)) => {
+                let qkv = linear(tape, x, w, b)?; // (…, 3C)
+                for (i, target) in targets.into_iter().enumerate() {
+                    let mut y = band(tape, qkv, i)?;
+                    if let (Some(ad), Some(lora)) = (self.adapter(li, target), &self.lora) {
+                        let d = lora.delta_keyed(tape, ad, x, Some(keys))?; // (…, C)
+                        let d = to_heads(tape, d)?;
+                        y = tape.add(y, d)?;
+                    }
+                    out.push(y);
+                }
+            }
+            None => {
+                let ws = [(l.q_w, l.q_b), (l.k_w, l.k_b), (l.v_w, l.v_b)];
+                for ((w, b), target) in ws.into_iter().zip(targets) {
+                    let y = self.adapted_linear(tape, li, x, w, b, &[(0, target)], keys)?;
+                    out.push(to_heads(tape, y)?);
+                }
+            }
+        }
+        Ok((out[0], out[1], out[2]))
     }
 
     fn adapter(&self, layer: usize, target: Target) -> Option<super::lora::Adapter> {
@@ -276,6 +301,7 @@ impl Bert {
     /// x·wᵀ + b with layer `layer`'s adapters on `targets`, each `(row, target)` adapting the rows
     /// of w from `row` on: folded into w, or as (α/R)·B(A x) added to the output (one target at
     /// row 0 only).
+    #[allow(clippy::too_many_arguments)]
     fn adapted_linear<F: Float>(
         &self,
         tape: &mut Tape<F>,
@@ -284,6 +310,7 @@ impl Bert {
         w: Tensor,
         b: Tensor,
         targets: &[(usize, Target)],
+        keys: Tensor,
     ) -> Result<Tensor> {
         let bands: Vec<Band> = targets
             .iter()
@@ -298,39 +325,64 @@ impl Bert {
         match bands[..] {
             [Band { row: 0, a, b: b_ }] if b_.dims()[0] == w.dims()[0] => {
                 let y = linear(tape, x, w, b)?;
-                let d = lora.delta(tape, super::lora::Adapter { a, b: b_ }, x)?;
+                let d = lora.delta_keyed(tape, super::lora::Adapter { a, b: b_ }, x, Some(keys))?;
                 tape.add(y, d)
             }
             _ => Err(crate::error::Error::Config("adapters on bands of one weight run folded only".into())),
         }
     }
 
-    /// The pooler: tanh(W · h[:, 0] + b) (B, C). Errors when the checkpoint has none.
+    /// The pooler on a padded hidden state (B, T, C): tanh(W · h[:, 0] + b) (B, C). Errors when
+    /// the checkpoint has none.
     pub fn pool<F: Float>(&self, tape: &mut Tape<F>, hidden: Tensor) -> Result<Tensor> {
+        let cls = tape.first_token(hidden)?;
+        self.pooler_dense(tape, cls)
+    }
+
+    /// tanh(W · cls + b) on the [CLS] states (B, C).
+    fn pooler_dense<F: Float>(&self, tape: &mut Tape<F>, cls: Tensor) -> Result<Tensor> {
         let p = self
             .pooler
             .as_ref()
             .ok_or_else(|| crate::error::Error::Config("this model has no pooler (pooler.dense.* missing)".into()))?;
-        let cls = tape.first_token(hidden)?;
         let y = linear(tape, cls, p.w, p.b)?;
         tape.tanh(y)
     }
 }
 
 impl Bert {
-    /// One vector per sequence from the hidden state (B, T, C) and the mask (B, T).
+    /// One vector per sequence (B, C) from the hidden state in the input's layout.
     pub fn sentence_vector<F: Float>(
         &self,
         tape: &mut Tape<F>,
         hidden: Tensor,
-        mask: Tensor,
+        input: &EncoderInput,
         pooling: Pooling,
     ) -> Result<Tensor> {
         match pooling {
-            Pooling::Cls => tape.first_token(hidden),
-            Pooling::Mean => tape.mean_pool(hidden, mask),
-            Pooling::Pooler => self.pool(tape, hidden),
+            Pooling::Cls => first_tokens(tape, hidden, input),
+            Pooling::Mean => mean_pool(tape, hidden, input),
+            Pooling::Pooler => {
+                let cls = first_tokens(tape, hidden, input)?;
+                self.pooler_dense(tape, cls)
+            }
         }
+    }
+}
+
+/// Each sequence's first ([CLS]) token state (B, C).
+pub fn first_tokens<F: Float>(tape: &mut Tape<F>, hidden: Tensor, input: &EncoderInput) -> Result<Tensor> {
+    match &input.layout {
+        Layout::Padded { .. } => tape.first_token(hidden),
+        Layout::Packed { cu, .. } => tape.first_tokens(hidden, cu),
+    }
+}
+
+/// Each sequence's mean over its real tokens (B, C).
+pub fn mean_pool<F: Float>(tape: &mut Tape<F>, hidden: Tensor, input: &EncoderInput) -> Result<Tensor> {
+    match &input.layout {
+        Layout::Padded { mask } => tape.mean_pool(hidden, *mask),
+        Layout::Packed { cu, .. } => tape.mean_pool_packed(hidden, cu),
     }
 }
 

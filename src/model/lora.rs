@@ -179,7 +179,23 @@ impl Lora {
     /// (α/R)·B(A dropout(x)): x (…, IN) → (…, OUT). The scale is applied to the narrow (…, R)
     /// intermediate, where it costs least.
     pub fn delta<F: Float>(&self, tape: &mut Tape<F>, ad: Adapter, x: Tensor) -> Result<Tensor> {
-        let x = tape.dropout(x, self.config.dropout)?;
+        self.delta_keyed(tape, ad, x, None)
+    }
+
+    /// [`Lora::delta`] with its dropout drawn from each row's token key (`keys`, one per row of
+    /// x), as the encoder's own dropouts are, so packed and padded batches drop alike.
+    pub fn delta_keyed<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        ad: Adapter,
+        x: Tensor,
+        keys: Option<Tensor>,
+    ) -> Result<Tensor> {
+        let p = self.config.dropout;
+        let x = match keys {
+            Some(keys) => tape.dropout_rows(x, keys, p)?,
+            None => tape.dropout(x, p)?,
+        };
         let z = tape.matmul(x, ad.a, false, true)?; // (…, R)
         let z = tape.scale(z, self.config.scale())?;
         tape.matmul(z, ad.b, false, true) // (…, OUT)

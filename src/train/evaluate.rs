@@ -135,7 +135,13 @@ pub struct Loaded {
 
 /// Loads a folder written by `engine finetune` (weights, heads, options, tokenizer).
 pub fn load_checkpoint(dir: &std::path::Path, device: crate::device::Device) -> Result<Loaded> {
-    let opts = super::checkpoint::load_options(dir)?;
+    load_checkpoint_with(dir, device, false)
+}
+
+/// [`load_checkpoint`]; `padded` runs it on padded batches whatever the run used (the same numbers).
+pub fn load_checkpoint_with(dir: &std::path::Path, device: crate::device::Device, padded: bool) -> Result<Loaded> {
+    let mut opts = super::checkpoint::load_options(dir)?;
+    opts.padded |= padded;
     let (ckpt, trained) = super::checkpoint::open_weights(dir)?;
     let tok = Tokenizer::from_dir(dir)?;
     let mut tape = Tape::<f32>::new(device);
@@ -151,8 +157,9 @@ pub fn evaluate_checkpoint(
     files: &[super::trainer::DataFile],
     out: &std::path::Path,
     device: crate::device::Device,
+    padded: bool,
 ) -> Result<Vec<Score>> {
-    let mut l = load_checkpoint(dir, device)?;
+    let mut l = load_checkpoint_with(dir, device, padded)?;
     let mut sets = Vec::new();
     for &task in &l.model.tasks.clone() {
         let f = files
@@ -172,8 +179,9 @@ pub fn predict_file(
     task: Task,
     input: &std::path::Path,
     device: crate::device::Device,
+    padded: bool,
 ) -> Result<String> {
-    let mut l = load_checkpoint(dir, device)?;
+    let mut l = load_checkpoint_with(dir, device, padded)?;
     let data = crate::data::cs224n::read(task, input, crate::data::cs224n::Split::Test, "--input", false)?;
     let batch = l.model.opts.batch_size * 2;
     let (preds, _) = predict(&l.model, &mut l.tape, &mut l.tok, task, &data.examples, batch)?;

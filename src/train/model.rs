@@ -9,8 +9,9 @@ use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
 use crate::data::{Encoded, Input, Tokenizer};
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::model::bert::{Bert, linear};
+use crate::model::bert::{Bert, linear, mean_pool};
 use crate::model::heads::LinearHead;
+use crate::model::input::{EncoderInput, Packing};
 use crate::model::lora::{self, Lora};
 use crate::model::safetensors::SafeTensors;
 use crate::rng::Rng;
@@ -186,16 +187,15 @@ impl MultiTaskModel {
         Ok(Batch { task, joint, sides, labels, ids })
     }
 
-    fn encode(&self, tape: &mut Tape<f32>, e: &Encoded) -> Result<(Tensor, Tensor)> {
-        let dims = [e.batch, e.len];
-        let (ids, types, mask) =
-            (tape.ints(&e.ids, &dims)?, tape.ints(&e.type_ids, &dims)?, tape.ints(&e.mask, &dims)?);
-        Ok((self.bert.forward(tape, ids, types, mask)?, mask))
+    /// The last hidden state of `e`, in the run's layout (packed unless --padded), with its input.
+    fn encode(&self, tape: &mut Tape<f32>, e: &Encoded) -> Result<(Tensor, EncoderInput)> {
+        let input = EncoderInput::new(tape, e, Packing::new(self.opts.padded))?;
+        Ok((self.bert.encode(tape, &input, self.bert.layers.len())?, input))
     }
 
     fn pooled(&self, tape: &mut Tape<f32>, e: &Encoded) -> Result<Tensor> {
-        let (h, mask) = self.encode(tape, e)?;
-        self.bert.sentence_vector(tape, h, mask, self.opts.pooling)
+        let (h, input) = self.encode(tape, e)?;
+        self.bert.sentence_vector(tape, h, &input, self.opts.pooling)
     }
 
     /// dropout → [linear → GELU → dropout] → linear
@@ -220,9 +220,9 @@ impl MultiTaskModel {
                 self.apply_head(tape, &head, x)
             }
             (None, Some((ea, eb))) if b.task == Task::Sts => {
-                let (ha, ma) = self.encode(tape, ea)?;
-                let (hb, mb) = self.encode(tape, eb)?;
-                let (u, v) = (tape.mean_pool(ha, ma)?, tape.mean_pool(hb, mb)?);
+                let (ha, ia) = self.encode(tape, ea)?;
+                let (hb, ib) = self.encode(tape, eb)?;
+                let (u, v) = (mean_pool(tape, ha, &ia)?, mean_pool(tape, hb, &ib)?);
                 crate::model::heads::similarity(tape, u, v)
             }
             (None, Some((ea, eb))) => {

@@ -88,6 +88,10 @@ pub struct TrainOptions {
     /// The matmuls' operands: float32, or rounded to bf16 (tensor cores on a GPU).
     #[serde(default)]
     pub precision: Precision,
+    /// Batches padded to their longest sequence, as before packing (issue 16): for comparison.
+    /// Packed batches (the default) compute only the real tokens, with the same numbers.
+    #[serde(default)]
+    pub padded: bool,
 }
 
 impl Default for TrainOptions {
@@ -121,6 +125,7 @@ impl Default for TrainOptions {
             pcgrad_reduction: Reduction::Sum,
             lora: None,
             precision: Precision::F32,
+            padded: false,
         }
     }
 }
