@@ -2,7 +2,8 @@
 # The real-data comparison of issue 16: the reference recipe's first N steps (default 100) on
 # data/ (the CS224N SST, Quora and STS train files), the engine against PyTorch (transformers'
 # BertModel, the same recipe, the same batches, padded per batch, as users run it), alternated in
-# rounds on the same cores with the same thread count; seconds per 100 steps for each, the ratio,
+# rounds on the same cores with the same thread count: the engine on packed batches (its default)
+# and on padded ones (--padded), then PyTorch; seconds per 100 steps for each, the ratios,
 # tokens per second (real and padded tokens), the GEMMs' share of PyTorch's step, and the targets.
 #
 #   benches/real_data_compare.sh [--steps N] [--rounds R] [--threads T] [--cpus LIST]
@@ -11,7 +12,8 @@
 # --steps N      steps timed per round (default 100); the time is from the end of step 1 to the
 #                end of step N on both sides (start-up, the first step and, on the engine, the
 #                final evaluation left out)
-# --rounds R     rounds of each, alternated engine, PyTorch, engine, … (default 2); medians printed
+# --rounds R     rounds of each, alternated engine packed, engine padded, PyTorch, … (default 2);
+#                medians printed
 # --threads T    threads each side uses (default 2): RAYON_NUM_THREADS for the engine,
 #                torch.set_num_threads for PyTorch
 # --cpus LIST    the cores both run on (taskset; default 0..T-1)
@@ -35,10 +37,10 @@
 # `pip install torch transformers` from PyPI (several GB: this bench is not for CI; extra pip
 # arguments in TORCH_PIP_ARGS, e.g. "--index-url https://download.pytorch.org/whl/cpu").
 #
-# Targets (issue 16): engine / PyTorch <= 0.50 on the CPU with 2 threads; engine packed / engine
-# padded <= 0.60, where packed batches do not exist yet (the column says "not yet"). The engine's
-# GEMM share is not measured yet (the engine has no cheap per-op timer); PyTorch's comes from
-# torch.profiler over a few extra steps.
+# Targets (issue 16): engine (packed) / PyTorch <= 0.50 on the CPU with 2 threads; engine packed /
+# engine padded <= 0.60. The engine's GEMM share comes from ENGINE_PROFILE=1 (src/cpu_gemm.rs sums
+# the GEMMs' time and `engine finetune` prints it at the end); PyTorch's from torch.profiler over a
+# few extra steps.
 #
 # The load average is printed before the first round and after the last: figures taken while other
 # work loads the machine (a 1-minute load above ~1.5 before the start) are indicative only.
@@ -120,22 +122,26 @@ LOAD0=$(load)
 echo "real_data_compare: $STEPS steps, $ROUNDS rounds each, $THREADS threads, cores $CPUS; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "  engine $ENGINE ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), PyTorch via $PY"
 
-engine_round() {  # round number
-    local out=$WORK/engine-$1
-    RAYON_NUM_THREADS=$THREADS "${PIN[@]}" "$ENGINE" finetune --device cpu --model "$MODEL" --data-dir "$DATA" \
-        --max-steps $((STEPS + 1)) --stop-after "$STEPS" --log-every 1 --quiet --overwrite --out "$out" \
+engine_round() {  # round number, layout (packed or padded)
+    local out=$WORK/engine-$2-$1 flag=()
+    [ "$2" = padded ] && flag=(--padded)
+    ENGINE_PROFILE=1 RAYON_NUM_THREADS=$THREADS "${PIN[@]}" "$ENGINE" finetune --device cpu --model "$MODEL" --data-dir "$DATA" \
+        --max-steps $((STEPS + 1)) --stop-after "$STEPS" --log-every 1 --quiet --overwrite --out "$out" "${flag[@]}" \
         > "$out.log" 2>&1 || { echo "real_data_compare: the engine failed (see $out.log)" >&2; tail -3 "$out.log" >&2; exit 1; }
-    "$PY" - "$out/metrics.jsonl" "$STEPS" "$1" >> "$RESULTS" <<'EOF'
-import json, sys
-path, n, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    "$PY" - "$out/metrics.jsonl" "$STEPS" "$1" "$2" "$out.log" >> "$RESULTS" <<'EOF'
+import json, re, sys
+path, n, r, layout, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 t = {}
 for line in open(path):
     rec = json.loads(line)
     if rec.get("kind") == "train":
         t[rec["step"]] = rec["elapsed_s"]
 secs = t[n] - t[1]
-print(json.dumps({"side": "engine", "round": r, "steps": n, "seconds": secs, "s_per_100": secs / (n - 1) * 100,
-                  "startup_and_step1_s": t[1]}))
+# ENGINE_PROFILE's line: "profile: GEMMs X s of Y s (Z%)" over the whole run
+m = re.search(r"profile: GEMMs ([0-9.]+) s of ([0-9.]+) s", open(log).read())
+gemm = float(m.group(1)) / float(m.group(2)) if m else None
+print(json.dumps({"side": "engine-" + layout, "round": r, "steps": n, "seconds": secs, "s_per_100": secs / (n - 1) * 100,
+                  "startup_and_step1_s": t[1], "gemm_share": gemm}))
 EOF
 }
 
@@ -148,8 +154,10 @@ torch_round() {
 }
 
 for r in $(seq 1 "$ROUNDS"); do
-    engine_round "$r"
-    echo "  round $r: engine done (load $(load))"
+    engine_round "$r" packed
+    echo "  round $r: engine packed done (load $(load))"
+    engine_round "$r" padded
+    echo "  round $r: engine padded done (load $(load))"
     torch_round "$r"
     echo "  round $r: PyTorch done (load $(load))"
 done
@@ -196,39 +204,41 @@ n = tok["steps"]
 # the timed steps are 2..N: their tokens are the N steps' less the first's
 real = tok["real_tokens"] - tok["first_step"]["real"]
 padded = tok["padded_tokens"] - tok["first_step"]["padded"]
-eng = [r for r in rows if r["side"] == "engine"]
+eng = [r for r in rows if r["side"] == "engine-packed"]
+pad = [r for r in rows if r["side"] == "engine-padded"]
 pt = [r for r in rows if r["side"] == "pytorch"]
 print(f"\nreal-data step, reference recipe (SST+Quora+STS, batch 16 each, max 128, padded per batch), "
       f"steps 2..{n} timed, {threads} threads; tokens in those steps: {real} real, {padded} padded "
       f"({real / padded:.0%} real)")
-print(f"{'round':>5}  {'engine s/100':>12}  {'PyTorch s/100':>13}  {'engine/PyTorch':>14}  "
-      f"{'engine tok/s':>12}  {'PyTorch tok/s':>13}  {'engine packed':>13}")
-def tps(r):
-    t = r["seconds"]
+print(f"{'round':>5}  {'packed s/100':>12}  {'padded s/100':>12}  {'PyTorch s/100':>13}  {'packed/PyTorch':>14}  "
+      f"{'packed/padded':>13}  {'packed tok/s':>12}  {'padded tok/s':>12}  {'PyTorch tok/s':>13}")
+def tps(t):
     return f"{real / t:.0f}/{padded / t:.0f}"
-for e, p in zip(eng, pt):
-    print(f"{e['round']:>5}  {e['s_per_100']:>12.1f}  {p['s_per_100']:>13.1f}  {e['s_per_100'] / p['s_per_100']:>14.3f}  "
-          f"{tps(e):>12}  {tps(p):>13}  {'not yet':>13}")
-me = statistics.median(r["s_per_100"] for r in eng)
-mp = statistics.median(r["s_per_100"] for r in pt)
-se = statistics.median(r["seconds"] for r in eng)
-sp = statistics.median(r["seconds"] for r in pt)
-print(f"{'median':>5}  {me:>12.1f}  {mp:>13.1f}  {me / mp:>14.3f}  {f'{real / se:.0f}/{padded / se:.0f}':>12}  "
-      f"{f'{real / sp:.0f}/{padded / sp:.0f}':>13}  {'not yet':>13}")
+for e, d, p in zip(eng, pad, pt):
+    print(f"{e['round']:>5}  {e['s_per_100']:>12.1f}  {d['s_per_100']:>12.1f}  {p['s_per_100']:>13.1f}  "
+          f"{e['s_per_100'] / p['s_per_100']:>14.3f}  {e['s_per_100'] / d['s_per_100']:>13.3f}  "
+          f"{tps(e['seconds']):>12}  {tps(d['seconds']):>12}  {tps(p['seconds']):>13}")
+med = lambda rs, k: statistics.median(r[k] for r in rs)
+me, md, mp = med(eng, "s_per_100"), med(pad, "s_per_100"), med(pt, "s_per_100")
+se, sd, sp = med(eng, "seconds"), med(pad, "seconds"), med(pt, "seconds")
+print(f"{'median':>5}  {me:>12.1f}  {md:>12.1f}  {mp:>13.1f}  {me / mp:>14.3f}  {me / md:>13.3f}  "
+      f"{tps(se):>12}  {tps(sd):>12}  {tps(sp):>13}")
 print("  (tok/s: real tokens/s / padded tokens/s)")
 g = [r["gemm"] for r in pt if r.get("gemm")]
-if g:
-    share = statistics.median(x["share"] for x in g)
-    print(f"GEMM share of the step: engine not measured yet (no cheap per-op timer in the engine); "
-          f"PyTorch {share:.0%} (aten::mm/addmm/bmm/baddbmm self time under torch.profiler, {g[0]['steps']} steps)")
-else:
-    print("GEMM share of the step: engine not measured yet; PyTorch not profiled")
+ge = [r["gemm_share"] for r in eng if r.get("gemm_share") is not None]
+gd = [r["gemm_share"] for r in pad if r.get("gemm_share") is not None]
+eng_share = (f"engine packed {statistics.median(ge):.0%}, padded {statistics.median(gd):.0%} (ENGINE_PROFILE, the whole run)"
+             if ge and gd else "engine not measured (no profile line in its log)")
+torch_share = (f"PyTorch {statistics.median(x['share'] for x in g):.0%} (aten::mm/addmm/bmm/baddbmm self time under "
+               f"torch.profiler, {g[0]['steps']} steps)" if g else "PyTorch not profiled")
+print(f"GEMM share of the step: {eng_share}; {torch_share}")
 p0 = pt[0]
 print(f"PyTorch {p0['torch']}, transformers {p0['transformers']}, attention {p0['attention']}, "
       f"{p0['threads']} threads; first-step losses: {p0['first_losses']}")
 ok = me / mp <= 0.50
 print(f"target engine / PyTorch <= 0.50 (CPU, {threads} threads): {me / mp:.3f} -> {'met' if ok else 'NOT met'}")
-print("target engine packed / engine padded <= 0.60: not yet (the engine has no packed batches)")
+ok = me / md <= 0.60
+print(f"target engine packed / engine padded <= 0.60: {me / md:.3f} -> {'met' if ok else 'NOT met'}")
 for r in rows:
     if r["side"] == "engine-epoch":
         print(f"one epoch, engine ({r['steps']} steps): {r['wall_s'] / 60:.1f} min wall (start-up, dev evaluation and "
