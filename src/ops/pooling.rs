@@ -215,66 +215,40 @@ pub mod cuda {
 
     const FILE: &str = "pooling.cu";
 
-    fn launch(dev: &Cuda, name: &'static str, ptrs: [u64; 3], [b, t, c]: [usize; 3]) -> Result<()> {
+    /// One thread per (b, channel) of the pooled (B, C): the buffers, then the sizes, as u64.
+    fn launch(dev: &Cuda, name: &'static str, ptrs: &[u64], sizes: &[usize], [b, c]: [usize; 2]) -> Result<()> {
         let (grid, block) = grid_1d(b * c);
-        let [p0, p1, p2] = ptrs;
-        dev.launch(
-            FILE,
-            name,
-            grid,
-            block,
-            0,
-            &[Arg::Ptr(p0), Arg::Ptr(p1), Arg::Ptr(p2), Arg::U64(b as u64), Arg::U64(t as u64), Arg::U64(c as u64)],
-        )
+        let args: Vec<Arg> =
+            ptrs.iter().map(|&p| Arg::Ptr(p)).chain(sizes.iter().map(|&s| Arg::U64(s as u64))).collect();
+        dev.launch(FILE, name, grid, block, 0, &args)
     }
 
-    fn launch2(dev: &Cuda, name: &'static str, ptrs: [u64; 2], [b, t, c]: [usize; 3]) -> Result<()> {
-        if b * c > 0 && t == 0 {
+    /// The padded kernels take (B, T, C); the first-token ones need T ≥ 1.
+    fn launch_padded(dev: &Cuda, name: &'static str, ptrs: &[u64], [b, t, c]: [usize; 3]) -> Result<()> {
+        if ptrs.len() == 2 && b * c > 0 && t == 0 {
             return Err(Error::Cuda(format!("{FILE}:{name}: x ({b}, {t}, {c}) has no first token")));
         }
-        let (grid, block) = grid_1d(b * c);
-        let [p0, p1] = ptrs;
-        dev.launch(
-            FILE,
-            name,
-            grid,
-            block,
-            0,
-            &[Arg::Ptr(p0), Arg::Ptr(p1), Arg::U64(b as u64), Arg::U64(t as u64), Arg::U64(c as u64)],
-        )
+        launch(dev, name, ptrs, &[b, t, c], [b, c])
     }
 
     /// x (B, T, C), mask (B, T) int → out (B, C) = Σ_t mask·x / max(Σ_t mask, 1e-9).
     pub fn mean_pool_forward(dev: &Cuda, x: u64, mask: u64, out: u64, btc: [usize; 3]) -> Result<()> {
-        launch(dev, "mean_pool_forward", [x, mask, out], btc)
+        launch_padded(dev, "mean_pool_forward", &[x, mask, out], btc)
     }
 
     /// dx (B, T, C) += dy (B, C) / max(Σ_t mask, 1e-9) at the tokens where mask (B, T) ≠ 0.
     pub fn mean_pool_backward(dev: &Cuda, dy: u64, mask: u64, dx: u64, btc: [usize; 3]) -> Result<()> {
-        launch(dev, "mean_pool_backward", [dy, mask, dx], btc)
+        launch_padded(dev, "mean_pool_backward", &[dy, mask, dx], btc)
     }
 
     /// x (B, T, C) → out (B, C) = x[:, 0, :]; T ≥ 1.
     pub fn first_token_forward(dev: &Cuda, x: u64, out: u64, btc: [usize; 3]) -> Result<()> {
-        launch2(dev, "first_token_forward", [x, out], btc)
+        launch_padded(dev, "first_token_forward", &[x, out], btc)
     }
 
     /// dx[:, 0, :] (of (B, T, C)) += dy (B, C); T ≥ 1.
     pub fn first_token_backward(dev: &Cuda, dy: u64, dx: u64, btc: [usize; 3]) -> Result<()> {
-        launch2(dev, "first_token_backward", [dy, dx], btc)
-    }
-
-    fn launch_packed(dev: &Cuda, name: &'static str, ptrs: [u64; 3], b: usize, c: usize) -> Result<()> {
-        let (grid, block) = grid_1d(b * c);
-        let [p0, p1, p2] = ptrs;
-        dev.launch(
-            FILE,
-            name,
-            grid,
-            block,
-            0,
-            &[Arg::Ptr(p0), Arg::Ptr(p1), Arg::Ptr(p2), Arg::U64(b as u64), Arg::U64(c as u64)],
-        )
+        launch_padded(dev, "first_token_backward", &[dy, dx], btc)
     }
 
     /// x (N, C) packed, cu (B + 1) int → out (B, C): row cu[b] (`First`) or the mean of rows
@@ -284,7 +258,7 @@ pub mod cuda {
             Pool::First => "first_tokens_forward",
             Pool::Mean => "mean_pool_packed_forward",
         };
-        launch_packed(dev, name, [x, cu, out], b, c)
+        launch(dev, name, &[x, cu, out], &[b, c], [b, c])
     }
 
     /// dx (N, C) += dy (B, C) at row cu[b] (`First`), or dy / max(T_b, 1e-9) at rows
@@ -294,7 +268,7 @@ pub mod cuda {
             Pool::First => "first_tokens_backward",
             Pool::Mean => "mean_pool_packed_backward",
         };
-        launch_packed(dev, name, [dy, cu, dx], b, c)
+        launch(dev, name, &[dy, cu, dx], &[b, c], [b, c])
     }
 }
 

@@ -493,9 +493,26 @@ pub mod cpu {
         &x[r * nh * hs + h * hs..][..hs]
     }
 
+    /// Σ a_i · b_i in 8 interleaved partial sums (lane i % 8), added pairwise at the end: the
+    /// compiler keeps them in one vector register, where a single running sum is a chain of
+    /// dependent scalar adds (this loop is most of the attention's time on the CPU).
     #[inline(always)]
     fn dot<F: Float>(a: &[F], b: &[F]) -> F {
-        a.iter().zip(b).fold(F::ZERO, |acc, (&x, &y)| acc + x * y)
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [F::ZERO; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for l in 0..8 {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+            acc[l] += x * y;
+        }
+        let q = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+        (q[0] + q[2]) + (q[1] + q[3])
     }
 
     /// probs (NH · Σ T_b²) = softmax_j(scale · q_i · k_j) and out (N, C) = (probs ⊙ M) · v, per
