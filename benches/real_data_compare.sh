@@ -18,7 +18,7 @@
 #                torch.set_num_threads for PyTorch
 # --cpus LIST    the cores both run on (taskset; default 0..T-1)
 # --epoch engine|both   also the one-epoch wall time of the reference recipe (off by default; about
-#                25 min on the engine, longer on PyTorch): `engine finetune` as users run it, start-
+#                15 min on the engine packed, longer on PyTorch): `engine finetune` as users run it, start-
 #                up, the dev evaluation and the predictions included (and the steps alone from its
 #                metrics.jsonl); `both` also times PyTorch's epoch of steps
 # --work DIR     where the runs go (default runs/real-data-compare; each round a fresh --out)
@@ -171,14 +171,16 @@ if [ -n "$EPOCH" ]; then
     end=$(date +%s.%N)
     "$PY" - "$out/metrics.jsonl" "$start" "$end" >> "$RESULTS" <<'EOF'
 import json, sys
-t = {}
+t, dev = {}, {}
 for line in open(sys.argv[1]):
     rec = json.loads(line)
     if rec.get("kind") == "train":
         t[rec["step"]] = rec["elapsed_s"]
+    if rec.get("kind") == "eval" and rec.get("split") == "dev":
+        dev = rec["metrics"]
 n = max(t)
 print(json.dumps({"side": "engine-epoch", "steps": n, "wall_s": float(sys.argv[3]) - float(sys.argv[2]),
-                  "steps_s": t[n], "s_per_100": (t[n] - t[1]) / (n - 1) * 100}))
+                  "steps_s": t[n], "s_per_100": (t[n] - t[1]) / (n - 1) * 100, "dev": dev}))
 EOF
     echo "  engine epoch done (load $(load))"
     if [ "$EPOCH" = both ]; then
@@ -242,7 +244,8 @@ print(f"target engine packed / engine padded <= 0.60: {me / md:.3f} -> {'met' if
 for r in rows:
     if r["side"] == "engine-epoch":
         print(f"one epoch, engine ({r['steps']} steps): {r['wall_s'] / 60:.1f} min wall (start-up, dev evaluation and "
-              f"predictions included), the steps {r['steps_s'] / 60:.1f} min, {r['s_per_100']:.1f} s/100 steps")
+              f"predictions included), the steps {r['steps_s'] / 60:.1f} min, {r['s_per_100']:.1f} s/100 steps; dev "
+              + ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.get("dev", {}).items())))
     if r["side"] == "pytorch-epoch":
         print(f"one epoch, PyTorch ({r['steps']} steps, no evaluation): {r['wall_s'] / 60:.1f} min wall, "
               f"{r['s_per_100']:.1f} s/100 steps")
