@@ -41,6 +41,10 @@ pub struct Store<F: Float> {
     /// before a backward pass (dropout masks, constants and frozen-path values never get one).
     grad_ranges: Vec<Range<usize>>,
     int_len: usize,
+    /// On a CUDA device, the integer inputs as written (`ints[..int_len]`): every integer tensor
+    /// comes from the host and no kernel writes one, so reading one back (the embedding checks
+    /// and groups its ids) is a host copy, not a wait on the device's stream.
+    int_host: Vec<i32>,
     names: Vec<(String, Tensor)>,
 }
 
@@ -56,6 +60,7 @@ impl<F: Float> Store<F> {
             act_len: 0,
             grad_ranges: Vec::new(),
             int_len: 0,
+            int_host: Vec::new(),
             names: Vec::new(),
             precision: Precision::F32,
             device,
@@ -139,6 +144,10 @@ impl<F: Float> Store<F> {
         let offset = self.int_len;
         self.ints.grow_to(offset + data.len())?;
         self.ints.write(offset, data)?;
+        if !matches!(self.device, Device::Cpu) {
+            self.int_host.truncate(offset);
+            self.int_host.extend_from_slice(data);
+        }
         self.int_len += data.len();
         Ok(Tensor { arena: Arena::Int, offset, shape, requires_grad: false })
     }
@@ -148,6 +157,7 @@ impl<F: Float> Store<F> {
         self.act_len = 0;
         self.grad_ranges.clear();
         self.int_len = 0;
+        self.int_host.clear();
     }
 
     pub fn act_len(&self) -> usize {
@@ -190,7 +200,12 @@ impl<F: Float> Store<F> {
 
     pub fn read_ints(&self, t: Tensor) -> Result<Vec<i32>> {
         self.check_int(t)?;
-        self.ints.read(t.range())
+        match self.device {
+            Device::Cpu => self.ints.read(t.range()),
+            _ => self.int_host.get(t.range()).map(<[i32]>::to_vec).ok_or_else(|| {
+                Error::Tape(format!("integer tensor {} at {} lies past the inputs written", t.shape, t.offset))
+            }),
+        }
     }
 
     pub fn write(&mut self, t: Tensor, data: &[F]) -> Result<()> {
