@@ -70,6 +70,11 @@ fn median_min(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn main() -> Result<()> {
+    // On a worker of the CPU pool, as `engine` runs (see engine::cpu_pool).
+    engine::cpu_pool::run(bench)
+}
+
+fn bench() -> Result<()> {
     let Ok(dir) = default_model_dir() else {
         println!("skipped: the default checkpoint is not fetched (weights/fetch.sh)");
         return Ok(());

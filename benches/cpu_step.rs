@@ -17,6 +17,7 @@
 //! The load average is printed before and after: figures taken on a busy machine (1-minute load
 //! above 1.5 at the start) are indicative only, and flatter the engine (PyTorch's OpenMP threads
 //! suffer more from sharing the cores).
+//! ENGINE_PROFILE=1 adds the engine's time per op kind and phase after each round.
 //! `cargo bench --bench cpu_step`
 
 use engine::model::bert::{Bert, ParamKind, init};
@@ -136,6 +137,8 @@ fn engine_round(
         let total = start.elapsed().as_secs_f64();
         if step >= WARMUP {
             timed.push(Split { total, fwd, bwd, adam });
+        } else {
+            engine::profile::clear_ops();
         }
     }
     timed.sort_by(|a, b| a.total.total_cmp(&b.total));
@@ -298,8 +301,11 @@ fn main() -> Result<()> {
     println!("  load average before: {load0}");
     let (mut eng, mut pt) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let e = engine_round(&mut tape, &model, &mut opt, &mut rng, steps)?;
+        let e = engine::cpu_pool::run(|| engine_round(&mut tape, &model, &mut opt, &mut rng, steps))?;
         println!("round {round} engine:  {}", e.line());
+        // ENGINE_PROFILE=1: the engine's time per op kind, per step.
+        print!("{}", engine::profile::op_table(steps as f64));
+        engine::profile::clear_ops();
         eng.push(e);
         if let Ok(py) = &torch {
             let p = torch_round(py, model_dir.as_deref(), threads, steps, round);

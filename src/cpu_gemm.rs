@@ -23,7 +23,7 @@ use std::any::TypeId;
 use std::ffi::{CStr, c_char, c_int};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// A strided matrix operand: data, (row stride, column stride).
@@ -67,33 +67,18 @@ pub fn gemm<F: Float>(
     accumulate: bool,
     threads: usize,
 ) {
-    if !profiling() {
+    if !crate::profile::enabled() {
         return gemm_on(backend(), m, n, k, dst, lhs, rhs, accumulate, threads);
     }
     let started = Instant::now();
     gemm_on(backend(), m, n, k, dst, lhs, rhs, accumulate, threads);
     let mut nanos = started.elapsed().as_nanos() as u64;
-    // A call on one of rayon's workers (the per-head products) runs beside the others: its share
-    // of the wall time is about its time over the pool's threads.
-    if rayon::current_thread_index().is_some() {
+    // A single-threaded call inside a parallel loop (the per-head products) runs beside the
+    // others: its share of the wall time is about its time over the pool's threads.
+    if threads == 1 && rayon::current_thread_index().is_some() {
         nanos /= rayon::current_num_threads().max(1) as u64;
     }
-    GEMM_NANOS.fetch_add(nanos, Ordering::Relaxed);
-}
-
-/// Wall nanoseconds in [`gemm`] so far, when profiling.
-static GEMM_NANOS: AtomicU64 = AtomicU64::new(0);
-
-/// `ENGINE_PROFILE=1`: [`gemm`] sums its wall time, for [`profiled_seconds`].
-fn profiling() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ENGINE_PROFILE").is_ok_and(|v| v == "1"))
-}
-
-/// The seconds this process has spent in [`gemm`] (calls made on rayon's workers counted as
-/// their time over the pool's threads), or None unless `ENGINE_PROFILE=1`.
-pub fn profiled_seconds() -> Option<f64> {
-    profiling().then(|| GEMM_NANOS.load(Ordering::Relaxed) as f64 * 1e-9)
+    crate::profile::add_gemm(nanos);
 }
 
 /// [`gemm`] through a given backend (`Blas` without one found runs the built-in one).

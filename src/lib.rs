@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 pub mod cpu_gemm;
+pub mod cpu_pool;
 pub mod data;
 pub mod device;
 pub mod embed;
@@ -15,6 +16,7 @@ pub mod float;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod rng;
 pub mod store;
 pub mod tape;

@@ -357,7 +357,8 @@ impl FinetuneCli {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    // The whole command on a worker of the CPU pool (see engine::cpu_pool for why).
+    if let Err(e) = engine::cpu_pool::run(|| run(cli)) {
         // One line: the error and those of its causes that its message does not already quote
         // (an I/O error's message ends with its OS error, which is also its source).
         let mut line = e.to_string();
@@ -417,7 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 overwrite: f.overwrite,
             };
             let s = engine::train::finetune(&args)?;
-            if let Some(gemm) = engine::cpu_gemm::profiled_seconds() {
+            if let Some(gemm) = engine::profile::gemm_seconds() {
                 // ENGINE_PROFILE=1 (benches/real_data_compare.sh reads this line).
                 eprintln!("profile: GEMMs {gemm:.2} s of {:.2} s ({:.0}%)", s.seconds, 100.0 * gemm / s.seconds);
             }

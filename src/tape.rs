@@ -7,8 +7,10 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::ops::Op;
+use crate::profile::{self, Phase};
 use crate::store::Store;
 use crate::tensor::{Shape, Tensor};
+use std::time::Instant;
 
 pub struct Tape<F: Float> {
     pub store: Store<F>,
@@ -17,11 +19,20 @@ pub struct Tape<F: Float> {
     seed: u64,
     /// Dropout calls since the last reset: each gets its own random stream.
     streams: u64,
+    /// When profiling: the last record (or reset), where the next op's forward time starts.
+    mark: Option<Instant>,
 }
 
 impl<F: Float> Tape<F> {
     pub fn new(device: Device) -> Self {
-        Tape { store: Store::new(device), ops: Vec::new(), training: false, seed: 0, streams: 0 }
+        Tape {
+            store: Store::new(device),
+            ops: Vec::new(),
+            training: false,
+            seed: 0,
+            streams: 0,
+            mark: profile::enabled().then(Instant::now),
+        }
     }
 
     /// Training mode turns dropout on.
@@ -51,9 +62,15 @@ impl<F: Float> Tape<F> {
         self.ops.clear();
         self.store.reset_acts();
         self.streams = 0;
+        self.mark = profile::enabled().then(Instant::now);
     }
 
     pub(crate) fn record(&mut self, op: Op) {
+        if let Some(mark) = self.mark {
+            let now = Instant::now();
+            profile::add_op(Phase::Forward, op.kind(), now - mark);
+            self.mark = Some(now);
+        }
         self.ops.push(op);
     }
 
@@ -97,11 +114,26 @@ impl<F: Float> Tape<F> {
         if loss.arena != crate::tensor::Arena::Act || !loss.requires_grad {
             return Err(Error::Tape("backward from a value that depends on no parameter".into()));
         }
+        let started = profile::enabled().then(Instant::now);
         self.store.zero_act_grads()?;
+        if let Some(t) = started {
+            profile::add_op(Phase::Backward, "(zero grads)", t.elapsed());
+        }
         self.store.write_grad(loss, &[scale])?;
         let ops = std::mem::take(&mut self.ops);
-        let result = ops.iter().rev().try_for_each(|op| op.backward(&mut self.store));
+        let result = ops.iter().rev().try_for_each(|op| match started {
+            None => op.backward(&mut self.store),
+            Some(_) => {
+                let t = Instant::now();
+                let r = op.backward(&mut self.store);
+                profile::add_op(Phase::Backward, op.kind(), t.elapsed());
+                r
+            }
+        });
         self.ops = ops;
+        if self.mark.is_some() {
+            self.mark = Some(Instant::now());
+        }
         result
     }
 }

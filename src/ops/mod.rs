@@ -24,9 +24,34 @@ use crate::float::Float;
 use crate::store::Store;
 use crate::tensor::Tensor;
 
-/// One recorded op: the tensors it read and wrote, and what its backward needs besides.
-#[derive(Clone, Debug)]
-pub enum Op {
+/// Declares [`Op`] from one line per op kind, and its two dispatches (backward, name), so that a
+/// new op adds one line here.
+macro_rules! ops {
+    ($($(#[$doc:meta])* $kind:ident($record:ty),)*) => {
+        /// One recorded op: the tensors it read and wrote, and what its backward needs besides.
+        #[derive(Clone, Debug)]
+        pub enum Op {
+            $($(#[$doc])* $kind($record),)*
+        }
+
+        impl Op {
+            pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
+                match self {
+                    $(Op::$kind(o) => o.backward(s),)*
+                }
+            }
+
+            /// The op's kind, e.g. "Linear" (profiles are tallied by it).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Op::$kind(_) => stringify!($kind),)*
+                }
+            }
+        }
+    };
+}
+
+ops! {
     Matmul(matmul::Matmul),
     Linear(linear::Linear),
     LoraLinear(lora_linear::LoraLinear),
@@ -53,38 +78,6 @@ pub enum Op {
     CrossEntropy(loss::CrossEntropy),
     BceWithLogits(loss::BceWithLogits),
     Mse(loss::Mse),
-}
-
-impl Op {
-    pub(crate) fn backward<F: Float>(&self, s: &mut Store<F>) -> Result<()> {
-        match self {
-            Op::Matmul(o) => o.backward(s),
-            Op::Linear(o) => o.backward(s),
-            Op::LoraLinear(o) => o.backward(s),
-            Op::Binary(o) => o.backward(s),
-            Op::Unary(o) => o.backward(s),
-            Op::BiasAdd(o) => o.backward(s),
-            Op::Scale(o) => o.backward(s),
-            Op::Sum(o) => o.backward(s),
-            Op::Gelu(o) => o.backward(s),
-            Op::LayerNorm(o) => o.backward(s),
-            Op::Softmax(o) => o.backward(s),
-            Op::VarlenAttention(o) => o.backward(s),
-            Op::Dropout(o) => o.backward(s),
-            Op::Embedding(o) => o.backward(s),
-            Op::MeanPool(o) => o.backward(s),
-            Op::FirstToken(o) => o.backward(s),
-            Op::PackedPool(o) => o.backward(s),
-            Op::Cosine(o) => o.backward(s),
-            Op::Concat(o) => o.backward(s),
-            Op::Columns(o) => o.backward(s),
-            Op::SplitHeads(o) => o.backward(s),
-            Op::MergeHeads(o) => o.backward(s),
-            Op::CrossEntropy(o) => o.backward(s),
-            Op::BceWithLogits(o) => o.backward(s),
-            Op::Mse(o) => o.backward(s),
-        }
-    }
 }
 
 /// Errors unless `a` and `b` have the same shape.
