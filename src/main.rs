@@ -421,6 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(gemm) = engine::profile::gemm_seconds() {
                 // ENGINE_PROFILE=1 (benches/real_data_compare.sh reads this line).
                 eprintln!("profile: GEMMs {gemm:.2} s of {:.2} s ({:.0}%)", s.seconds, 100.0 * gemm / s.seconds);
+                eprint!("profile per step, by op:\n{}", engine::profile::op_table(s.steps.max(1) as f64));
             }
             if s.stopped_early {
                 println!("stopped after step {}; resume with --resume {}", s.steps, f.out.join("last").display());

@@ -459,6 +459,7 @@ pub mod cuda {
 /// outputs and its block of the probabilities).
 pub mod cpu {
     use super::Mask;
+    use crate::cpu_gemm::gemm;
     use crate::float::Float;
     use crate::ops::simd;
     use rayon::prelude::*;
@@ -487,15 +488,9 @@ pub mod cpu {
             .collect()
     }
 
-    /// Head h's columns (HS) of row r of an (N, NH · HS) tensor.
-    #[inline(always)]
-    fn band<F>(x: &[F], r: usize, h: usize, hs: usize, nh: usize) -> &[F] {
-        &x[r * nh * hs + h * hs..][..hs]
-    }
-
     /// Σ a_i · b_i in 8 interleaved partial sums (lane i % 8), added pairwise at the end: the
     /// compiler keeps them in one vector register, where a single running sum is a chain of
-    /// dependent scalar adds (this loop is most of the attention's time on the CPU).
+    /// dependent scalar adds.
     #[inline(always)]
     fn dot<F: Float>(a: &[F], b: &[F]) -> F {
         let n = a.len().min(b.len());
@@ -513,6 +508,15 @@ pub mod cpu {
         }
         let q = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
         (q[0] + q[2]) + (q[1] + q[3])
+    }
+
+    /// row_j *= M_ij for j < t: the dropout draws of one row, in a loop of their own so that the
+    /// hash vectorises (AVX-512's 64-bit multiplies under `simd`).
+    #[inline(always)]
+    fn mask_row<F: Float>(m: &Mask<F>, b: usize, h: usize, i: usize, nh: usize, row: &mut [F]) {
+        for (j, x) in row.iter_mut().enumerate() {
+            *x *= m.at(b, h, i, j, nh);
+        }
     }
 
     /// probs (NH · Σ T_b²) = softmax_j(scale · q_i · k_j) and out (N, C) = (probs ⊙ M) · v, per
@@ -558,35 +562,44 @@ pub mod cpu {
         p: &mut [F],
         o: &mut [F],
     ) {
-        let c = nh * hs;
+        if t == 0 {
+            return; // (an empty sequence: nothing to compute, and chunks of 0 are not allowed)
+        }
+        let (c, ci) = (nh * hs, (nh * hs) as isize);
+        let (mut dropped, mut oh) = (vec![F::ZERO; if mask.is_some() { t * t } else { 0 }], vec![F::ZERO; t * hs]);
         for h in 0..nh {
-            for i in 0..t {
-                let pr = &mut p[(h * t + i) * t..][..t];
-                let qi = band(q, r0 + i, h, hs, nh);
+            let at = r0 * c + h * hs; // head h's band of the sequence's first row
+            let ph = &mut p[h * t * t..][..t * t];
+            // S (t, t) = Q_h (t, HS) · K_hᵀ, one small GEMM per sequence and head
+            gemm(t, t, hs, ph, (&q[at..], (ci, 1)), (&k[at..], (1, ci)), false, 1);
+            for pr in ph.chunks_exact_mut(t) {
                 // `!(max >= s)` so that a NaN score becomes the max and the row comes out NaN.
                 let mut max = F::from_f64(f64::NEG_INFINITY);
-                for j in 0..t {
-                    let s = scale * dot(qi, band(k, r0 + j, h, hs, nh));
-                    pr[j] = s;
-                    if !(max >= s) {
-                        max = s;
+                for x in pr.iter_mut() {
+                    *x = scale * *x;
+                    if !(max >= *x) {
+                        max = *x;
                     }
                 }
                 pr.iter_mut().for_each(|x| *x = (*x - max).exp());
                 let sum = pr.iter().fold(F::ZERO, |a, &x| a + x);
                 pr.iter_mut().for_each(|x| *x /= sum);
-                let oi = &mut o[i * c + h * hs..][..hs];
-                oi.fill(F::ZERO);
-                for (j, &pj) in pr.iter().enumerate() {
-                    // The padded path's rounding: the dropped probability, then the product.
-                    let pj = match mask {
-                        Some(m) => pj * m.at(b, h, i, j, nh),
-                        None => pj,
-                    };
-                    for (od, &vd) in oi.iter_mut().zip(band(v, r0 + j, h, hs, nh)) {
-                        *od += pj * vd;
+            }
+            // The padded path's rounding: the dropped probability, then the product.
+            let w = match &mask {
+                Some(m) => {
+                    dropped.copy_from_slice(ph);
+                    for (i, row) in dropped.chunks_exact_mut(t).enumerate() {
+                        mask_row(m, b, h, i, nh, row);
                     }
+                    &dropped[..]
                 }
+                None => &ph[..],
+            };
+            // O_h (t, HS) = W (t, t) · V_h, then into head h's columns of o
+            gemm(t, hs, t, &mut oh, (w, (t as isize, 1)), (&v[at..], (ci, 1)), false, 1);
+            for (i, row) in oh.chunks_exact(hs).enumerate() {
+                o[i * c + h * hs..][..hs].copy_from_slice(row);
             }
         }
     }
@@ -607,25 +620,29 @@ pub mod cpu {
     ) {
         let s = seqs(cu, nh);
         let dss = split(ds, s.iter().map(|&(_, t, _)| nh * t * t));
-        dss.into_par_iter().zip(s).enumerate().for_each(|(b, (ds, (r0, t, off)))| {
-            for h in 0..nh {
-                for i in 0..t {
-                    let base = (h * t + i) * t;
-                    let (pr, dsr) = (&probs[off + base..][..t], &mut ds[base..][..t]);
-                    let gi = band(dout, r0 + i, h, hs, nh);
-                    for j in 0..t {
-                        dsr[j] = dot(gi, band(v, r0 + j, h, hs, nh));
+        dss.into_par_iter().zip(s).enumerate().filter(|(_, (_, (_, t, _)))| *t > 0).for_each(
+            |(b, (ds, (r0, t, off)))| {
+                simd(|| {
+                    let (c, ci) = (nh * hs, (nh * hs) as isize);
+                    for h in 0..nh {
+                        let at = r0 * c + h * hs;
+                        let dsh = &mut ds[h * t * t..][..t * t];
+                        // dP (t, t) = dO_h · V_hᵀ
+                        gemm(t, t, hs, dsh, (&dout[at..], (ci, 1)), (&v[at..], (1, ci)), false, 1);
+                        for (i, dsr) in dsh.chunks_exact_mut(t).enumerate() {
+                            let pr = &probs[off + (h * t + i) * t..][..t];
+                            if let Some(m) = &mask {
+                                mask_row(m, b, h, i, nh, dsr);
+                            }
+                            let rowsum = dot(pr, dsr);
+                            for j in 0..t {
+                                dsr[j] = scale * pr[j] * (dsr[j] - rowsum);
+                            }
+                        }
                     }
-                    if let Some(m) = mask {
-                        (0..t).for_each(|j| dsr[j] *= m.at(b, h, i, j, nh));
-                    }
-                    let rowsum = dot(pr, dsr);
-                    for j in 0..t {
-                        dsr[j] = scale * pr[j] * (dsr[j] - rowsum);
-                    }
-                }
-            }
-        });
+                })
+            },
+        );
     }
 
     /// y += W · x (or Wᵀ · x when `transpose`) per sequence and head, W in probs' layout (NH,
@@ -645,25 +662,32 @@ pub mod cpu {
         let c = nh * hs;
         let s = seqs(cu, nh);
         let ys = split(y, s.iter().map(|&(_, t, _)| t * c));
-        ys.into_par_iter().zip(s).enumerate().for_each(|(b, (y, (r0, t, off)))| {
-            for h in 0..nh {
-                let wh = &w[off + h * t * t..][..t * t];
-                for i in 0..t {
-                    let yi = &mut y[i * c + h * hs..][..hs];
-                    for j in 0..t {
-                        // W's element (r, col): (j, i) transposed, else (i, j).
-                        let (r, col) = if transpose { (j, i) } else { (i, j) };
-                        let wij = match mask {
-                            Some(m) => wh[r * t + col] * m.at(b, h, r, col, nh),
-                            None => wh[r * t + col],
-                        };
-                        let xj = &x[(r0 + j) * c + h * hs..][..hs];
-                        for (yd, &xd) in yi.iter_mut().zip(xj) {
-                            *yd += wij * xd;
+        ys.into_par_iter().zip(s).enumerate().filter(|(_, (_, (_, t, _)))| *t > 0).for_each(
+            |(b, (y, (r0, t, off)))| {
+                simd(|| {
+                    let mut masked = if mask.is_some() { vec![F::ZERO; t * t] } else { Vec::new() };
+                    let mut yh = vec![F::ZERO; t * hs];
+                    let ti = t as isize;
+                    for h in 0..nh {
+                        let mut wh = &w[off + h * t * t..][..t * t];
+                        if let Some(m) = &mask {
+                            masked.copy_from_slice(wh);
+                            for (r, row) in masked.chunks_exact_mut(t).enumerate() {
+                                mask_row(m, b, h, r, nh, row);
+                            }
+                            wh = &masked;
+                        }
+                        // Y_h (t, HS) = op(W) · X_h, then added into head h's columns of y
+                        let op_w = if transpose { (1, ti) } else { (ti, 1) };
+                        gemm(t, hs, t, &mut yh, (wh, op_w), (&x[r0 * c + h * hs..], (c as isize, 1)), false, 1);
+                        for (i, row) in yh.chunks_exact(hs).enumerate() {
+                            for (yd, &v) in y[i * c + h * hs..][..hs].iter_mut().zip(row) {
+                                *yd += v;
+                            }
                         }
                     }
-                }
-            }
-        });
+                })
+            },
+        );
     }
 }
