@@ -7,6 +7,9 @@ typedef unsigned int u32;
 // bf16 as raw bits; conversions through inline PTX.
 typedef unsigned short bf16;
 
+// The most task gradients one multi-task reduction or surgery takes (src/train/task_grads.rs).
+#define MAX_TASKS 8
+
 __device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 
 __device__ __forceinline__ bf16 f32_to_bf16(float x) {

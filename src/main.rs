@@ -6,8 +6,8 @@ use engine::device::{Device, DeviceChoice, Precision};
 use engine::embed::{EmbedOptions, Pooling, embed};
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
+use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
-use engine::train::pcgrad::Reduction;
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 use std::path::PathBuf;
 
@@ -265,6 +265,14 @@ struct FinetuneCli {
     /// How PCGrad combines the projected task gradients.
     #[arg(long, value_enum, default_value_t = Reduction::Sum, requires = "pcgrad")]
     pcgrad_reduction: Reduction,
+    /// GradVac (Wang et al. 2021): keep a moving average of each task pair's gradient cosine and
+    /// lift a task's gradient towards the other's whenever their cosine falls below it.
+    /// Statistics (with the targets) go to metrics.jsonl and gradvac.svg.
+    #[arg(long, conflicts_with = "pcgrad")]
+    gradvac: bool,
+    /// GradVac's decay β of the targets' moving average.
+    #[arg(long, value_name = "BETA", default_value_t = 0.01, requires = "gradvac")]
+    gradvac_beta: f64,
     /// LoRA rank: train low-rank adapters (and the heads) with the encoder frozen.
     #[arg(long, value_name = "R")]
     lora: Option<usize>,
@@ -343,6 +351,8 @@ impl FinetuneCli {
             log_every: self.log_every,
             pcgrad: self.pcgrad,
             pcgrad_reduction: self.pcgrad_reduction,
+            gradvac: self.gradvac,
+            gradvac_beta: self.gradvac_beta,
             lora: self.lora.map(|rank| LoraConfig {
                 rank,
                 alpha: self.lora_alpha.unwrap_or(rank as f64),

@@ -1,5 +1,6 @@
 //! AdamW over the flat parameter arena (one fused pass, PyTorch's arithmetic), and the pairwise
-//! dot products of task gradients that PCGrad needs. CUDA kernels: kernels/optim.cu.
+//! dot products and weighted sums of task gradients that the multi-task methods (train/methods/)
+//! and gradient clipping need. CUDA kernels: kernels/optim.cu.
 
 use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
@@ -218,7 +219,7 @@ impl DeviceDots {
     }
 }
 
-/// dst[x] = weights[0]·dst[x] + Σ_j weights[j+1]·others[j][x] for x in `range` (PCGrad's combination;
+/// dst[x] = weights[0]·dst[x] + Σ_j weights[j+1]·others[j][x] for x in `range` (a multi-task method's combination;
 /// at most 7 others).
 pub fn weighted_sum<F: Float>(
     device: &Device,
@@ -431,33 +432,5 @@ pub mod cuda {
         args.extend((0..7).map(|i| Arg::Ptr(srcs.get(i).copied().unwrap_or(0))));
         args.extend([Arg::Ptr(weights), Arg::U32(srcs.len() as u32), Arg::U64(n as u64)]);
         dev.launch(FILE, "weighted_sum_dw", grid, block, 0, &args)
-    }
-
-    /// Doubles in one record of `pcgrad_surgery`, and where its parts start.
-    pub const RECORD_LEN: usize = 45;
-    pub const RECORD_PROJECTED: usize = 28;
-    pub const RECORD_RATIOS: usize = 29;
-    pub const RECORD_WEIGHTS: usize = 37;
-
-    /// PCGrad's surgery on the device from the Gram triangle `tri` and the visiting `orders`
-    /// (k × (k − 1) u32): writes `weights` (k doubles) and one record (RECORD_LEN doubles).
-    pub fn pcgrad_surgery(
-        dev: &Cuda,
-        tri: u64,
-        orders: u64,
-        k: usize,
-        mean: bool,
-        weights: u64,
-        record: u64,
-    ) -> Result<()> {
-        let args = [
-            Arg::Ptr(tri),
-            Arg::Ptr(orders),
-            Arg::U32(k as u32),
-            Arg::U32(mean as u32),
-            Arg::Ptr(weights),
-            Arg::Ptr(record),
-        ];
-        dev.launch(FILE, "pcgrad_surgery", (1, 1, 1), (32, 1, 1), 0, &args)
     }
 }

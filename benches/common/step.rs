@@ -1,6 +1,7 @@
 //! One training step of the trainer's own code on random batches, shared by the step benches
 //! (`cpu_methods`, `gpu_step`): the model from `MultiTaskModel::build`, each task's forward and
-//! backward through `train_task` (into its PCGrad slot when PCGrad is on), PCGrad's combine, AdamW.
+//! backward through `train_task` (into its own gradient slot under a gradient-combining method),
+//! the method's combine (train/methods/), AdamW.
 
 use engine::data::Encoded;
 use engine::data::cs224n::{Label, Task};
@@ -8,9 +9,9 @@ use engine::model::Checkpoint;
 use engine::optim::{AdamW, AdamWConfig};
 use engine::rng::Rng;
 use engine::train::TrainOptions;
+use engine::train::methods::Combiner;
 use engine::train::model::{Batch, MultiTaskModel};
 use engine::train::options::PairEncoding;
-use engine::train::pcgrad::{self, TaskGradients};
 use engine::train::trainer::train_task;
 use engine::{Device, Result, Tape};
 
@@ -50,7 +51,7 @@ pub fn batch(task: Task, opts: &TrainOptions, rng: &mut Rng, vocab: usize, n: us
 pub struct Runner {
     pub tape: Tape<f32>,
     model: MultiTaskModel,
-    grads: Option<TaskGradients<f32>>,
+    grads: Option<Combiner>,
     opt: AdamW<f32>,
     opts: TrainOptions,
     rng: Rng,
@@ -64,10 +65,7 @@ impl Runner {
     pub fn new(device: &Device, ckpt: &Checkpoint, opts: &TrainOptions, batch: usize, len: usize) -> Result<Runner> {
         let mut tape = Tape::<f32>::new(device.clone());
         let model = MultiTaskModel::build(&mut tape.store, ckpt, None, opts, true)?;
-        let grads = match opts.pcgrad {
-            true => Some(TaskGradients::new(&tape.store, opts.tasks.len(), pcgrad::shared_len(&tape.store)?)?),
-            false => None,
-        };
+        let grads = Combiner::from_options(opts, &tape.store)?;
         let opt = AdamW::new(&tape.store, AdamWConfig::default())?;
         tape.set_training(true);
         let (rng, vocab) = (Rng::new(7), ckpt.config.vocab_size);
@@ -88,13 +86,13 @@ impl Runner {
         }
         for (ti, b) in batches.iter().enumerate() {
             self.tape.set_seed((self.step * batches.len() + ti) as u64);
-            train_task(&mut self.tape, &self.model, b, self.grads.as_mut().map(|g| (g, ti)), 1.0)?;
+            train_task(&mut self.tape, &self.model, b, self.grads.as_mut().map(|c| (&mut c.grads, ti)), 1.0)?;
         }
         if let Some(g) = &mut self.grads {
             let step = self.step;
-            g.combine(&mut self.tape.store, self.opts.pcgrad_reduction, step, |k| pcgrad::visiting_orders(1, step, k))?;
+            g.combine(&mut self.tape.store, step)?;
             if step % 64 == 63 {
-                g.drain()?; // as the trainer reads its statistics when it logs
+                g.drain(&self.opts.tasks)?; // as the trainer reads its statistics when it logs
             }
         }
         self.opt.update(&mut self.tape.store, 1e-4)?;

@@ -33,6 +33,9 @@ pub struct TrainState {
     pub adam_step: u64,
     pub best_combined: Option<f64>,
     pub best_step: usize,
+    /// The gradient-combining method's own state (GradVac's targets), when it keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<serde_json::Value>,
 }
 
 const TOKENIZER_FILES: [&str; 5] =

@@ -168,7 +168,7 @@ pub fn estimate(opts: &TrainOptions, config: &BertConfig) -> Estimate {
     }
     let trainable = encoder_trainable + adapters + heads;
     let optimizer = 3.0 * trainable;
-    let pcgrad = if opts.pcgrad { opts.tasks.len() as f64 * trainable } else { 0.0 };
+    let pcgrad = if opts.combines_gradients() { opts.tasks.len() as f64 * trainable } else { 0.0 };
 
     // Activations of one token through one layer, training (see `Bert::forward_layers`):
     // QKV (3C), three head splits (3C), scores, probabilities and their dropout (NH·T each, the
@@ -240,7 +240,7 @@ pub fn check_fits(opts: &TrainOptions, config: &BertConfig, device: &Device) -> 
 
 /// The one line of a refusal: the flag whose part is largest, the parts, what is available.
 pub fn refusal(opts: &TrainOptions, est: &Estimate, available: f64, place: &str) -> String {
-    let k = if opts.pcgrad { opts.tasks.len() as f64 } else { 0.0 };
+    let k = if opts.combines_gradients() { opts.tasks.len() as f64 } else { 0.0 };
     let copies = 4.0 + k; // values, gradients, two moments, PCGrad's copies
     let batch = est.activations - est.adapter_activations - est.head_activations;
     let mut blame: Vec<(f64, String, &str)> = vec![
@@ -267,6 +267,9 @@ pub fn refusal(opts: &TrainOptions, est: &Estimate, available: f64, place: &str)
     }
     if opts.pcgrad {
         blame.push((est.pcgrad, "--pcgrad".to_string(), "train without --pcgrad"));
+    }
+    if opts.gradvac {
+        blame.push((est.pcgrad, "--gradvac".to_string(), "train without --gradvac"));
     }
     let (_, flag, advice) = blame.into_iter().fold((f64::MIN, String::new(), ""), |a, b| if b.0 > a.0 { b } else { a });
 

@@ -5,14 +5,18 @@ pub mod checkpoint;
 pub mod evaluate;
 pub mod loss_meter;
 pub mod memory;
+pub mod methods;
 pub mod model;
 pub mod options;
-pub mod pcgrad;
 pub mod report;
 pub mod run_dir;
 pub mod schedule;
 pub mod swap;
+pub mod task_grads;
 pub mod trainer;
+
+/// PCGrad's path before the methods had their own module.
+pub use methods::pcgrad;
 
 pub use options::TrainOptions;
 pub use trainer::{DataFile, FinetuneArgs, Summary, finetune};

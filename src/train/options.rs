@@ -3,7 +3,7 @@
 //! task, AdamW lr 1e-4 with weight decay 0.01, 10% warmup then linear decay, dropout 0.1 before
 //! each head, max length 128, seed 11711). Saved beside every checkpoint as `train.json`.
 
-use super::pcgrad::Reduction;
+use super::methods::pcgrad::Reduction;
 use crate::data::cs224n::Task;
 use crate::device::Precision;
 use crate::model::bert::Pooling;
@@ -82,6 +82,12 @@ pub struct TrainOptions {
     pub pcgrad: bool,
     #[serde(default)]
     pub pcgrad_reduction: Reduction,
+    /// GradVac (Wang et al. 2021) across the tasks' gradients of the shared parameters.
+    #[serde(default)]
+    pub gradvac: bool,
+    /// GradVac's decay β of the target cosines' moving average.
+    #[serde(default = "default_gradvac_beta")]
+    pub gradvac_beta: f64,
     /// LoRA adapters on the encoder, whose own weights are then frozen.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
@@ -123,6 +129,8 @@ impl Default for TrainOptions {
             log_every: 10,
             pcgrad: false,
             pcgrad_reduction: Reduction::Sum,
+            gradvac: false,
+            gradvac_beta: default_gradvac_beta(),
             lora: None,
             precision: Precision::F32,
             padded: false,
@@ -130,7 +138,16 @@ impl Default for TrainOptions {
     }
 }
 
+fn default_gradvac_beta() -> f64 {
+    0.01
+}
+
 impl TrainOptions {
+    /// Whether a gradient-combining method (train/methods/) keeps each task's gradient apart.
+    pub fn combines_gradients(&self) -> bool {
+        self.pcgrad || self.gradvac
+    }
+
     /// The loss weight of `task`.
     pub fn weight(&self, task: Task) -> f64 {
         self.tasks.iter().position(|&t| t == task).map_or(1.0, |i| self.task_weights.get(i).copied().unwrap_or(1.0))
@@ -183,8 +200,17 @@ impl TrainOptions {
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad(format!("--weight-decay {} must be a finite number, at least 0", self.weight_decay));
         }
+        if self.pcgrad && self.gradvac {
+            return bad("--pcgrad and --gradvac: choose one gradient-combining method".into());
+        }
         if self.pcgrad && !(2..=8).contains(&self.tasks.len()) {
             return bad(format!("--pcgrad needs 2 to 8 tasks, --tasks gives {}", self.tasks.len()));
+        }
+        if self.gradvac && !(2..=8).contains(&self.tasks.len()) {
+            return bad(format!("--gradvac needs 2 to 8 tasks, --tasks gives {}", self.tasks.len()));
+        }
+        if !(self.gradvac_beta > 0.0 && self.gradvac_beta <= 1.0) {
+            return bad(format!("--gradvac-beta {} is outside (0, 1]", self.gradvac_beta));
         }
         if let Some(lora) = &self.lora {
             lora.validate()?;

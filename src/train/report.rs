@@ -2,7 +2,7 @@
 //! progress line on stderr, the curves (curves.svg), and the final table on stdout.
 
 use super::evaluate::Score;
-use super::pcgrad::Stats;
+use super::methods::Stats;
 use crate::data::cs224n::Task;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -23,13 +23,17 @@ pub enum Record {
     Pcgrad(Stats),
     /// PCGrad statistics averaged over the steps since the previous evaluation.
     PcgradSummary(Stats),
+    /// One step's GradVac statistics (with its targets φ̂).
+    Gradvac(Stats),
+    /// GradVac statistics averaged over the steps since the previous evaluation.
+    GradvacSummary(Stats),
 }
 
 impl Record {
     pub fn step(&self) -> usize {
         match self {
             Record::Train { step, .. } | Record::Eval { step, .. } => *step,
-            Record::Pcgrad(s) | Record::PcgradSummary(s) => s.step,
+            Record::Pcgrad(s) | Record::PcgradSummary(s) | Record::Gradvac(s) | Record::GradvacSummary(s) => s.step,
         }
     }
 }
@@ -71,7 +75,7 @@ impl Metrics {
         let line = serde_json::to_string(&r).expect("records serialise") + "\n";
         let io = |source| Error::Io { path: self.path.display().to_string(), source };
         self.file.write_all(line.as_bytes()).map_err(io)?;
-        if !matches!(r, Record::Pcgrad(_)) {
+        if !matches!(r, Record::Pcgrad(_) | Record::Gradvac(_)) {
             self.file.flush().map_err(io)?;
         }
         self.records.push(r);
@@ -269,7 +273,7 @@ pub fn write_curves(path: &Path, records: &[Record], tasks: &[Task]) -> Result<(
     crate::util::write_atomically(path, chart(panels, max_step).as_bytes())
 }
 
-/// Steps averaged per point of pcgrad.svg: one step's projected fraction is a multiple of 1/(k(k−1)).
+/// Steps averaged per point of a method's plot: one step's fraction is a multiple of 1/(k(k−1)).
 const PCGRAD_SMOOTHING: usize = 20;
 
 /// pcgrad.svg: the cosine of every task pair (left) and the fraction of pairs projected (right),
@@ -277,6 +281,13 @@ const PCGRAD_SMOOTHING: usize = 20;
 pub fn write_pcgrad(path: &Path, records: &[Record]) -> Result<()> {
     let stats: Vec<&Stats> =
         records.iter().filter_map(|r| if let Record::Pcgrad(s) = r { Some(s) } else { None }).collect();
+    write_method_plot(path, &stats, "projected")
+}
+
+/// A gradient method's plot from its per-step statistics: the cosine of every task pair and,
+/// where the method keeps them, its targets (left), and the fraction of pairs `changed` (right),
+/// each a running mean over PCGRAD_SMOOTHING steps.
+pub fn write_method_plot(path: &Path, stats: &[&Stats], changed: &str) -> Result<()> {
     let smooth = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
         (0..pts.len())
             .map(|i| {
@@ -285,14 +296,18 @@ pub fn write_pcgrad(path: &Path, records: &[Record]) -> Result<()> {
             })
             .collect()
     };
-    let pairs: std::collections::BTreeSet<&String> = stats.iter().flat_map(|s| s.cosine.keys()).collect();
-    let cos: Series = pairs
-        .into_iter()
-        .map(|pair| {
-            let pts = stats.iter().filter_map(|s| s.cosine.get(pair).map(|v| (s.step as f64, *v))).collect();
-            (pair.clone(), smooth(pts))
-        })
-        .collect();
+    let series = |get: &dyn Fn(&Stats) -> &std::collections::BTreeMap<String, f64>, prefix: &str| -> Series {
+        let names: std::collections::BTreeSet<&String> = stats.iter().flat_map(|s| get(s).keys()).collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let pts = stats.iter().filter_map(|s| get(s).get(name).map(|v| (s.step as f64, *v))).collect();
+                (format!("{prefix}{name}"), smooth(pts))
+            })
+            .collect()
+    };
+    let mut cos = series(&|s| &s.cosine, "");
+    cos.extend(series(&|s| &s.target, "target "));
     let m = cos.iter().flat_map(|(_, p)| p.iter().map(|v| v.1.abs())).fold(0.0, f64::max);
     let m = (m * 1.1).clamp(0.05, 1.0);
     let frac = smooth(stats.iter().map(|s| (s.step as f64, s.projected_fraction)).collect());
@@ -305,8 +320,8 @@ pub fn write_pcgrad(path: &Path, records: &[Record]) -> Result<()> {
             markers: false,
         },
         Panel {
-            title: format!("fraction of task pairs projected (mean of {PCGRAD_SMOOTHING} steps)"),
-            series: vec![("projected".into(), frac)],
+            title: format!("fraction of task pairs {changed} (mean of {PCGRAD_SMOOTHING} steps)"),
+            series: vec![(changed.into(), frac)],
             fixed: Some((0.0, 1.0)),
             markers: false,
         },

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// What a run writes into its folder; these, and only these, mark a folder as holding a run and
 /// are what `--overwrite` clears.
-const RUN_ENTRIES: [&str; 6] = ["best", "last", "predictions", "metrics.jsonl", "curves.svg", "pcgrad.svg"];
+const RUN_ENTRIES: [&str; 7] =
+    ["best", "last", "predictions", "metrics.jsonl", "curves.svg", "pcgrad.svg", "gradvac.svg"];
 
 const LOCK: &str = ".lock";
 

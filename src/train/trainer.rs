@@ -6,12 +6,13 @@
 use super::checkpoint::{self, TrainState};
 use super::evaluate::{self, Score};
 use super::loss_meter::LossMeter;
+use super::methods::Combiner;
 use super::model::{Batch, MultiTaskModel};
 use super::options::{Schedule, TrainOptions};
-use super::pcgrad::{self, TaskGradients};
 use super::report::{self, Metrics, Progress, Record};
 use super::run_dir::RunDir;
 use super::schedule::{Plan, batch_indices, lr_factor};
+use super::task_grads::TaskGradients;
 use crate::data::Tokenizer;
 use crate::data::cs224n::{self, Dataset, Split, Task};
 use crate::device::Device;
@@ -138,7 +139,8 @@ pub fn write_predictions(
 }
 
 /// One task's forward and backward on `batch`, its loss scaled by `scale` (task weight over the
-/// accumulation steps); into task `t`'s own gradient slot under PCGrad, else into the shared
+/// accumulation steps); into task `t`'s own gradient slot under a gradient-combining method
+/// (train/methods/), else into the shared
 /// gradients. Returns the loss tensor (the tape keeps it until the next reset).
 pub fn train_task(
     tape: &mut Tape<f32>,
@@ -176,20 +178,12 @@ fn recover_beside(dir: &Path, out: &Path, recovered: &mut super::swap::Recovery)
     Ok(())
 }
 
-/// Logs the PCGrad surgeries combined since the last call (one device read on a GPU): a record
-/// each in metrics.jsonl, kept in `window` for the next evaluation's summary.
-fn log_surgeries(
-    grads: &mut Option<TaskGradients<f32>>,
-    tasks: &[Task],
-    metrics: &mut Metrics,
-    window: &mut Vec<pcgrad::Stats>,
-) -> Result<()> {
-    let Some(g) = grads else { return Ok(()) };
-    for c in g.drain()? {
-        let names: Vec<Task> = c.tasks.iter().map(|&t| tasks[t]).collect();
-        let record = pcgrad::Stats::new(c.step, &names, &c.surgery);
-        window.push(record.clone());
-        metrics.push(Record::Pcgrad(record))?;
+/// Logs the method's statistics of the steps combined since the last call (one device read on
+/// a GPU under PCGrad): a record each in metrics.jsonl.
+fn log_method(combiner: &mut Option<Combiner>, tasks: &[Task], metrics: &mut Metrics) -> Result<()> {
+    let Some(c) = combiner else { return Ok(()) };
+    for record in c.drain(tasks)? {
+        metrics.push(record)?;
     }
     Ok(())
 }
@@ -236,16 +230,16 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let mut tok = Tokenizer::from_dir(&base)?;
     let mut tape = Tape::<f32>::new(args.device.clone());
     let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
-    let mut task_grads = match opts.pcgrad {
-        true => Some(TaskGradients::new(&tape.store, opts.tasks.len(), pcgrad::shared_len(&tape.store)?)?),
-        false => None,
-    };
+    let mut combiner = Combiner::from_options(&opts, &tape.store)?;
     let adam = AdamWConfig { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weight_decay: opts.weight_decay };
     let mut opt = AdamW::new(&tape.store, adam)?;
     let mut state = match &args.resume {
         Some(dir) => checkpoint::load_state(dir, &mut opt)?,
         None => TrainState::default(),
     };
+    if let (Some(c), Some(saved)) = (&mut combiner, &state.method) {
+        c.restore(saved)?;
+    }
 
     let sizes: Vec<usize> = data.iter().map(|d| d.train.examples.len()).collect();
     let plan = Plan::new(opts.schedule, &sizes, opts.batch_size, opts.epochs, opts.seed);
@@ -271,11 +265,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         progress.note(&format!("{}: {}", args.out.display(), recovered.describe()));
     }
 
-    if opts.pcgrad && opts.schedule != Schedule::RoundRobin {
+    if opts.combines_gradients() && opts.schedule != Schedule::RoundRobin {
         progress.note(&format!(
-            "note: --schedule {} trains one task per micro-batch; PCGrad projects only where a step \
+            "note: --schedule {} trains one task per micro-batch; {} combines only where a step \
              (with --grad-accum) gathers several tasks",
-            clap::ValueEnum::to_possible_value(&opts.schedule).map_or_else(String::new, |v| v.get_name().to_string())
+            clap::ValueEnum::to_possible_value(&opts.schedule).map_or_else(String::new, |v| v.get_name().to_string()),
+            if opts.pcgrad { "PCGrad" } else { "GradVac" }
         ));
     }
     // The batches each task has consumed so far: a function of the position alone.
@@ -295,11 +290,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let mut stopped_early = false;
     // The best evaluation of this process: its dev predictions need not be computed again.
     let mut best_dev: Option<(TaskPredictions, Vec<Score>)> = None;
-    // PCGrad statistics since the last evaluation.
-    let mut pcgrad_window: Vec<pcgrad::Stats> = Vec::new();
     tape.set_training(true);
     while state.step < total_steps {
-        if task_grads.is_none() {
+        if combiner.is_none() {
             tape.store.zero_grads()?;
         }
         for a in 0..opts.grad_accum {
@@ -316,15 +309,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 let batch = model.batch(&mut tok, task, &refs)?;
                 tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56));
                 let scale = opts.weight(task) / opts.grad_accum as f64;
-                let loss = train_task(&mut tape, &model, &batch, task_grads.as_mut().map(|g| (g, ti)), scale)?;
+                let loss = train_task(&mut tape, &model, &batch, combiner.as_mut().map(|c| (&mut c.grads, ti)), scale)?;
                 meter.add(&tape.store, loss, ti)?;
             }
         }
-        if let Some(g) = &mut task_grads {
-            let step = state.step;
-            g.combine(&mut tape.store, opts.pcgrad_reduction, step + 1, |k| {
-                pcgrad::visiting_orders(opts.seed, step, k)
-            })?;
+        if let Some(c) = &mut combiner {
+            c.combine(&mut tape.store, state.step)?;
         }
         let lr = opts.lr * lr_factor(opts.lr_schedule, state.step, warmup, total_steps);
         opt.update_clipped(&mut tape.store, lr, opts.grad_clip)?;
@@ -341,7 +331,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         let log =
             state.step.is_multiple_of(opts.log_every) || state.step == total_steps || epoch_end || periodic || stopping;
         if log {
-            log_surgeries(&mut task_grads, &opts.tasks, &mut metrics, &mut pcgrad_window)?;
+            log_method(&mut combiner, &opts.tasks, &mut metrics)?;
             let current: Vec<(String, f64)> = opts
                 .tasks
                 .iter()
@@ -386,16 +376,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 metrics: named.into_iter().collect(),
                 combined,
             })?;
-            if let Some(summary) = pcgrad::Stats::mean(state.step, &pcgrad_window) {
-                progress.note(&format!(
-                    "pcgrad over steps {}..={}: {}",
-                    pcgrad_window[0].step,
-                    state.step,
-                    summary.describe()
-                ));
-                metrics.push(Record::PcgradSummary(summary))?;
-                report::write_pcgrad(&args.out.join("pcgrad.svg"), &metrics.records)?;
-                pcgrad_window.clear();
+            if let Some(c) = &mut combiner
+                && let Some((line, summary)) = c.summary(state.step)
+            {
+                progress.note(&line);
+                metrics.push(summary)?;
+                c.write_plot(&args.out, &metrics.records)?;
             }
             let saving = Instant::now();
             let mut saved = Vec::new();
@@ -406,6 +392,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 best_dev = Some((preds, scores.clone()));
                 saved.push("best/");
             }
+            state.method = combiner.as_ref().and_then(|c| c.state());
             checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
             saved.push("last/");
             report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
@@ -418,6 +405,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
         if args.stop_after == Some(state.step) && state.step < total_steps {
             metrics.flush()?; // a resumed run reads this step's records back
+            state.method = combiner.as_ref().and_then(|c| c.state());
             checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
             progress.note(&format!("stopped after step {}; continue with --resume {}", state.step, last_dir.display()));
             stopped_early = true;
