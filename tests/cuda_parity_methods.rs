@@ -1,0 +1,75 @@
+//! GPU suite: the gradient-combining methods' whole combine (train/methods/, through the
+//! trainer's `Combiner`: per-task slots swapped into a store, the Gram matrix, the method's
+//! weights, the weighted sum over the shared part, the plain sum over the heads) on the device
+//! against the CPU, over several steps so that GradVac's targets move.
+
+mod common;
+use common::{F32_TOL, gpu, rel};
+use engine::data::cs224n::Task;
+use engine::rng::Rng;
+use engine::train::TrainOptions;
+use engine::train::methods::Combiner;
+use engine::{Device, Tape};
+
+/// Three steps of `opts`' method over k = 3 task gradients of n shared values and 5-value heads:
+/// the combined gradient of each step, and the statistics records.
+fn run(dev: &Device, opts: &TrainOptions, n: usize) -> (Vec<Vec<f32>>, Vec<serde_json::Value>) {
+    let k = opts.tasks.len();
+    let mut tape = Tape::<f32>::new(dev.clone());
+    let w = tape.store.add_param("encoder.w", &[n], &vec![0.0; n], true).unwrap();
+    let heads: Vec<_> =
+        (0..k).map(|t| tape.store.add_param(&format!("head.t{t}.weight"), &[5], &[0.0; 5], true).unwrap()).collect();
+    let mut c = Combiner::from_options(opts, &tape.store).unwrap().expect("a method");
+    let mut rng = Rng::new(12);
+    let (mut out, mut records) = (Vec::new(), Vec::new());
+    for step in 0..3 {
+        // A common direction plus task noise, one task pulling the other way: cosines on both
+        // sides of the targets.
+        let common: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        for t in 0..k {
+            let sign = if t == 1 { -0.4 } else { 0.6 };
+            let g: Vec<f32> = common.iter().map(|c| c * sign + rng.normal() as f32).collect();
+            c.grads.enter(&mut tape.store, t).unwrap();
+            tape.store.write_grad(w, &g).unwrap();
+            tape.store.write_grad(heads[t], &[t as f32 + 1.0; 5]).unwrap();
+            c.grads.leave(&mut tape.store, t).unwrap();
+        }
+        c.combine(&mut tape.store, step).unwrap();
+        let mut all = tape.store.read_grad(w).unwrap();
+        for h in &heads {
+            all.extend(tape.store.read_grad(*h).unwrap());
+        }
+        out.push(all);
+        records.extend(c.drain(&opts.tasks).unwrap().iter().map(|r| serde_json::to_value(r).unwrap()));
+    }
+    (out, records)
+}
+
+#[test]
+fn gradvac_combine() {
+    let Some(g) = gpu() else { return };
+    let opts = TrainOptions {
+        tasks: vec![Task::Sst, Task::Quora, Task::Sts],
+        gradvac: true,
+        gradvac_beta: 0.5,
+        ..TrainOptions::default()
+    };
+    let n = 200_003;
+    let ((c, rc), (d, rd)) = (run(&Device::Cpu, &opts, n), run(&g, &opts, n));
+    for (step, (cs, ds)) in c.iter().zip(&d).enumerate() {
+        let e = rel(ds, cs);
+        println!("gradvac step {step}: combined gradient relative {e:.2e}");
+        assert!(e <= F32_TOL, "step {step}: the combined gradient differs by {e:e}");
+    }
+    // The Gram matrix is summed in another order on the device: the statistics agree to float
+    // rounding, and the same pairs are adjusted.
+    assert_eq!(rc.len(), 3);
+    for (a, b) in rc.iter().zip(&rd) {
+        assert_eq!(a["projected_fraction"], b["projected_fraction"], "{a} vs {b}");
+        for (key, v) in a["target"].as_object().unwrap() {
+            let (x, y) = (v.as_f64().unwrap(), b["target"][key].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-5, "target {key}: {x} vs {y}");
+        }
+    }
+    assert!(rc.iter().any(|r| r["projected_fraction"].as_f64().unwrap() > 0.0), "some pairs should be adjusted");
+}
