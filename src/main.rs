@@ -211,6 +211,9 @@ struct FinetuneCli {
     /// Add a GELU hidden layer of this width to every linear head (0: none).
     #[arg(long, default_value_t = 0)]
     head_hidden: usize,
+    /// Which tasks each step trains. Under proportional or annealed sampling with --pcgrad or
+    /// --gradvac, each step draws one batch per task by the schedule's probabilities and the
+    /// method combines the tasks drawn ("Gradient Compromise").
     #[arg(long, value_enum, default_value_t = Schedule::RoundRobin)]
     schedule: Schedule,
     /// Loss weights, e.g. sst=1,quora=0.5,sts=1 (unnamed tasks: 1).
@@ -265,6 +268,10 @@ struct FinetuneCli {
     /// How PCGrad combines the projected task gradients.
     #[arg(long, value_enum, default_value_t = Reduction::Sum, requires = "pcgrad")]
     pcgrad_reduction: Reduction,
+    /// Per-task warm start: train each task alone for N epochs, in --tasks order, then all of
+    /// them jointly (one plan of steps: the LR schedule spans both, --resume crosses the boundary).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    individual_epochs: usize,
     /// GradVac (Wang et al. 2021): keep a moving average of each task pair's gradient cosine and
     /// lift a task's gradient towards the other's whenever their cosine falls below it.
     /// Statistics (with the targets) go to metrics.jsonl and gradvac.svg.
@@ -351,6 +358,7 @@ impl FinetuneCli {
             log_every: self.log_every,
             pcgrad: self.pcgrad,
             pcgrad_reduction: self.pcgrad_reduction,
+            individual_epochs: self.individual_epochs,
             gradvac: self.gradvac,
             gradvac_beta: self.gradvac_beta,
             lora: self.lora.map(|rank| LoraConfig {

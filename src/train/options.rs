@@ -82,6 +82,9 @@ pub struct TrainOptions {
     pub pcgrad: bool,
     #[serde(default)]
     pub pcgrad_reduction: Reduction,
+    /// Epochs of each task alone, in order, before the joint schedule (per-task warm start).
+    #[serde(default)]
+    pub individual_epochs: usize,
     /// GradVac (Wang et al. 2021) across the tasks' gradients of the shared parameters.
     #[serde(default)]
     pub gradvac: bool,
@@ -129,6 +132,7 @@ impl Default for TrainOptions {
             log_every: 10,
             pcgrad: false,
             pcgrad_reduction: Reduction::Sum,
+            individual_epochs: 0,
             gradvac: false,
             gradvac_beta: default_gradvac_beta(),
             lora: None,

@@ -2,7 +2,7 @@
 //! from the seed, and a task's k-th batch is a pure function of (seed, task, k), so a run resumed
 //! at step s sees exactly the batches the uninterrupted run would have.
 
-use super::options::{LrSchedule, Schedule};
+use super::options::{LrSchedule, Schedule, TrainOptions};
 use crate::rng::{Rng, mix64};
 
 /// The micro-steps of a run: which tasks each one trains (indices into the run's task list),
@@ -22,8 +22,46 @@ pub fn batches_per_pass(n: usize, batch: usize) -> usize {
 }
 
 impl Plan {
+    /// The plan of a run with `opts` over tasks of `sizes[i]` examples:
+    /// - with `--individual-epochs N`, first each task alone for N epochs, in order (seed 004's
+    ///   "individual pretraining"), its epochs numbered 1..=N; then the joint schedule, its epochs
+    ///   numbered on from N + 1. One plan, so the LR schedule spans both and --resume crosses the
+    ///   boundary like any other step;
+    /// - under a sampling schedule (proportional, annealed) with a gradient-combining method,
+    ///   "Gradient Compromise" (seed 004: PAL scheduling with GradVac): each micro-step draws as
+    ///   many batches as there are tasks, each by the schedule's probabilities, so a step holds
+    ///   several task gradients for the method to combine; a task drawn twice trains twice (its
+    ///   two batches' gradients add up in its slot). An epoch keeps its number of batches.
+    pub fn for_run(opts: &TrainOptions, sizes: &[usize]) -> Plan {
+        let sampled = matches!(opts.schedule, Schedule::Proportional | Schedule::Annealed);
+        let draws = if opts.combines_gradients() && sampled { opts.tasks.len() } else { 1 };
+        let joint = Plan::with_draws(opts.schedule, sizes, opts.batch_size, opts.epochs, opts.seed, draws);
+        if opts.individual_epochs == 0 {
+            return joint;
+        }
+        let mut plan = Plan::new(Schedule::Sequential, sizes, opts.batch_size, opts.individual_epochs, opts.seed);
+        let warm = plan.micro_steps.len();
+        plan.micro_steps.extend(joint.micro_steps);
+        plan.epoch_ends.extend(joint.epoch_ends.iter().map(|e| e + warm));
+        plan.epoch_numbers.extend(joint.epoch_numbers.iter().map(|e| e + opts.individual_epochs));
+        plan
+    }
+
     /// `sizes[i]`: examples of task i.
     pub fn new(schedule: Schedule, sizes: &[usize], batch: usize, epochs: usize, seed: u64) -> Plan {
+        Plan::with_draws(schedule, sizes, batch, epochs, seed, 1)
+    }
+
+    /// [`Plan::new`] with `draws` batches drawn per micro-step under a sampling schedule (the
+    /// same random sequence: one draw per micro-step is exactly `new`'s plan).
+    pub fn with_draws(
+        schedule: Schedule,
+        sizes: &[usize],
+        batch: usize,
+        epochs: usize,
+        seed: u64,
+        draws: usize,
+    ) -> Plan {
         let passes: Vec<usize> = sizes.iter().map(|&n| batches_per_pass(n, batch)).collect();
         let total: usize = passes.iter().sum();
         let mut micro_steps = Vec::new();
@@ -46,7 +84,7 @@ impl Plan {
                     };
                     let weights: Vec<f64> = sizes.iter().map(|&n| (n as f64).powf(alpha)).collect();
                     let sum: f64 = weights.iter().sum();
-                    for _ in 0..total {
+                    let mut draw = || {
                         let mut u = rng.uniform() * sum;
                         let mut pick = weights.len() - 1;
                         for (i, w) in weights.iter().enumerate() {
@@ -56,7 +94,11 @@ impl Plan {
                             }
                             u -= w;
                         }
-                        micro_steps.push(vec![pick]);
+                        pick
+                    };
+                    let draws = draws.max(1);
+                    for _ in 0..total.div_ceil(draws) {
+                        micro_steps.push((0..draws).map(|_| draw()).collect());
                     }
                     epoch_ends.push(micro_steps.len());
                     epoch_numbers.push(e);

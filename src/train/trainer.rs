@@ -242,7 +242,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     }
 
     let sizes: Vec<usize> = data.iter().map(|d| d.train.examples.len()).collect();
-    let plan = Plan::new(opts.schedule, &sizes, opts.batch_size, opts.epochs, opts.seed);
+    let plan = Plan::for_run(&opts, &sizes);
     let micro_per_run = plan.micro_steps.len();
     let planned_steps = micro_per_run.div_ceil(opts.grad_accum);
     let total_steps = if opts.max_steps > 0 { opts.max_steps } else { planned_steps };
@@ -265,12 +265,28 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         progress.note(&format!("{}: {}", args.out.display(), recovered.describe()));
     }
 
-    if opts.combines_gradients() && opts.schedule != Schedule::RoundRobin {
+    if opts.combines_gradients() && opts.schedule == Schedule::Sequential {
         progress.note(&format!(
             "note: --schedule {} trains one task per micro-batch; {} combines only where a step \
              (with --grad-accum) gathers several tasks",
             clap::ValueEnum::to_possible_value(&opts.schedule).map_or_else(String::new, |v| v.get_name().to_string()),
             if opts.pcgrad { "PCGrad" } else { "GradVac" }
+        ));
+    }
+    if opts.combines_gradients() && matches!(opts.schedule, Schedule::Proportional | Schedule::Annealed) {
+        progress.note(&format!(
+            "Gradient Compromise: each step draws {} batches by the schedule's task probabilities; {} combines \
+             the gradients of the tasks drawn",
+            opts.tasks.len(),
+            if opts.pcgrad { "PCGrad" } else { "GradVac" }
+        ));
+    }
+    if opts.individual_epochs > 0 {
+        let warm = plan.epoch_ends.get(opts.tasks.len() * opts.individual_epochs - 1).copied().unwrap_or(0);
+        progress.note(&format!(
+            "per-task warm start: {} epoch(s) of each task alone ({} steps), then the joint schedule",
+            opts.individual_epochs,
+            warm.div_ceil(opts.grad_accum)
         ));
     }
     // The batches each task has consumed so far: a function of the position alone.
@@ -300,14 +316,17 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             if opts.max_steps == 0 && micro >= micro_per_run {
                 break;
             }
-            for &ti in &plan.micro_steps[micro % micro_per_run] {
+            let tasks_now = &plan.micro_steps[micro % micro_per_run];
+            for (slot, &ti) in tasks_now.iter().enumerate() {
+                // A task drawn twice in one micro-step (Gradient Compromise) gets a dropout seed per draw.
+                let again = tasks_now[..slot].iter().filter(|&&t| t == ti).count() as u64;
                 let task = opts.tasks[ti];
                 let examples = &data[ti].train.examples;
                 let idx = batch_indices(opts.seed, ti, examples.len(), opts.batch_size, consumed[ti]);
                 consumed[ti] += 1;
                 let refs: Vec<_> = idx.iter().map(|&i| &examples[i]).collect();
                 let batch = model.batch(&mut tok, task, &refs)?;
-                tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56));
+                tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56 ^ again << 48));
                 let scale = opts.weight(task) / opts.grad_accum as f64;
                 let loss = train_task(&mut tape, &model, &batch, combiner.as_mut().map(|c| (&mut c.grads, ti)), scale)?;
                 meter.add(&tape.store, loss, ti)?;
