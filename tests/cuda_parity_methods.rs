@@ -26,12 +26,12 @@ fn run(dev: &Device, opts: &TrainOptions, n: usize) -> (Vec<Vec<f32>>, Vec<serde
         // A common direction plus task noise, one task pulling the other way: cosines on both
         // sides of the targets.
         let common: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-        for t in 0..k {
+        for (t, &head) in heads.iter().enumerate() {
             let sign = if t == 1 { -0.4 } else { 0.6 };
             let g: Vec<f32> = common.iter().map(|c| c * sign + rng.normal() as f32).collect();
             c.grads.enter(&mut tape.store, t).unwrap();
             tape.store.write_grad(w, &g).unwrap();
-            tape.store.write_grad(heads[t], &[t as f32 + 1.0; 5]).unwrap();
+            tape.store.write_grad(head, &[t as f32 + 1.0; 5]).unwrap();
             c.grads.leave(&mut tape.store, t).unwrap();
         }
         c.combine(&mut tape.store, step).unwrap();
