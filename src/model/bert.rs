@@ -183,25 +183,44 @@ impl Bert {
     }
 
     /// The hidden state after the first `n` encoder layers (0: the embeddings' output), in the
-    /// input's layout: (B, T, C) padded, (N, C) packed.
+    /// input's layout: (B, T, C) padded, (N, C) packed. [`Bert::embed`] then [`Bert::layers`]:
+    /// a method that perturbs or taps the embeddings' output (SMART) calls the two itself.
     pub fn encode<F: Float>(&self, tape: &mut Tape<F>, input: &EncoderInput, n: usize) -> Result<Tensor> {
+        self.check_depth(n)?;
+        let x = self.embed(tape, input)?;
+        self.layers(tape, x, input, n)
+    }
+
+    fn check_depth(&self, n: usize) -> Result<()> {
         if n > self.layers.len() {
             return Err(crate::error::Error::Config(format!(
                 "layer {n} asked of a model with {} layers",
                 self.layers.len()
             )));
         }
-        let cfg = &self.config;
-        let (eps, p_hidden, p_attn) = (cfg.layer_norm_eps, cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob);
-        let (e, keys, layout) = (&self.emb, input.keys, &input.layout);
-        let x = match layout {
+        Ok(())
+    }
+
+    /// The embeddings' output (word + position + type, layernorm, dropout), in the input's layout.
+    pub fn embed<F: Float>(&self, tape: &mut Tape<F>, input: &EncoderInput) -> Result<Tensor> {
+        let e = &self.emb;
+        let x = match &input.layout {
             Layout::Padded { .. } => tape.embedding(input.ids, input.type_ids, e.word, e.pos, e.types)?,
             Layout::Packed { positions, .. } => {
                 tape.embedding_at(input.ids, input.type_ids, *positions, e.word, e.pos, e.types)?
             }
         };
-        let x = tape.layernorm(x, e.ln_g, e.ln_b, eps)?;
-        let mut x = tape.dropout_rows(x, keys, p_hidden)?;
+        let x = tape.layernorm(x, e.ln_g, e.ln_b, self.config.layer_norm_eps)?;
+        tape.dropout_rows(x, input.keys, self.config.hidden_dropout_prob)
+    }
+
+    /// The first `n` encoder layers on `x`, the embeddings' output (or a perturbation of it).
+    pub fn layers<F: Float>(&self, tape: &mut Tape<F>, x: Tensor, input: &EncoderInput, n: usize) -> Result<Tensor> {
+        self.check_depth(n)?;
+        let cfg = &self.config;
+        let (eps, p_hidden, p_attn) = (cfg.layer_norm_eps, cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob);
+        let (keys, layout) = (input.keys, &input.layout);
+        let mut x = x;
         let scale = 1.0 / (cfg.head_size() as f64).sqrt();
         for (li, l) in self.layers[..n].iter().enumerate() {
             let (q, k, v) = self.qkv(tape, li, l, x, input)?;
