@@ -5,12 +5,11 @@
 //! --resume).
 
 mod common;
-use common::runs::{scratch, tiny_data, tiny_model};
+use common::runs::{finetune_cpu as finetune, records, scratch, step_losses, tiny_data, tiny_model};
 use engine::rng::Rng;
 use engine::train::methods::gradvac::vaccinate;
 use engine::train::methods::visiting_orders;
 use std::path::Path;
-use std::process::Command;
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -119,24 +118,6 @@ fn two_tasks_by_hand() {
     assert!(vaccinate(&gram[..3], &mut [0.0; 4], &[vec![1], vec![0]], 0.5).is_err());
 }
 
-fn finetune(model: &Path, data: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
-    args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--batch-size", "4", "--log-every", "1"]);
-    args.push("--quiet");
-    args.extend_from_slice(extra);
-    let o = Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().expect("run engine");
-    assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn records(out: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
-}
-
 #[test]
 fn finetune_with_gradvac_logs_its_targets_and_resumes_exactly() {
     let (model, data) = (tiny_model("gradvac"), tiny_data(24, "gradvac"));
@@ -170,9 +151,7 @@ fn finetune_with_gradvac_logs_its_targets_and_resumes_exactly() {
     stop.extend_from_slice(&["--stop-after", "2"]);
     finetune(&model, &data, &part, &stop);
     finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
-    let losses =
-        |d: &Path| -> Vec<_> { records(d, "train").iter().map(|r| (r["step"].clone(), r["loss"].clone())).collect() };
-    assert_eq!(losses(&full), losses(&part), "the resumed run's losses differ");
+    assert_eq!(step_losses(&full), step_losses(&part), "the resumed run's losses differ");
     assert_eq!(records(&full, "gradvac"), records(&part, "gradvac"), "the resumed run's statistics differ");
     let weights = |d: &Path| std::fs::read(d.join("last/model.safetensors")).unwrap();
     assert!(weights(&full) == weights(&part), "final weights differ");

@@ -4,13 +4,12 @@
 //! plan and end to end through `engine finetune`, resume across the warm start's boundary included.
 
 mod common;
-use common::runs::{scratch, tiny_data, tiny_model};
+use common::runs::{finetune_cpu as finetune, records, scratch, step_losses, tiny_data, tiny_model};
 use engine::data::cs224n::Task;
 use engine::train::TrainOptions;
 use engine::train::options::Schedule;
 use engine::train::schedule::{Plan, batches_per_pass};
 use std::path::Path;
-use std::process::Command;
 
 fn opts(schedule: Schedule, epochs: usize) -> TrainOptions {
     TrainOptions { schedule, epochs, batch_size: 4, ..TrainOptions::default() }
@@ -73,24 +72,6 @@ fn individual_epochs_come_first_then_the_joint_schedule() {
     assert_eq!(*plan.epoch_ends.last().unwrap(), warm + 6);
 }
 
-fn finetune(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
-    args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--batch-size", "4", "--log-every", "1"]);
-    args.extend_from_slice(extra);
-    let o = Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().expect("run engine");
-    assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn records(out: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
-}
-
 #[test]
 fn annealed_gradvac_combines_the_tasks_it_draws() {
     let (model, data) = (tiny_model("compromise"), tiny_data(24, "compromise"));
@@ -127,9 +108,7 @@ fn individual_epochs_resume_across_the_boundary() {
     stop.extend(["--stop-after", "16"]);
     finetune(&model, &data, &part, &stop);
     finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
-    let losses =
-        |d: &Path| -> Vec<_> { records(d, "train").iter().map(|r| (r["step"].clone(), r["loss"].clone())).collect() };
-    assert_eq!(losses(&full), losses(&part), "the resumed run differs");
+    assert_eq!(step_losses(&full), step_losses(&part), "the resumed run differs");
     let weights = |d: &Path| std::fs::read(d.join("last/model.safetensors")).unwrap();
     assert!(weights(&full) == weights(&part), "final weights differ");
 }

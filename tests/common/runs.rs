@@ -97,3 +97,33 @@ pub fn poison_word_embeddings(file: &Path) {
     drop(st);
     write(file, &tensors, &Default::default()).unwrap();
 }
+
+/// `engine finetune` on the CPU at batch 4 over `model` and `data`, logging every step, with
+/// `extra` flags; panics with its stderr when it fails, else returns its stderr (the progress notes).
+#[allow(dead_code)] // (each test binary compiles this module; not all of them call this)
+pub fn finetune_cpu(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--batch-size", "4", "--log-every", "1"]);
+    args.extend_from_slice(extra);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().expect("run engine");
+    assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The records of metrics.jsonl in `out` of one kind ("train", "eval", "pcgrad", …).
+#[allow(dead_code)]
+pub fn records(out: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+/// (step, task → loss) of every training record of `out`: what two runs that should be the same
+/// must share (elapsed times differ).
+#[allow(dead_code)]
+pub fn step_losses(out: &Path) -> Vec<(serde_json::Value, serde_json::Value)> {
+    records(out, "train").iter().map(|r| (r["step"].clone(), r["loss"].clone())).collect()
+}
