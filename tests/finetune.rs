@@ -4,7 +4,7 @@
 //! layout, and bad input gives one clear error with nothing half-written.
 
 mod common;
-use common::runs::{scratch, tiny_data, tiny_model};
+use common::runs::{records, scratch, tiny_data, tiny_model};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -252,15 +252,6 @@ fn bad_input_gives_one_clear_error_and_writes_nothing() {
 }
 
 /// Records of one kind from metrics.jsonl.
-fn records(out: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
-}
-
 /// Tensor names of a safetensors file (from its JSON header).
 fn tensor_names(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap();

@@ -18,7 +18,7 @@
 //! --resume, so a resumed run continues bit for bit.
 
 use super::pcgrad::cosines;
-use super::{GradientMethod, Stats, check_orders, named_pairs, visiting_orders};
+use super::{GradientMethod, Stats, check_orders, named_pairs, quad, visiting_orders};
 use crate::data::cs224n::Task;
 use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
@@ -53,9 +53,6 @@ pub fn vaccinate(gram: &[f64], target: &mut [f64], orders: &[Vec<usize>], beta: 
     }
     check_orders(orders, k)?;
     let g = |i: usize, j: usize| gram[i * k + j];
-    let quad = |a: &[f64]| -> f64 {
-        (0..k).flat_map(|l| (0..k).map(move |m| (l, m))).map(|(l, m)| a[l] * a[m] * g(l, m)).sum()
-    };
     let mut weights = vec![0.0; k];
     let mut adjusted = 0;
     let mut norm_ratio = Vec::with_capacity(k);
@@ -64,7 +61,7 @@ pub fn vaccinate(gram: &[f64], target: &mut [f64], orders: &[Vec<usize>], beta: 
         let mut a = vec![0.0; k];
         a[i] = 1.0;
         for &j in order {
-            let (norm_i, norm_j) = (quad(&a).max(0.0).sqrt(), g(j, j).max(0.0).sqrt());
+            let (norm_i, norm_j) = (quad(&a, gram, k).max(0.0).sqrt(), g(j, j).max(0.0).sqrt());
             if norm_i == 0.0 || norm_j == 0.0 {
                 continue;
             }
@@ -78,7 +75,7 @@ pub fn vaccinate(gram: &[f64], target: &mut [f64], orders: &[Vec<usize>], beta: 
             }
             target[i * k + j] = (1.0 - beta) * t + beta * phi;
         }
-        norm_ratio.push(if g(i, i) > 0.0 { (quad(&a).max(0.0) / g(i, i)).sqrt() } else { 1.0 });
+        norm_ratio.push(if g(i, i) > 0.0 { (quad(&a, gram, k).max(0.0) / g(i, i)).sqrt() } else { 1.0 });
         for (w, al) in weights.iter_mut().zip(&a) {
             *w += al;
         }

@@ -184,6 +184,12 @@ pub(crate) fn named_pairs(tasks: &[Task], cosines: &[f64]) -> BTreeMap<String, f
     out
 }
 
+/// aᵀ G a for the k×k Gram matrix `gram` (row-major): ‖Σ_l a_l g_l‖², summed over (l, m) in
+/// row order (the order the device's surgery kernel follows).
+pub(crate) fn quad(a: &[f64], gram: &[f64], k: usize) -> f64 {
+    (0..k).flat_map(|l| (0..k).map(move |m| (l, m))).map(|(l, m)| a[l] * a[m] * gram[l * k + m]).sum()
+}
+
 /// Errors unless each of the k orders is a permutation of the other tasks.
 pub(crate) fn check_orders(orders: &[Vec<usize>], k: usize) -> Result<()> {
     use crate::error::Error;

@@ -8,7 +8,7 @@
 //! ‖g^PC‖/‖g‖) fall out of the same matrix. On a GPU the surgery itself runs on the device too
 //! (kernels/pcgrad.cu), so a step never waits for the host.
 
-use super::{GradientMethod, Stats, check_orders, named_pairs};
+use super::{GradientMethod, Stats, check_orders, named_pairs, quad};
 use crate::data::cs224n::Task;
 use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ pub fn surgery(gram: &[f64], orders: &[Vec<usize>], reduction: Reduction) -> Res
                 projected += 1;
             }
         }
-        let norm2: f64 = (0..k).flat_map(|l| (0..k).map(move |m| (l, m))).map(|(l, m)| a[l] * a[m] * g(l, m)).sum();
+        let norm2 = quad(&a, gram, k);
         norm_ratio.push(if g(i, i) > 0.0 { (norm2.max(0.0) / g(i, i)).sqrt() } else { 1.0 });
         for (w, al) in weights.iter_mut().zip(&a) {
             *w += al;
