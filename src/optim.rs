@@ -140,6 +140,18 @@ pub fn grad_norm<F: Float>(store: &Store<F>) -> Result<f64> {
 /// k×k matrix (row-major), accumulated in f64 on the CPU and as f32 block sums added in f64 on
 /// the GPU. At most 8 buffers (tasks).
 pub fn pairwise_dots<F: Float>(device: &Device, grads: &[&Buffer<F>], n: usize) -> Result<Vec<f64>> {
+    pairwise_dots_reusing(device, grads, n, &mut None)
+}
+
+/// [`pairwise_dots`] keeping its GPU scratch in `kept` between calls (made on the first, remade
+/// when too small), for a caller that needs the matrix on the host every step (GradVac): no
+/// device allocation per call.
+pub fn pairwise_dots_reusing<F: Float>(
+    device: &Device,
+    grads: &[&Buffer<F>],
+    n: usize,
+    kept: &mut Option<DeviceDots>,
+) -> Result<Vec<f64>> {
     let k = grads.len();
     if k == 0 || k > 8 {
         return Err(Error::Config(format!("pairwise_dots takes 1 to 8 gradients, got {k}")));
@@ -154,7 +166,10 @@ pub fn pairwise_dots<F: Float>(device: &Device, grads: &[&Buffer<F>], n: usize) 
         }
         Device::Cuda(_) => {
             let ptrs: Vec<u64> = grads.iter().map(|g| g.device_ptr().unwrap_or(0)).collect();
-            let mut dots = DeviceDots::new(device, n, k)?.expect("a CUDA device");
+            if kept.as_ref().is_none_or(|d| n > d.max.0 || k > d.max.1) {
+                *kept = DeviceDots::new(device, n, k)?;
+            }
+            let dots = kept.as_mut().expect("a CUDA device");
             dots.run(&ptrs, n)?;
             dots.triangle.read(0..k * (k + 1) / 2)?
         }

@@ -22,7 +22,7 @@ use super::{GradientMethod, Stats, check_orders, named_pairs, quad, visiting_ord
 use crate::data::cs224n::Task;
 use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
-use crate::optim::{pairwise_dots, weighted_sum};
+use crate::optim::{DeviceDots, pairwise_dots_reusing, weighted_sum};
 use crate::train::report::{self, Record};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -90,6 +90,8 @@ pub struct GradVac {
     beta: f64,
     /// φ̂_ij at i·k + j, over the run's task indices.
     target: Vec<f64>,
+    /// On a GPU, the Gram matrix's scratch, kept across steps.
+    dots: Option<DeviceDots>,
     /// (step, tasks, outcome, targets after it) of the steps not yet drained.
     done: Vec<(usize, Vec<usize>, Vaccination, Vec<f64>)>,
     window: Vec<Stats>,
@@ -104,12 +106,7 @@ struct Saved {
 impl GradVac {
     /// GradVac over the run's `k` tasks with decay `beta` (validated by the options).
     pub fn new(k: usize, seed: u64, beta: f64) -> GradVac {
-        GradVac { k, seed, beta, target: vec![0.0; k * k], done: Vec::new(), window: Vec::new() }
-    }
-
-    /// The targets φ̂ (k×k, row-major over the run's tasks).
-    pub fn targets(&self) -> &[f64] {
-        &self.target
+        GradVac { k, seed, beta, target: vec![0.0; k * k], dots: None, done: Vec::new(), window: Vec::new() }
     }
 }
 
@@ -126,7 +123,7 @@ impl GradientMethod for GradVac {
         let k = tasks.len();
         let mut views: Vec<&Buffer<f32>> = vec![dst];
         views.extend(others.iter().copied());
-        let gram = if shared == 0 { vec![0.0; k * k] } else { pairwise_dots(device, &views, shared)? };
+        let gram = pairwise_dots_reusing(device, &views, shared, &mut self.dots)?;
         // This step's tasks may be a subset of the run's (one task per step under a sampling
         // schedule with --grad-accum): their own block of φ̂.
         let mut sub: Vec<f64> = tasks
