@@ -152,6 +152,13 @@ fn mse() {
 }
 
 #[test]
+fn symmetric_kl() {
+    // Both sides take a gradient; rows more than a block's threads, so threads take several.
+    loss_parity("symmetric_kl classes", &[&[300, 5], &[300, 5]], &|tp, x| tp.symmetric_kl(x[0], x[1]));
+    loss_parity("symmetric_kl sigmoid", &[&[37, 1], &[37, 1]], &|tp, x| tp.symmetric_kl(x[0], x[1]));
+}
+
+#[test]
 fn split_heads_from_a_fused_projection() {
     let Some(g) = gpu() else { return };
     // q, k and v as column ranges of one (B, T, 3C) tensor, C = 384, 12 heads.

@@ -157,6 +157,19 @@ fn losses() {
 }
 
 #[test]
+fn symmetric_kl() {
+    // Both sides take a gradient (SMART's clean and perturbed passes), classes and sigmoid logits.
+    check("symmetric_kl classes", &[&[4, 5], &[4, 5]], &|t, x| t.symmetric_kl(x[0], x[1]));
+    check("symmetric_kl sigmoid (B, 1)", &[&[6, 1], &[6, 1]], &|t, x| t.symmetric_kl(x[0], x[1]));
+    check("symmetric_kl sigmoid (B)", &[&[7], &[7]], &|t, x| t.symmetric_kl(x[0], x[1]));
+    // A constant side (a teacher's outputs).
+    check("symmetric_kl against a constant", &[&[3, 4]], &|t, x| {
+        let q = t.constant(&[0.3, -1.2, 2.0, 0.1, 0.0, 0.5, -0.5, 1.5, 2.2, -3.0, 0.7, 0.9], &[3, 4])?;
+        t.symmetric_kl(x[0], q)
+    });
+}
+
+#[test]
 fn lora_linear() {
     // x (B, T, IN) · wᵀ + b + (α/R)·B(A dropout(x)): R = 2, α = 3, dropout 0.2, every input checked
     // (the base weight too: the op is right whether or not it is frozen).

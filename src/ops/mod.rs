@@ -5,6 +5,7 @@
 
 pub mod concat;
 pub mod cosine;
+pub mod divergence;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
@@ -78,6 +79,7 @@ ops! {
     CrossEntropy(loss::CrossEntropy),
     BceWithLogits(loss::BceWithLogits),
     Mse(loss::Mse),
+    SymmetricKl(divergence::SymmetricKl),
 }
 
 /// Errors unless `a` and `b` have the same shape.
