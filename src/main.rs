@@ -8,6 +8,7 @@ use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
 use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
+use engine::train::smart::SmartConfig;
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 use std::path::PathBuf;
 
@@ -216,7 +217,7 @@ struct FinetuneCli {
     /// method combines the tasks drawn ("Gradient Compromise").
     #[arg(long, value_enum, default_value_t = Schedule::RoundRobin)]
     schedule: Schedule,
-    /// Loss weights, e.g. sst=1,quora=0.5,sts=1 (unnamed tasks: 1).
+    /// Loss weights, e.g. sst=1,quora=0.5,sts=1 (unnamed tasks: 1; a bare number: every task).
     #[arg(long, value_delimiter = ',')]
     task_weights: Vec<String>,
     /// Peak learning rate (default: 1e-4; 1e-3 with --lora, whose adapters start from zero).
@@ -311,23 +312,41 @@ struct FinetuneCli {
     /// the real tokens, about twice the work): the old path, kept for comparison.
     #[arg(long)]
     padded: bool,
+    /// SMART (Jiang et al. 2020): add λ·ℓ_s(f(e + δ), f(e)) to each task's loss, δ an adversarial
+    /// perturbation of the embeddings' output found by --smart-steps ascent steps; ℓ_s the
+    /// symmetric KL (SST, Quora) or squared error (STS). About 2.7× the work of a step.
+    #[arg(long)]
+    smart: bool,
+    /// λ: one weight for every task, or per task, e.g. sts=10 (unnamed tasks: 1).
+    #[arg(long, value_name = "W", value_delimiter = ',', requires = "smart")]
+    smart_weight: Vec<String>,
+    /// The tasks SMART regularises (default: all of --tasks).
+    #[arg(long, value_delimiter = ',', requires = "smart")]
+    smart_tasks: Vec<Task>,
+    /// ε: each element of δ stays within ±ε.
+    #[arg(long, value_name = "EPS", default_value_t = 1e-5, requires = "smart")]
+    smart_eps: f64,
+    /// η: the ascent step, δ ← clamp(δ + η·g/‖g‖∞, ±ε) (‖g‖∞ per token).
+    #[arg(long, value_name = "ETA", default_value_t = 1e-3, requires = "smart")]
+    smart_step: f64,
+    /// σ: δ starts as N(0, σ²) noise.
+    #[arg(long, value_name = "SIGMA", default_value_t = 1e-5, requires = "smart")]
+    smart_noise: f64,
+    /// K: ascent steps per task batch (0: the noise alone).
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "smart")]
+    smart_steps: usize,
+    /// μ: add μ·ℓ_s(f(e; θ), f(e; θ̃)), the Bregman proximal term against a momentum teacher θ̃
+    /// (0: off). The teacher is kept in out/last for --resume.
+    #[arg(long, value_name = "MU", default_value_t = 0.0, requires = "smart")]
+    smart_bregman: f64,
+    /// β: the teacher's momentum, θ̃ ← (1−β)θ + βθ̃ after each step.
+    #[arg(long, value_name = "BETA", default_value_t = 0.99, requires = "smart")]
+    smart_beta: f64,
 }
 
 impl FinetuneCli {
     fn options(&self) -> anyhow::Result<TrainOptions> {
-        let mut weights = vec![1.0; self.tasks.len()];
-        for w in &self.task_weights {
-            let (name, value) =
-                w.split_once('=').ok_or_else(|| anyhow::anyhow!("--task-weights {w:?}: expected task=weight"))?;
-            let task: Task = name.parse()?;
-            let i = self
-                .tasks
-                .iter()
-                .position(|&t| t == task)
-                .ok_or_else(|| anyhow::anyhow!("--task-weights: {task} is not in --tasks"))?;
-            weights[i] =
-                value.parse().map_err(|_| anyhow::anyhow!("--task-weights {w:?}: {value:?} is not a number"))?;
-        }
+        let weights = parse_task_values("--task-weights", &self.task_weights, &self.tasks, 1.0)?;
         if self.betas.len() != 2 {
             anyhow::bail!("--betas takes two values, e.g. 0.9,0.999");
         }
@@ -369,8 +388,55 @@ impl FinetuneCli {
             }),
             precision: self.precision,
             padded: self.padded,
+            smart: self.smart.then(|| self.smart_config()).transpose()?,
         })
     }
+
+    /// --smart's settings: λ per task from --smart-weight and --smart-tasks.
+    fn smart_config(&self) -> anyhow::Result<SmartConfig> {
+        let mut c = SmartConfig::new(self.tasks.len());
+        c.weights = parse_task_values("--smart-weight", &self.smart_weight, &self.tasks, 1.0)?;
+        if !self.smart_tasks.is_empty() {
+            for t in &self.smart_tasks {
+                if !self.tasks.contains(t) {
+                    anyhow::bail!("--smart-tasks: {t} is not in --tasks");
+                }
+            }
+            for (w, t) in c.weights.iter_mut().zip(&self.tasks) {
+                if !self.smart_tasks.contains(t) {
+                    *w = 0.0;
+                }
+            }
+        }
+        c.eps = self.smart_eps;
+        c.step = self.smart_step;
+        c.noise = self.smart_noise;
+        c.steps = self.smart_steps;
+        c.bregman = self.smart_bregman;
+        c.beta = self.smart_beta;
+        Ok(c)
+    }
+}
+
+/// One value per task from `flag`'s entries: a bare number for every task, or task=value (the
+/// tasks named nowhere get `default`).
+fn parse_task_values(flag: &str, entries: &[String], tasks: &[Task], default: f64) -> anyhow::Result<Vec<f64>> {
+    let mut values = vec![default; tasks.len()];
+    for e in entries {
+        let number = |v: &str| v.parse::<f64>().map_err(|_| anyhow::anyhow!("{flag} {e:?}: {v:?} is not a number"));
+        match e.split_once('=') {
+            None => values.fill(number(e)?),
+            Some((name, value)) => {
+                let task: Task = name.parse()?;
+                let i = tasks
+                    .iter()
+                    .position(|&t| t == task)
+                    .ok_or_else(|| anyhow::anyhow!("{flag}: {task} is not in --tasks"))?;
+                values[i] = number(value)?;
+            }
+        }
+    }
+    Ok(values)
 }
 
 fn main() {

@@ -160,6 +160,16 @@ impl<F: Float> Store<F> {
         self.int_host.clear();
     }
 
+    /// Releases the activations allocated after the first `len` values (a pass rewound: SMART's
+    /// ascent pass), keeping those before.
+    pub fn release_acts_from(&mut self, len: usize) {
+        self.act_len = self.act_len.min(len);
+        self.grad_ranges.retain(|r| r.start < len);
+        if let Some(last) = self.grad_ranges.last_mut() {
+            last.end = last.end.min(len);
+        }
+    }
+
     pub fn act_len(&self) -> usize {
         self.act_len
     }
@@ -240,6 +250,20 @@ impl<F: Float> Store<F> {
             )));
         }
         std::mem::swap(&mut self.grads, other);
+        Ok(())
+    }
+
+    /// Exchanges the trainable parameter arena with `other` (same length): SMART's teacher runs
+    /// its forward on the model's own tensors this way.
+    pub fn swap_params(&mut self, other: &mut Buffer<F>) -> Result<()> {
+        if other.len() != self.params.len() {
+            return Err(Error::Config(format!(
+                "a parameter buffer of {} values swapped for the arena of {}",
+                other.len(),
+                self.params.len()
+            )));
+        }
+        std::mem::swap(&mut self.params, other);
         Ok(())
     }
 

@@ -12,6 +12,13 @@ use crate::store::Store;
 use crate::tensor::{Shape, Tensor};
 use std::time::Instant;
 
+/// A place on the tape: its ops and activations up to there.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    ops: usize,
+    acts: usize,
+}
+
 pub struct Tape<F: Float> {
     pub store: Store<F>,
     ops: Vec<Op>,
@@ -65,6 +72,29 @@ impl<F: Float> Tape<F> {
         self.mark = profile::enabled().then(Instant::now);
     }
 
+    /// Where the tape stands: what [`Tape::backward_since`] and [`Tape::rewind`] go back to.
+    pub fn mark(&self) -> Mark {
+        Mark { ops: self.ops.len(), acts: self.store.act_len() }
+    }
+
+    /// Forgets the ops and activations recorded since `mark` (the dropout streams stay where
+    /// they are: see [`Tape::set_stream`]).
+    pub fn rewind(&mut self, mark: Mark) {
+        self.ops.truncate(mark.ops);
+        self.store.release_acts_from(mark.acts);
+    }
+
+    /// The dropout streams drawn since the last reset.
+    pub fn stream(&self) -> u64 {
+        self.streams
+    }
+
+    /// Continues the dropout streams from `stream`: a pass that repeats an earlier one from
+    /// there (SMART's perturbed passes) draws the same masks.
+    pub fn set_stream(&mut self, stream: u64) {
+        self.streams = stream;
+    }
+
     pub(crate) fn record(&mut self, op: Op) {
         if let Some(mark) = self.mark {
             let now = Instant::now();
@@ -101,6 +131,14 @@ impl<F: Float> Tape<F> {
         self.store.ints(data, dims)
     }
 
+    /// The gradient of `loss` through the ops recorded since `mark` only: what they read from
+    /// before it is a constant to them. Their gradients land in the activations that take one
+    /// (read them with [`Store::read_grad`](crate::store::Store::read_grad)) and in the
+    /// parameters they read that take one (none, when the pass ran on constant parameters).
+    pub fn backward_since(&mut self, mark: Mark, loss: Tensor) -> Result<()> {
+        self.backward_ops(loss, F::ONE, mark.ops)
+    }
+
     /// Accumulates d`loss`/d(parameter) into the parameter gradients.
     pub fn backward(&mut self, loss: Tensor) -> Result<()> {
         self.backward_scaled(loss, F::ONE)
@@ -108,6 +146,11 @@ impl<F: Float> Tape<F> {
 
     /// Accumulates `scale` · d`loss`/d(parameter) (a task weight, or 1/accumulation steps).
     pub fn backward_scaled(&mut self, loss: Tensor, scale: F) -> Result<()> {
+        self.backward_ops(loss, scale, 0)
+    }
+
+    /// Backward from `loss` (times `scale`) through the ops from index `first` on.
+    fn backward_ops(&mut self, loss: Tensor, scale: F, first: usize) -> Result<()> {
         if loss.numel() != 1 {
             return Err(Error::Tape(format!("backward needs a scalar loss, got shape {}", loss.shape)));
         }
@@ -121,7 +164,7 @@ impl<F: Float> Tape<F> {
         }
         self.store.write_grad(loss, &[scale])?;
         let ops = std::mem::take(&mut self.ops);
-        let result = ops.iter().rev().try_for_each(|op| match started {
+        let result = ops[first.min(ops.len())..].iter().rev().try_for_each(|op| match started {
             None => op.backward(&mut self.store),
             Some(_) => {
                 let t = Instant::now();

@@ -108,6 +108,10 @@ impl Tensor {
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.numel()
     }
+    /// The same values, taking no gradient (a parameter read as a constant).
+    pub fn detached(self) -> Tensor {
+        Tensor { requires_grad: false, ..self }
+    }
     /// The same memory seen with another shape of equal size (free: tensors are contiguous).
     pub fn reshape(&self, dims: &[usize]) -> Result<Tensor> {
         let shape = Shape::new(dims)?;

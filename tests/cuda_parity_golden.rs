@@ -11,6 +11,7 @@ use common::gpu;
 use engine::Device;
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
+use engine::train::smart::SmartConfig;
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 
 fn weights_present() -> bool {
@@ -78,6 +79,17 @@ fn short_pcgrad_lora_finetune_on_cuda_matches_the_cpu() {
     let lora =
         LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1, targets: vec![Target::Query, Target::Value, Target::FfnOut] };
     compare_runs(&g, TrainOptions { pcgrad: true, lora: Some(lora), ..TrainOptions::default() }, "pcgrad-lora");
+}
+
+/// The same with SMART on every task (the symmetric KL and ascent kernels, the perturbed passes'
+/// dropout streams) and its Bregman teacher (swapped in as the parameters, moved by its momentum).
+/// ε above the ascent's step, so that δ is a smooth function of the gradient (no clamping whose
+/// side float rounding could decide).
+#[test]
+fn short_smart_finetune_on_cuda_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let smart = SmartConfig { eps: 1.0, step: 0.05, noise: 0.01, bregman: 1.0, beta: 0.5, ..SmartConfig::new(3) };
+    compare_runs(&g, TrainOptions { smart: Some(smart), ..TrainOptions::default() }, "smart");
 }
 
 fn compare_runs(g: &Device, methods: TrainOptions, tag: &str) {

@@ -1,7 +1,7 @@
 //! GPU suite: the gradient-combining methods' whole combine (train/methods/, through the
 //! trainer's `Combiner`: per-task slots swapped into a store, the Gram matrix, the method's
 //! weights, the weighted sum over the shared part, the plain sum over the heads) on the device
-//! against the CPU, over several steps so that GradVac's targets move.
+//! against the CPU, over several steps so that GradVac's targets move; SMART's ascent step.
 
 mod common;
 use common::{F32_TOL, gpu, rel};
@@ -72,4 +72,32 @@ fn gradvac_combine() {
         }
     }
     assert!(rc.iter().any(|r| r["projected_fraction"].as_f64().unwrap() > 0.0), "some pairs should be adjusted");
+}
+
+/// SMART's ascent step (kernels/smart.cu) against its CPU twin, bit for bit: rows wider than a
+/// block, a row of zero gradient (δ only projected), elements clamped on both sides and left inside.
+#[test]
+fn smart_ascent_matches_the_cpu_bit_for_bit() {
+    let Some(g) = gpu() else { return };
+    let (rows, c) = (37, 300);
+    let mut rng = Rng::new(8);
+    let delta: Vec<f32> = (0..rows * c).map(|_| (rng.normal() * 0.02) as f32).collect();
+    let mut grad: Vec<f32> = (0..rows * c).map(|_| (rng.normal() * 1e-3) as f32).collect();
+    grad[5 * c..6 * c].fill(0.0);
+    let run = |dev: &Device| {
+        let mut tape = Tape::<f32>::new(dev.clone());
+        let d = tape.store.alloc_act(engine::tensor::Shape::new(&[rows, c]).unwrap(), true).unwrap();
+        tape.store.write(d, &delta).unwrap();
+        tape.store.zero_act_grads().unwrap();
+        tape.store.write_grad(d, &grad).unwrap();
+        engine::train::smart::ascend(&mut tape.store, d, 0.03, 0.04).unwrap();
+        tape.store.read(d).unwrap()
+    };
+    let (cpu, dev) = (run(&Device::Cpu), run(&g));
+    let projected: Vec<f32> = delta[5 * c..6 * c].iter().map(|v| v.clamp(-0.04, 0.04)).collect();
+    assert_eq!(cpu[5 * c..6 * c], projected[..], "a zero-gradient row is only projected");
+    assert!(cpu.contains(&0.04) && cpu.contains(&-0.04), "some elements clamp");
+    assert!(cpu.iter().any(|&v| v.abs() < 0.04), "some do not");
+    let differ = cpu.iter().zip(&dev).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{differ} of {} values differ", cpu.len());
 }

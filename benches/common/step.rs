@@ -1,6 +1,7 @@
 //! One training step of the trainer's own code on random batches, shared by the step benches
 //! (`cpu_methods`, `gpu_step`): the model from `MultiTaskModel::build`, each task's forward and
-//! backward through `train_task` (into its own gradient slot under a gradient-combining method),
+//! backward through `train_task` (into its own gradient slot under a gradient-combining method;
+//! with SMART's regulariser when the options ask),
 //! the method's combine (train/methods/), AdamW.
 
 use engine::data::Encoded;
@@ -12,6 +13,7 @@ use engine::train::TrainOptions;
 use engine::train::methods::Combiner;
 use engine::train::model::{Batch, MultiTaskModel};
 use engine::train::options::PairEncoding;
+use engine::train::smart::Smart;
 use engine::train::trainer::train_task;
 use engine::{Device, Result, Tape};
 
@@ -52,6 +54,7 @@ pub struct Runner {
     pub tape: Tape<f32>,
     model: MultiTaskModel,
     grads: Option<Combiner>,
+    smart: Option<Smart>,
     opt: AdamW<f32>,
     opts: TrainOptions,
     rng: Rng,
@@ -66,10 +69,11 @@ impl Runner {
         let mut tape = Tape::<f32>::new(device.clone());
         let model = MultiTaskModel::build(&mut tape.store, ckpt, None, opts, true)?;
         let grads = Combiner::from_options(opts, &tape.store)?;
+        let smart = opts.smart.clone().map(|c| Smart::new(c, &mut tape.store)).transpose()?;
         let opt = AdamW::new(&tape.store, AdamWConfig::default())?;
         tape.set_training(true);
         let (rng, vocab) = (Rng::new(7), ckpt.config.vocab_size);
-        Ok(Runner { tape, model, grads, opt, opts: opts.clone(), rng, vocab, batch, len, step: 0 })
+        Ok(Runner { tape, model, grads, smart, opt, opts: opts.clone(), rng, vocab, batch, len, step: 0 })
     }
 
     /// This step's batches, one per task (made outside the timed step).
@@ -86,7 +90,8 @@ impl Runner {
         }
         for (ti, b) in batches.iter().enumerate() {
             self.tape.set_seed((self.step * batches.len() + ti) as u64);
-            train_task(&mut self.tape, &self.model, b, self.grads.as_mut().map(|c| (&mut c.grads, ti)), 1.0)?;
+            let grads = self.grads.as_mut().map(|c| &mut c.grads);
+            train_task(&mut self.tape, &self.model, b, ti, grads, self.smart.as_mut(), 1.0)?;
         }
         if let Some(g) = &mut self.grads {
             let step = self.step;
@@ -96,6 +101,9 @@ impl Runner {
             }
         }
         self.opt.update(&mut self.tape.store, 1e-4)?;
+        if let Some(s) = &mut self.smart {
+            s.after_step(&mut self.tape.store)?;
+        }
         self.step += 1;
         Ok(())
     }

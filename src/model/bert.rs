@@ -61,6 +61,31 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// The layer with its parameters read as constants.
+    fn detached(&self) -> Layer {
+        let d = Tensor::detached;
+        Layer {
+            q_w: d(self.q_w),
+            q_b: d(self.q_b),
+            k_w: d(self.k_w),
+            k_b: d(self.k_b),
+            v_w: d(self.v_w),
+            v_b: d(self.v_b),
+            o_w: d(self.o_w),
+            o_b: d(self.o_b),
+            ln1_g: d(self.ln1_g),
+            ln1_b: d(self.ln1_b),
+            ffn_in_w: d(self.ffn_in_w),
+            ffn_in_b: d(self.ffn_in_b),
+            ffn_out_w: d(self.ffn_out_w),
+            ffn_out_b: d(self.ffn_out_b),
+            ln2_g: d(self.ln2_g),
+            ln2_b: d(self.ln2_b),
+        }
+    }
+}
+
 pub struct Pooler {
     pub w: Tensor, // (C, C)
     pub b: Tensor,
@@ -174,6 +199,19 @@ impl Bert {
     pub fn random<F: Float>(store: &mut Store<F>, config: &BertConfig, std: f64, seed: u64) -> Result<Bert> {
         let mut rng = Rng::new(seed);
         Bert::register(store, config, true, &mut |_, dims, kind| Ok(init(&mut rng, dims, kind, std)), &|_| true)
+    }
+
+    /// The same model with every parameter read as a constant: a pass on it takes the gradient
+    /// of its inputs only, none of the parameters' (SMART's ascent pass).
+    pub fn detached(&self) -> Bert {
+        let (d, e) = (Tensor::detached, &self.emb);
+        Bert {
+            config: self.config.clone(),
+            emb: Embeddings { word: d(e.word), pos: d(e.pos), types: d(e.types), ln_g: d(e.ln_g), ln_b: d(e.ln_b) },
+            layers: self.layers.iter().map(Layer::detached).collect(),
+            pooler: self.pooler.as_ref().map(|p| Pooler { w: d(p.w), b: d(p.b) }),
+            lora: self.lora.as_ref().map(Lora::detached),
+        }
     }
 
     /// The encoder on a padded batch: ids, type_ids, mask (B, T) ints → last hidden state (B, T, C).

@@ -109,6 +109,14 @@ pub struct Lora {
     pub layers: Vec<[Option<Adapter>; 6]>,
 }
 
+impl Lora {
+    /// The adapters read as constants (see [`Bert::detached`]).
+    pub fn detached(&self) -> Lora {
+        let adapter = |a: &Option<Adapter>| a.map(|a| Adapter { a: a.a.detached(), b: a.b.detached() });
+        Lora { config: self.config.clone(), layers: self.layers.iter().map(|l| l.each_ref().map(adapter)).collect() }
+    }
+}
+
 /// What PEFT puts before a `BertModel`'s own parameter names in an adapter file.
 pub const PEFT_PREFIX: &str = "base_model.model.";
 

@@ -25,6 +25,10 @@ use std::path::{Path, PathBuf};
 
 /// What a resumed run needs besides parameters and moments: every random draw and every batch is
 /// a function of the seed and the step, so the step is the whole position.
+/// What `last/` keeps to resume besides the weights: the optimizer, the counters, and named
+/// training-state tensors (SMART's teacher), which go beside the moments.
+pub type Resumable<'a> = (&'a AdamW<f32>, &'a TrainState, &'a [(String, Vec<f32>)]);
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     /// Optimizer steps taken.
@@ -82,7 +86,7 @@ pub fn save(
     files: &Path,
     base_model: &Path,
     opts: &TrainOptions,
-    state: Option<(&AdamW<f32>, &TrainState)>,
+    state: Option<Resumable<'_>>,
 ) -> Result<()> {
     let tensors = params(store, opts.lora.is_some())?;
     let adapter_config = match &opts.lora {
@@ -90,7 +94,7 @@ pub fn save(
         None => None,
     };
     let moments = match state {
-        Some((opt, _)) => {
+        Some((opt, _, _)) => {
             let n = store.num_trainable();
             Some((opt.m.read(0..n)?, opt.v.read(0..n)?))
         }
@@ -107,9 +111,10 @@ pub fn save(
         copy_model_files(files, tmp)?;
         let json = serde_json::to_string_pretty(opts).expect("options serialise");
         std::fs::write(tmp.join("train.json"), json).map_err(io(tmp))?;
-        if let (Some((m, v)), Some((_, st))) = (&moments, state) {
+        if let (Some((m, v)), Some((_, st, extra))) = (&moments, state) {
             let n = m.len();
-            let t = vec![("adam.m".to_string(), vec![n], m.clone()), ("adam.v".to_string(), vec![n], v.clone())];
+            let mut t = vec![("adam.m".to_string(), vec![n], m.clone()), ("adam.v".to_string(), vec![n], v.clone())];
+            t.extend(extra.iter().map(|(name, values)| (name.clone(), vec![values.len()], values.clone())));
             safetensors::write(&tmp.join("optimizer.safetensors"), &t, &BTreeMap::new())?;
             let json = serde_json::to_string_pretty(st).expect("state serialises");
             std::fs::write(tmp.join("state.json"), json).map_err(io(tmp))?;
@@ -153,6 +158,16 @@ pub fn load_state(dir: &Path, opt: &mut AdamW<f32>) -> Result<TrainState> {
 
 /// Where a fine-tuned folder's weights come from: the encoder's checkpoint (the folder itself, or
 /// for LoRA the base model it names) and the file with what was trained (heads, adapters).
+/// A training-state tensor that `save` kept beside the optimizer's moments (SMART's teacher).
+pub fn load_extra(dir: &Path, name: &str) -> Result<Vec<f32>> {
+    let path = dir.join("optimizer.safetensors");
+    let st = SafeTensors::open(&path)?;
+    if st.info(name).is_none() {
+        return Err(Error::Config(format!("--resume {}: {} holds no {name}", dir.display(), path.display())));
+    }
+    st.f32(name)
+}
+
 pub fn open_weights(dir: &Path) -> Result<(Checkpoint, SafeTensors)> {
     let config = dir.join(ADAPTER_CONFIG);
     if !config.is_file() {

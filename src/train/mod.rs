@@ -11,6 +11,7 @@ pub mod options;
 pub mod report;
 pub mod run_dir;
 pub mod schedule;
+pub mod smart;
 pub mod swap;
 pub mod task_grads;
 pub mod trainer;

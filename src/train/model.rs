@@ -44,6 +44,27 @@ pub struct Batch {
     pub ids: Vec<String>,
 }
 
+/// One sequence batch's embeddings output, kept by a forward for perturbed passes over it.
+#[derive(Clone, Debug)]
+pub struct Embedded {
+    pub input: EncoderInput,
+    /// (N, C) packed or (B, T, C) padded.
+    pub x: Tensor,
+    /// The dropout stream after the embeddings: a perturbed pass continues from it, so that its
+    /// encoder layers and head drop what the kept pass dropped.
+    pub stream: u64,
+}
+
+/// What a forward's encoder layers read (SMART perturbs the embeddings' output, x + δ).
+pub enum Embeds<'a> {
+    /// The embeddings' output.
+    Plain,
+    /// The embeddings' output, kept (one entry per sequence batch encoded, in order).
+    Keep(&'a mut Vec<Embedded>),
+    /// The kept outputs plus one perturbation each, on the kept dropout streams.
+    Perturbed(&'a [Embedded], &'a [Tensor]),
+}
+
 /// Where a head's values come from: a fresh initialisation or a saved checkpoint.
 pub enum HeadSource<'a> {
     Init(&'a mut Rng),
@@ -187,14 +208,38 @@ impl MultiTaskModel {
         Ok(Batch { task, joint, sides, labels, ids })
     }
 
-    /// The last hidden state of `e`, in the run's layout (packed unless --padded), with its input.
-    fn encode(&self, tape: &mut Tape<f32>, e: &Encoded) -> Result<(Tensor, EncoderInput)> {
-        let input = EncoderInput::new(tape, e, Packing::new(self.opts.padded))?;
-        Ok((self.bert.encode(tape, &input, self.bert.layers.len())?, input))
+    /// The last hidden state of the `i`-th sequence batch the forward encodes (`e`), in the run's
+    /// layout (packed unless --padded), with its input; `embeds` says what the encoder layers
+    /// read: the embeddings' output, kept or not, or a kept one plus a perturbation.
+    fn encode(
+        &self,
+        tape: &mut Tape<f32>,
+        e: &Encoded,
+        embeds: &mut Embeds<'_>,
+        i: usize,
+    ) -> Result<(Tensor, EncoderInput)> {
+        let (x, input) = match embeds {
+            Embeds::Perturbed(kept, deltas) => {
+                let (k, delta) = kept.get(i).zip(deltas.get(i)).ok_or_else(|| {
+                    Error::Config(format!("a perturbed pass encodes sequence batch {i}, {} were kept", kept.len()))
+                })?;
+                tape.set_stream(k.stream);
+                (tape.add(k.x, *delta)?, k.input.clone())
+            }
+            Embeds::Plain | Embeds::Keep(_) => {
+                let input = EncoderInput::new(tape, e, Packing::new(self.opts.padded))?;
+                let x = self.bert.embed(tape, &input)?;
+                if let Embeds::Keep(kept) = embeds {
+                    kept.push(Embedded { input: input.clone(), x, stream: tape.stream() });
+                }
+                (x, input)
+            }
+        };
+        Ok((self.bert.layers(tape, x, &input, self.bert.layers.len())?, input))
     }
 
-    fn pooled(&self, tape: &mut Tape<f32>, e: &Encoded) -> Result<Tensor> {
-        let (h, input) = self.encode(tape, e)?;
+    fn pooled(&self, tape: &mut Tape<f32>, e: &Encoded, embeds: &mut Embeds<'_>, i: usize) -> Result<Tensor> {
+        let (h, input) = self.encode(tape, e, embeds, i)?;
         self.bert.sentence_vector(tape, h, &input, self.opts.pooling)
     }
 
@@ -213,20 +258,25 @@ impl MultiTaskModel {
 
     /// The task's outputs: logits (B, K) for classes, logits (B, 1) for Quora, scores for STS.
     pub fn forward(&self, tape: &mut Tape<f32>, b: &Batch) -> Result<Tensor> {
+        self.forward_with(tape, b, &mut Embeds::Plain)
+    }
+
+    /// [`MultiTaskModel::forward`] with the embeddings' outputs kept or perturbed (SMART).
+    pub fn forward_with(&self, tape: &mut Tape<f32>, b: &Batch, embeds: &mut Embeds<'_>) -> Result<Tensor> {
         let head = *self.head(b.task)?;
         match (&b.joint, &b.sides) {
             (Some(e), _) => {
-                let x = self.pooled(tape, e)?;
+                let x = self.pooled(tape, e, embeds, 0)?;
                 self.apply_head(tape, &head, x)
             }
             (None, Some((ea, eb))) if b.task == Task::Sts => {
-                let (ha, ia) = self.encode(tape, ea)?;
-                let (hb, ib) = self.encode(tape, eb)?;
+                let (ha, ia) = self.encode(tape, ea, embeds, 0)?;
+                let (hb, ib) = self.encode(tape, eb, embeds, 1)?;
                 let (u, v) = (mean_pool(tape, ha, &ia)?, mean_pool(tape, hb, &ib)?);
                 crate::model::heads::similarity(tape, u, v)
             }
             (None, Some((ea, eb))) => {
-                let (u, v) = (self.pooled(tape, ea)?, self.pooled(tape, eb)?);
+                let (u, v) = (self.pooled(tape, ea, embeds, 0)?, self.pooled(tape, eb, embeds, 1)?);
                 let diff = tape.sub(u, v)?;
                 let absdiff = tape.abs(diff)?;
                 let prod = tape.mul(u, v)?;
@@ -234,6 +284,18 @@ impl MultiTaskModel {
                 self.apply_head(tape, &head, features)
             }
             (None, None) => Err(Error::Config("an empty batch".into())),
+        }
+    }
+
+    /// The same model with every parameter read as a constant: its passes take the gradient of
+    /// their inputs only (SMART's ascent pass).
+    pub fn detached(&self) -> MultiTaskModel {
+        let d = |h: Option<LinearHead>| h.map(|h| LinearHead { w: h.w.detached(), b: h.b.detached() });
+        MultiTaskModel {
+            bert: self.bert.detached(),
+            tasks: self.tasks.clone(),
+            heads: self.heads.iter().map(|h| TaskHead { hidden: d(h.hidden), out: d(h.out) }).collect(),
+            opts: self.opts.clone(),
         }
     }
 

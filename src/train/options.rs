@@ -4,6 +4,7 @@
 //! each head, max length 128, seed 11711). Saved beside every checkpoint as `train.json`.
 
 use super::methods::pcgrad::Reduction;
+use super::smart::SmartConfig;
 use crate::data::cs224n::Task;
 use crate::device::Precision;
 use crate::model::bert::Pooling;
@@ -101,6 +102,9 @@ pub struct TrainOptions {
     /// Packed batches (the default) compute only the real tokens, with the same numbers.
     #[serde(default)]
     pub padded: bool,
+    /// SMART's adversarial smoothness regulariser (train/smart.rs), when on.
+    #[serde(default)]
+    pub smart: Option<SmartConfig>,
 }
 
 impl Default for TrainOptions {
@@ -138,6 +142,7 @@ impl Default for TrainOptions {
             lora: None,
             precision: Precision::F32,
             padded: false,
+            smart: None,
         }
     }
 }
@@ -215,6 +220,9 @@ impl TrainOptions {
         }
         if !(self.gradvac_beta > 0.0 && self.gradvac_beta <= 1.0) {
             return bad(format!("--gradvac-beta {} is outside (0, 1]", self.gradvac_beta));
+        }
+        if let Some(smart) = &self.smart {
+            smart.validate(self.tasks.len())?;
         }
         if let Some(lora) = &self.lora {
             lora.validate()?;

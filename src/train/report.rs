@@ -27,12 +27,14 @@ pub enum Record {
     Gradvac(Stats),
     /// GradVac statistics averaged over the steps since the previous evaluation.
     GradvacSummary(Stats),
+    /// SMART's smoothness term ℓ_s per task (unweighted), the mean since the previous record.
+    Smart { step: usize, smoothness: BTreeMap<String, f64> },
 }
 
 impl Record {
     pub fn step(&self) -> usize {
         match self {
-            Record::Train { step, .. } | Record::Eval { step, .. } => *step,
+            Record::Train { step, .. } | Record::Eval { step, .. } | Record::Smart { step, .. } => *step,
             Record::Pcgrad(s) | Record::PcgradSummary(s) | Record::Gradvac(s) | Record::GradvacSummary(s) => s.step,
         }
     }

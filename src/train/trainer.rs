@@ -12,6 +12,7 @@ use super::options::{Schedule, TrainOptions};
 use super::report::{self, Metrics, Progress, Record};
 use super::run_dir::RunDir;
 use super::schedule::{Plan, batch_indices, lr_factor};
+use super::smart::{self, Smart};
 use super::task_grads::TaskGradients;
 use crate::data::Tokenizer;
 use crate::data::cs224n::{self, Dataset, Split, Task};
@@ -138,30 +139,47 @@ pub fn write_predictions(
     Ok(scores)
 }
 
-/// One task's forward and backward on `batch`, its loss scaled by `scale` (task weight over the
-/// accumulation steps); into task `t`'s own gradient slot under a gradient-combining method
-/// (train/methods/), else into the shared
-/// gradients. Returns the loss tensor (the tape keeps it until the next reset).
+/// What one task pass recorded: the task's loss, and SMART's smoothness term when it ran.
+pub struct TaskLosses {
+    pub loss: crate::tensor::Tensor,
+    pub smoothness: Option<crate::tensor::Tensor>,
+}
+
+/// One task's forward and backward on `batch` (task index `t`), its objective scaled by `scale`
+/// (task weight over the accumulation steps): the task's loss, plus SMART's terms when `smart`
+/// regularises the task; into task `t`'s own gradient slot under a gradient-combining method
+/// (train/methods/), else into the shared gradients. The tape keeps the losses until the next reset.
 pub fn train_task(
     tape: &mut Tape<f32>,
     model: &MultiTaskModel,
     batch: &Batch,
-    slot: Option<(&mut TaskGradients<f32>, usize)>,
+    t: usize,
+    grads: Option<&mut TaskGradients<f32>>,
+    smart: Option<&mut Smart>,
     scale: f64,
-) -> Result<crate::tensor::Tensor> {
+) -> Result<TaskLosses> {
     tape.reset();
-    let out = model.forward(tape, batch)?;
-    let loss = model.loss(tape, batch, out)?;
-    match slot {
-        Some((g, t)) => {
+    let (losses, objective) = match smart.filter(|s| s.weight(t) > 0.0) {
+        Some(s) => {
+            let o = s.objective(tape, model, batch, t)?;
+            (TaskLosses { loss: o.task_loss, smoothness: Some(o.smoothness) }, o.total)
+        }
+        None => {
+            let out = model.forward(tape, batch)?;
+            let loss = model.loss(tape, batch, out)?;
+            (TaskLosses { loss, smoothness: None }, loss)
+        }
+    };
+    match grads {
+        Some(g) => {
             g.enter(&mut tape.store, t)?;
-            let backward = tape.backward_scaled(loss, scale as f32);
+            let backward = tape.backward_scaled(objective, scale as f32);
             g.leave(&mut tape.store, t)?;
             backward?;
         }
-        None => tape.backward_scaled(loss, scale as f32)?,
+        None => tape.backward_scaled(objective, scale as f32)?,
     }
-    Ok(loss)
+    Ok(losses)
 }
 
 /// Settles the interrupted saves beside the resumed checkpoint `dir` when it lies outside `out`
@@ -186,6 +204,12 @@ fn log_method(combiner: &mut Option<Combiner>, tasks: &[Task], metrics: &mut Met
         metrics.push(record)?;
     }
     Ok(())
+}
+
+/// Training-state tensors `last/` keeps besides the optimizer's: SMART's teacher.
+fn extra_state(smart: &Option<Smart>) -> Result<Vec<(String, Vec<f32>)>> {
+    let teacher = smart.as_ref().map(|s| s.state()).transpose()?.flatten();
+    Ok(teacher.into_iter().map(|t| (smart::TEACHER.to_string(), t)).collect())
 }
 
 /// Fine-tunes; see the module doc.
@@ -239,6 +263,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     };
     if let (Some(c), Some(saved)) = (&mut combiner, &state.method) {
         c.restore(saved)?;
+    }
+    let mut smart = opts.smart.clone().map(|c| Smart::new(c, &mut tape.store)).transpose()?;
+    if let (Some(s), Some(dir)) = (&mut smart, &args.resume)
+        && s.config.bregman > 0.0
+    {
+        s.restore(&checkpoint::load_extra(dir, smart::TEACHER)?)?;
     }
 
     let sizes: Vec<usize> = data.iter().map(|d| d.train.examples.len()).collect();
@@ -300,6 +330,8 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     // Each task's losses since the last log, summed where they lie (no host read inside a step),
     // and the last means read, for the progress line.
     let mut meter = LossMeter::new(&tape.store.device, opts.tasks.len())?;
+    // SMART's smoothness terms likewise.
+    let mut smooth_meter = LossMeter::new(&tape.store.device, opts.tasks.len())?;
     let mut shown: Vec<(String, f64)> = Vec::new();
     let mut logged_step = state.step;
     let mut losses = Vec::new();
@@ -328,8 +360,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 let batch = model.batch(&mut tok, task, &refs)?;
                 tape.set_seed(mix64(opts.seed ^ mix64(micro as u64) ^ (ti as u64) << 56 ^ again << 48));
                 let scale = opts.weight(task) / opts.grad_accum as f64;
-                let loss = train_task(&mut tape, &model, &batch, combiner.as_mut().map(|c| (&mut c.grads, ti)), scale)?;
-                meter.add(&tape.store, loss, ti)?;
+                let grads = combiner.as_mut().map(|c| &mut c.grads);
+                let losses = train_task(&mut tape, &model, &batch, ti, grads, smart.as_mut(), scale)?;
+                meter.add(&tape.store, losses.loss, ti)?;
+                if let Some(l) = losses.smoothness {
+                    smooth_meter.add(&tape.store, l, ti)?;
+                }
             }
         }
         if let Some(c) = &mut combiner {
@@ -337,6 +373,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
         let lr = opts.lr * lr_factor(opts.lr_schedule, state.step, warmup, total_steps);
         opt.update_clipped(&mut tape.store, lr, opts.grad_clip)?;
+        if let Some(s) = &mut smart {
+            s.after_step(&mut tape.store)?;
+        }
         state.step += 1;
         state.adam_step = opt.step;
         failpoint::reach("step");
@@ -374,6 +413,15 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 loss: current.iter().cloned().collect(),
                 elapsed_s: started.elapsed().as_secs_f64(),
             })?;
+            if smart.is_some() {
+                let terms: Vec<(String, f64)> = opts
+                    .tasks
+                    .iter()
+                    .zip(smooth_meter.take()?)
+                    .filter_map(|(t, mean)| Some((t.name().to_string(), mean?)))
+                    .collect();
+                metrics.push(Record::Smart { step: state.step, smoothness: terms.into_iter().collect() })?;
+            }
             shown = current;
             logged_step = state.step;
         }
@@ -412,7 +460,14 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 saved.push("best/");
             }
             state.method = combiner.as_ref().and_then(|c| c.state());
-            checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
+            checkpoint::save(
+                &last_dir,
+                &tape.store,
+                &base,
+                &ckpt.dir,
+                &opts,
+                Some((&opt, &state, &extra_state(&smart)?)),
+            )?;
             saved.push("last/");
             report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
             progress.note(&format!(
@@ -425,7 +480,14 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         if args.stop_after == Some(state.step) && state.step < total_steps {
             metrics.flush()?; // a resumed run reads this step's records back
             state.method = combiner.as_ref().and_then(|c| c.state());
-            checkpoint::save(&last_dir, &tape.store, &base, &ckpt.dir, &opts, Some((&opt, &state)))?;
+            checkpoint::save(
+                &last_dir,
+                &tape.store,
+                &base,
+                &ckpt.dir,
+                &opts,
+                Some((&opt, &state, &extra_state(&smart)?)),
+            )?;
             progress.note(&format!("stopped after step {}; continue with --resume {}", state.step, last_dir.display()));
             stopped_early = true;
             break;
