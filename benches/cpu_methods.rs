@@ -1,6 +1,6 @@
 //! CPU step time and peak memory of the training methods on MiniLM (the default checkpoint),
 //! through the trainer's own code (`MultiTaskModel::build`, `train_task`, the method's combine,
-//! AdamW): joint, PCGrad, LoRA r=8 (query,value), PCGrad + LoRA r=8, GradVac. Batch 16 per task, 32 tokens, the
+//! AdamW): joint, PCGrad, LoRA r=8 (query,value), PCGrad + LoRA r=8, GradVac, SMART (K = 1). Batch 16 per task, 32 tokens, the
 //! three tasks with pairs read separately (five encoder passes per step, as in `cpu_step`).
 //! Median and fastest of 40 steps per method after 2 warm-up steps, the methods interleaved (20
 //! rounds of 2 steps each) so that the VM's drifts of ±10% hit them alike; ratios of both, and the
@@ -8,8 +8,8 @@
 //! model load through two steps (a counting allocator: every weight, gradient, activation and
 //! moment lives on the heap).
 //! Targets (PCGrad and LoRA issue): PCGrad / joint ≤ 1.10 (PyTorch 2.15 on a 2-core machine
-//! like CI's: 1.69); LoRA / full ≤ 0.75; LoRA's peak memory below full; GradVac / joint ≤ 1.10
-//! (methods issue).
+//! like CI's: 1.69); LoRA / full ≤ 0.75; LoRA's peak memory below full; GradVac / joint ≤ 1.10,
+//! SMART / joint ≤ 2.7 (methods issue).
 //! `cargo bench --bench cpu_methods`
 
 #[path = "common/step.rs"]
@@ -20,6 +20,7 @@ use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
 use engine::train::TrainOptions;
 use engine::train::options::PairEncoding;
+use engine::train::smart::SmartConfig;
 use engine::{Device, Result};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -89,6 +90,7 @@ fn bench() -> Result<()> {
         ("lora r=8", TrainOptions { lora: lora.clone(), ..base.clone() }),
         ("pcgrad + lora r=8", TrainOptions { pcgrad: true, lora, ..base.clone() }),
         ("gradvac", TrainOptions { gradvac: true, ..base.clone() }),
+        ("smart", TrainOptions { smart: Some(SmartConfig::new(3)), ..base.clone() }),
     ];
     println!(
         "MiniLM training step on the CPU, {} threads: batch {B} per task, {T} tokens, sst+quora+sts, pairs read separately",
@@ -137,6 +139,9 @@ fn bench() -> Result<()> {
     println!("lora / full               {}  target ≤ 0.75", ratio(2, 0));
     println!("pcgrad+lora / lora        {}", ratio(3, 2));
     println!("gradvac / joint           {}  target ≤ 1.10", ratio(4, 0));
+    // Forward-pass units per task: joint 1 + 2 (backward); SMART K = 1: clean 1, ascent 1 + 1
+    // (inputs only), perturbed 1, backward through both 4.
+    println!("smart / joint             {}  target ≤ 2.7; pass count 8/3 = 2.67", ratio(5, 0));
     println!("lora peak / full peak     {:.3}  (target < 1)", peaks[2].0 / peaks[0].0);
     Ok(())
 }
