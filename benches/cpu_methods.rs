@@ -1,6 +1,6 @@
 //! CPU step time and peak memory of the training methods on MiniLM (the default checkpoint),
 //! through the trainer's own code (`MultiTaskModel::build`, `train_task`, the method's combine,
-//! AdamW): joint, PCGrad, LoRA r=8 (query,value), PCGrad + LoRA r=8, GradVac, SMART (K = 1). Batch 16 per task, 32 tokens, the
+//! AdamW): joint, PCGrad, LoRA r=8 (query,value), PCGrad + LoRA r=8, GradVac, SMART (K = 1), PALs (d_s 108, 12 heads). Batch 16 per task, 32 tokens, the
 //! three tasks with pairs read separately (five encoder passes per step, as in `cpu_step`).
 //! Median and fastest of 40 steps per method after 2 warm-up steps, the methods interleaved (20
 //! rounds of 2 steps each) so that the VM's drifts of ±10% hit them alike; ratios of both, and the
@@ -9,7 +9,7 @@
 //! moment lives on the heap).
 //! Targets (PCGrad and LoRA issue): PCGrad / joint ≤ 1.10 (PyTorch 2.15 on a 2-core machine
 //! like CI's: 1.69); LoRA / full ≤ 0.75; LoRA's peak memory below full; GradVac / joint ≤ 1.10,
-//! SMART / joint ≤ 2.7 (methods issue).
+//! SMART / joint ≤ 2.7, PALs / joint ≤ 1.15 (methods issue).
 //! `cargo bench --bench cpu_methods`
 
 #[path = "common/step.rs"]
@@ -18,6 +18,7 @@ mod step;
 use engine::model::Checkpoint;
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
+use engine::model::pals::PalsConfig;
 use engine::train::TrainOptions;
 use engine::train::options::PairEncoding;
 use engine::train::smart::SmartConfig;
@@ -91,6 +92,7 @@ fn bench() -> Result<()> {
         ("pcgrad + lora r=8", TrainOptions { pcgrad: true, lora, ..base.clone() }),
         ("gradvac", TrainOptions { gradvac: true, ..base.clone() }),
         ("smart", TrainOptions { smart: Some(SmartConfig::new(3)), ..base.clone() }),
+        ("pals", TrainOptions { pals: Some(PalsConfig::default()), ..base.clone() }),
     ];
     println!(
         "MiniLM training step on the CPU, {} threads: batch {B} per task, {T} tokens, sst+quora+sts, pairs read separately",
@@ -142,6 +144,7 @@ fn bench() -> Result<()> {
     // Forward-pass units per task: joint 1 + 2 (backward); SMART K = 1: clean 1, ascent 1 + 1
     // (inputs only), perturbed 1, backward through both 4.
     println!("smart / joint             {}  target ≤ 2.7; pass count 8/3 = 2.67", ratio(5, 0));
+    println!("pals / joint              {}  target ≤ 1.15", ratio(6, 0));
     println!("lora peak / full peak     {:.3}  (target < 1)", peaks[2].0 / peaks[0].0);
     Ok(())
 }

@@ -6,6 +6,7 @@ use engine::device::{Device, DeviceChoice, Precision};
 use engine::embed::{EmbedOptions, Pooling, embed};
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
+use engine::model::pals::PalsConfig;
 use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
 use engine::train::smart::SmartConfig;
@@ -342,6 +343,17 @@ struct FinetuneCli {
     /// β: the teacher's momentum, θ̃ ← (1−β)θ + βθ̃ after each step.
     #[arg(long, value_name = "BETA", default_value_t = 0.99, requires = "smart")]
     smart_beta: f64,
+    /// PALs (Stickland & Murray 2019): per task, a projected attention layer beside each encoder
+    /// layer, V_D·MHA(V_E·h), V_E and V_D shared across layers; saved with the task's head.
+    #[arg(long)]
+    pals: bool,
+    /// d_s, the PALs' width (default: the paper's 204 for a 768-wide BERT, scaled to the model
+    /// and rounded to a multiple of --pals-heads: 108 for MiniLM).
+    #[arg(long, value_name = "D", requires = "pals")]
+    pals_dim: Option<usize>,
+    /// Attention heads of each PAL.
+    #[arg(long, value_name = "H", default_value_t = 12, requires = "pals")]
+    pals_heads: usize,
 }
 
 impl FinetuneCli {
@@ -389,7 +401,16 @@ impl FinetuneCli {
             precision: self.precision,
             padded: self.padded,
             smart: self.smart.then(|| self.smart_config()).transpose()?,
+            pals: self.pals.then(|| self.pals_config()).transpose()?,
         })
+    }
+
+    /// --pals' settings (d_s 0: the paper's, scaled to the model when it is built).
+    fn pals_config(&self) -> anyhow::Result<PalsConfig> {
+        if self.pals_dim == Some(0) {
+            anyhow::bail!("--pals-dim 0: give a width of at least 1, or leave it out for the paper's");
+        }
+        Ok(PalsConfig { dim: self.pals_dim.unwrap_or(0), heads: self.pals_heads })
     }
 
     /// --smart's settings: λ per task from --smart-weight and --smart-tasks.

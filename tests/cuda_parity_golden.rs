@@ -11,6 +11,7 @@ use common::gpu;
 use engine::Device;
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
+use engine::model::pals::PalsConfig;
 use engine::train::smart::SmartConfig;
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 
@@ -90,6 +91,17 @@ fn short_smart_finetune_on_cuda_matches_the_cpu() {
     let Some(g) = gpu() else { return };
     let smart = SmartConfig { eps: 1.0, step: 0.05, noise: 0.01, bregman: 1.0, beta: 0.5, ..SmartConfig::new(3) };
     compare_runs(&g, TrainOptions { smart: Some(smart), ..TrainOptions::default() }, "smart");
+}
+
+/// The same with PALs on every task, packed and padded (their attention through the
+/// variable-length kernels and through the padded softmax).
+#[test]
+fn short_pals_finetune_on_cuda_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    for padded in [false, true] {
+        let opts = TrainOptions { pals: Some(PalsConfig { dim: 8, heads: 2 }), padded, ..TrainOptions::default() };
+        compare_runs(&g, opts, if padded { "pals-padded" } else { "pals" });
+    }
 }
 
 fn compare_runs(g: &Device, methods: TrainOptions, tag: &str) {

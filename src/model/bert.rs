@@ -254,26 +254,28 @@ impl Bert {
 
     /// The first `n` encoder layers on `x`, the embeddings' output (or a perturbation of it).
     pub fn layers<F: Float>(&self, tape: &mut Tape<F>, x: Tensor, input: &EncoderInput, n: usize) -> Result<Tensor> {
+        self.layers_with(tape, x, input, n, None)
+    }
+
+    /// [`Bert::layers`] with a branch in parallel with each layer (a task's PALs), whose output
+    /// on the layer's input joins the layer's last residual sum: LN(FFN(a) + a + branch(x)).
+    pub fn layers_with<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        x: Tensor,
+        input: &EncoderInput,
+        n: usize,
+        parallel: Option<&dyn ParallelBranch<F>>,
+    ) -> Result<Tensor> {
         self.check_depth(n)?;
         let cfg = &self.config;
         let (eps, p_hidden, p_attn) = (cfg.layer_norm_eps, cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob);
-        let (keys, layout) = (input.keys, &input.layout);
+        let keys = input.keys;
         let mut x = x;
         let scale = 1.0 / (cfg.head_size() as f64).sqrt();
         for (li, l) in self.layers[..n].iter().enumerate() {
             let (q, k, v) = self.qkv(tape, li, l, x, input)?;
-            let ctx = match layout {
-                Layout::Padded { mask } => {
-                    let scores = tape.matmul(q, k, false, true)?; // (B, NH, T, T)
-                    let probs = tape.attention_softmax(scores, *mask, scale)?;
-                    let probs = tape.attention_dropout(probs, p_attn)?;
-                    let ctx = tape.matmul(probs, v, false, false)?; // (B, NH, T, HS)
-                    tape.merge_heads(ctx)? // (B, T, C)
-                }
-                Layout::Packed { cu, .. } => {
-                    tape.varlen_attention(q, k, v, cu, cfg.num_attention_heads, scale, p_attn)? // (N, C)
-                }
-            };
+            let ctx = attention(tape, q, k, v, input, cfg.num_attention_heads, scale, p_attn)?;
             let proj = |tape: &mut Tape<F>, x: Tensor, w: Tensor, b: Tensor, target: Target| -> Result<Tensor> {
                 self.adapted_linear(tape, li, x, w, b, &[(0, target)], keys)
             };
@@ -285,7 +287,11 @@ impl Bert {
             let f = tape.gelu(f)?;
             let f = proj(tape, f, l.ffn_out_w, l.ffn_out_b, Target::FfnOut)?; // (…, C)
             let f = tape.dropout_rows(f, keys, p_hidden)?;
-            let f = tape.add(f, h)?;
+            let mut f = tape.add(f, h)?;
+            if let Some(p) = parallel {
+                let t = p.branch(tape, li, x, input)?; // (…, C), from the layer's input
+                f = tape.add(f, t)?;
+            }
             x = tape.layernorm(f, l.ln2_g, l.ln2_b, eps)?;
         }
         Ok(x)
@@ -424,6 +430,38 @@ impl Bert {
                 self.pooler_dense(tape, cls)
             }
         }
+    }
+}
+
+/// A task's branch in parallel with each encoder layer (PALs, model/pals.rs).
+pub trait ParallelBranch<F: Float> {
+    /// The branch of layer `layer` on the layer's input x (…, C), C wide, in x's layout.
+    fn branch(&self, tape: &mut Tape<F>, layer: usize, x: Tensor, input: &EncoderInput) -> Result<Tensor>;
+}
+
+/// Multi-head self-attention's context from queries, keys and values in attention's layout:
+/// (B, NH, T, HS) each padded, giving (B, T, C); the (N, C) rows packed (heads are column
+/// bands), giving (N, C). Probabilities dropped with `p_attn` (training).
+#[allow(clippy::too_many_arguments)]
+pub fn attention<F: Float>(
+    tape: &mut Tape<F>,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    input: &EncoderInput,
+    heads: usize,
+    scale: f64,
+    p_attn: f64,
+) -> Result<Tensor> {
+    match &input.layout {
+        Layout::Padded { mask } => {
+            let scores = tape.matmul(q, k, false, true)?; // (B, NH, T, T)
+            let probs = tape.attention_softmax(scores, *mask, scale)?;
+            let probs = tape.attention_dropout(probs, p_attn)?;
+            let ctx = tape.matmul(probs, v, false, false)?; // (B, NH, T, HS)
+            tape.merge_heads(ctx) // (B, T, C)
+        }
+        Layout::Packed { cu, .. } => tape.varlen_attention(q, k, v, cu, heads, scale, p_attn), // (N, C)
     }
 }
 

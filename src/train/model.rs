@@ -9,10 +9,11 @@ use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
 use crate::data::{Encoded, Input, Tokenizer};
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::model::bert::{Bert, linear, mean_pool};
+use crate::model::bert::{Bert, ParallelBranch, ParamKind, init, linear, mean_pool};
 use crate::model::heads::LinearHead;
 use crate::model::input::{EncoderInput, Packing};
 use crate::model::lora::{self, Lora};
+use crate::model::pals::TaskPals;
 use crate::model::safetensors::SafeTensors;
 use crate::rng::Rng;
 use crate::store::Store;
@@ -30,6 +31,8 @@ pub struct MultiTaskModel {
     pub bert: Bert,
     pub tasks: Vec<Task>,
     pub heads: Vec<TaskHead>,
+    /// Each task's PALs (--pals), in `tasks` order.
+    pub pals: Vec<Option<TaskPals>>,
     pub opts: TrainOptions,
 }
 
@@ -179,16 +182,35 @@ impl MultiTaskModel {
             let out = add(format!("head.{}", task.name()), input, output_width(task))?;
             heads.push(TaskHead { hidden, out: Some(out) });
         }
-        Ok(MultiTaskModel { bert, tasks: opts.tasks.clone(), heads, opts: opts.clone() })
+        // After every head: the heads draw their initial values as before PALs existed.
+        let mut pals = Vec::new();
+        for &task in &opts.tasks {
+            let Some(cfg) = &opts.pals else {
+                pals.push(None);
+                continue;
+            };
+            let mut values = |name: &str, dims: &[usize], kind: ParamKind| -> Result<Vec<f32>> {
+                match &mut source {
+                    HeadSource::Init(rng) => Ok(init(rng, dims, kind, 0.02)),
+                    HeadSource::Saved(st) => {
+                        let v = st.f32(name)?;
+                        if v.len() != dims.iter().product::<usize>() {
+                            return Err(Error::Config(format!(
+                                "{name}: saved PALs have the wrong size for these options"
+                            )));
+                        }
+                        Ok(v)
+                    }
+                }
+            };
+            let prefix = format!("head.{}.pals", task.name());
+            pals.push(Some(TaskPals::register(store, &prefix, c, bert.layers.len(), cfg, &mut values)?));
+        }
+        Ok(MultiTaskModel { bert, tasks: opts.tasks.clone(), heads, pals, opts: opts.clone() })
     }
 
-    fn head(&self, task: Task) -> Result<&TaskHead> {
-        let i = self
-            .tasks
-            .iter()
-            .position(|&t| t == task)
-            .ok_or_else(|| Error::Config(format!("the model has no {task} head")))?;
-        Ok(&self.heads[i])
+    fn task_index(&self, task: Task) -> Result<usize> {
+        self.tasks.iter().position(|&t| t == task).ok_or_else(|| Error::Config(format!("the model has no {task} head")))
     }
 
     /// Tokenizes examples into a batch for `task` (labels kept when present).
@@ -210,13 +232,15 @@ impl MultiTaskModel {
 
     /// The last hidden state of the `i`-th sequence batch the forward encodes (`e`), in the run's
     /// layout (packed unless --padded), with its input; `embeds` says what the encoder layers
-    /// read: the embeddings' output, kept or not, or a kept one plus a perturbation.
+    /// read: the embeddings' output, kept or not, or a kept one plus a perturbation; `pals`, the
+    /// task's PALs beside each layer.
     fn encode(
         &self,
         tape: &mut Tape<f32>,
         e: &Encoded,
         embeds: &mut Embeds<'_>,
         i: usize,
+        pals: Option<&TaskPals>,
     ) -> Result<(Tensor, EncoderInput)> {
         let (x, input) = match embeds {
             Embeds::Perturbed(kept, deltas) => {
@@ -235,11 +259,19 @@ impl MultiTaskModel {
                 (x, input)
             }
         };
-        Ok((self.bert.layers(tape, x, &input, self.bert.layers.len())?, input))
+        let branch = pals.map(|p| p as &dyn ParallelBranch<f32>);
+        Ok((self.bert.layers_with(tape, x, &input, self.bert.layers.len(), branch)?, input))
     }
 
-    fn pooled(&self, tape: &mut Tape<f32>, e: &Encoded, embeds: &mut Embeds<'_>, i: usize) -> Result<Tensor> {
-        let (h, input) = self.encode(tape, e, embeds, i)?;
+    fn pooled(
+        &self,
+        tape: &mut Tape<f32>,
+        e: &Encoded,
+        embeds: &mut Embeds<'_>,
+        i: usize,
+        pals: Option<&TaskPals>,
+    ) -> Result<Tensor> {
+        let (h, input) = self.encode(tape, e, embeds, i, pals)?;
         self.bert.sentence_vector(tape, h, &input, self.opts.pooling)
     }
 
@@ -263,20 +295,21 @@ impl MultiTaskModel {
 
     /// [`MultiTaskModel::forward`] with the embeddings' outputs kept or perturbed (SMART).
     pub fn forward_with(&self, tape: &mut Tape<f32>, b: &Batch, embeds: &mut Embeds<'_>) -> Result<Tensor> {
-        let head = *self.head(b.task)?;
+        let t = self.task_index(b.task)?;
+        let (head, pals) = (self.heads[t], self.pals.get(t).and_then(|p| p.as_ref()));
         match (&b.joint, &b.sides) {
             (Some(e), _) => {
-                let x = self.pooled(tape, e, embeds, 0)?;
+                let x = self.pooled(tape, e, embeds, 0, pals)?;
                 self.apply_head(tape, &head, x)
             }
             (None, Some((ea, eb))) if b.task == Task::Sts => {
-                let (ha, ia) = self.encode(tape, ea, embeds, 0)?;
-                let (hb, ib) = self.encode(tape, eb, embeds, 1)?;
+                let (ha, ia) = self.encode(tape, ea, embeds, 0, pals)?;
+                let (hb, ib) = self.encode(tape, eb, embeds, 1, pals)?;
                 let (u, v) = (mean_pool(tape, ha, &ia)?, mean_pool(tape, hb, &ib)?);
                 crate::model::heads::similarity(tape, u, v)
             }
             (None, Some((ea, eb))) => {
-                let (u, v) = (self.pooled(tape, ea, embeds, 0)?, self.pooled(tape, eb, embeds, 1)?);
+                let (u, v) = (self.pooled(tape, ea, embeds, 0, pals)?, self.pooled(tape, eb, embeds, 1, pals)?);
                 let diff = tape.sub(u, v)?;
                 let absdiff = tape.abs(diff)?;
                 let prod = tape.mul(u, v)?;
@@ -295,6 +328,7 @@ impl MultiTaskModel {
             bert: self.bert.detached(),
             tasks: self.tasks.clone(),
             heads: self.heads.iter().map(|h| TaskHead { hidden: d(h.hidden), out: d(h.out) }).collect(),
+            pals: self.pals.iter().map(|p| p.as_ref().map(TaskPals::detached)).collect(),
             opts: self.opts.clone(),
         }
     }

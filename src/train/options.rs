@@ -9,6 +9,7 @@ use crate::data::cs224n::Task;
 use crate::device::Precision;
 use crate::model::bert::Pooling;
 use crate::model::lora::LoraConfig;
+use crate::model::pals::PalsConfig;
 use serde::{Deserialize, Serialize};
 
 /// How a pair task (Quora, STS) reads its two sentences.
@@ -105,6 +106,9 @@ pub struct TrainOptions {
     /// SMART's adversarial smoothness regulariser (train/smart.rs), when on.
     #[serde(default)]
     pub smart: Option<SmartConfig>,
+    /// PALs (model/pals.rs): per task, projected attention layers beside the encoder's.
+    #[serde(default)]
+    pub pals: Option<PalsConfig>,
 }
 
 impl Default for TrainOptions {
@@ -143,6 +147,7 @@ impl Default for TrainOptions {
             precision: Precision::F32,
             padded: false,
             smart: None,
+            pals: None,
         }
     }
 }
@@ -220,6 +225,9 @@ impl TrainOptions {
         }
         if !(self.gradvac_beta > 0.0 && self.gradvac_beta <= 1.0) {
             return bad(format!("--gradvac-beta {} is outside (0, 1]", self.gradvac_beta));
+        }
+        if let Some(pals) = &self.pals {
+            pals.validate()?;
         }
         if let Some(smart) = &self.smart {
             smart.validate(self.tasks.len())?;
