@@ -9,7 +9,7 @@ use engine::model::lora::{LoraConfig, Target};
 use engine::model::pals::PalsConfig;
 use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
-use engine::train::smart::SmartConfig;
+use engine::train::smart::{SmartConfig, SmartNorm};
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 use std::path::PathBuf;
 
@@ -333,6 +333,11 @@ struct FinetuneCli {
     /// σ: δ starts as N(0, σ²) noise.
     #[arg(long, value_name = "SIGMA", default_value_t = 1e-5, requires = "smart")]
     smart_noise: f64,
+    /// How each ascent step bounds δ: project (the paper's Algorithm 1: clamp to ±ε) or
+    /// normalize (MT-DNN's and smart-pytorch's: each token's δ scaled to an ∞-norm of 1, ε only
+    /// guarding the division). At the paper's ε = 1e-5, projecting leaves ℓ_s near 1e-9.
+    #[arg(long, value_enum, default_value_t = SmartNorm::Project, requires = "smart")]
+    smart_norm: SmartNorm,
     /// K: ascent steps per task batch (0: the noise alone).
     #[arg(long, value_name = "K", default_value_t = 1, requires = "smart")]
     smart_steps: usize,
@@ -433,6 +438,7 @@ impl FinetuneCli {
         c.step = self.smart_step;
         c.noise = self.smart_noise;
         c.steps = self.smart_steps;
+        c.norm = self.smart_norm;
         c.bregman = self.smart_bregman;
         c.beta = self.smart_beta;
         Ok(c)

@@ -12,7 +12,7 @@ use engine::Device;
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
 use engine::model::pals::PalsConfig;
-use engine::train::smart::SmartConfig;
+use engine::train::smart::{SmartConfig, SmartNorm};
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 
 fn weights_present() -> bool {
@@ -90,7 +90,10 @@ fn short_pcgrad_lora_finetune_on_cuda_matches_the_cpu() {
 fn short_smart_finetune_on_cuda_matches_the_cpu() {
     let Some(g) = gpu() else { return };
     let smart = SmartConfig { eps: 1.0, step: 0.05, noise: 0.01, bregman: 1.0, beta: 0.5, ..SmartConfig::new(3) };
-    compare_runs(&g, TrainOptions { smart: Some(smart), ..TrainOptions::default() }, "smart");
+    compare_runs(&g, TrainOptions { smart: Some(smart.clone()), ..TrainOptions::default() }, "smart");
+    // Normalizing (each token's δ at an ∞-norm of 1): δ is still a smooth function of g.
+    let smart = SmartConfig { norm: SmartNorm::Normalize, eps: 1e-6, bregman: 0.0, ..smart };
+    compare_runs(&g, TrainOptions { smart: Some(smart), ..TrainOptions::default() }, "smart-normalize");
 }
 
 /// The same with PALs on every task, packed and padded (their attention through the

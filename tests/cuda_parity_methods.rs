@@ -9,6 +9,7 @@ use engine::data::cs224n::Task;
 use engine::rng::Rng;
 use engine::train::TrainOptions;
 use engine::train::methods::Combiner;
+use engine::train::smart::SmartNorm;
 use engine::{Device, Tape};
 
 /// Three steps of `opts`' method over k = 3 task gradients of n shared values and 5-value heads:
@@ -84,16 +85,24 @@ fn smart_ascent_matches_the_cpu_bit_for_bit() {
     let delta: Vec<f32> = (0..rows * c).map(|_| (rng.normal() * 0.02) as f32).collect();
     let mut grad: Vec<f32> = (0..rows * c).map(|_| (rng.normal() * 1e-3) as f32).collect();
     grad[5 * c..6 * c].fill(0.0);
-    let run = |dev: &Device| {
+    let run = |dev: &Device, norm: SmartNorm, eps: f64| {
         let mut tape = Tape::<f32>::new(dev.clone());
         let d = tape.store.alloc_act(engine::tensor::Shape::new(&[rows, c]).unwrap(), true).unwrap();
         tape.store.write(d, &delta).unwrap();
         tape.store.zero_act_grads().unwrap();
         tape.store.write_grad(d, &grad).unwrap();
-        engine::train::smart::ascend(&mut tape.store, d, 0.03, 0.04).unwrap();
+        engine::train::smart::ascend(&mut tape.store, d, norm, 0.03, eps).unwrap();
         tape.store.read(d).unwrap()
     };
-    let (cpu, dev) = (run(&Device::Cpu), run(&g));
+    // Normalizing: each row's ∞-norm is 1 (within ε's share), on both devices bit for bit.
+    let (cpu, dev) = (run(&Device::Cpu, SmartNorm::Normalize, 1e-6), run(&g, SmartNorm::Normalize, 1e-6));
+    for row in cpu.chunks(c) {
+        let m = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!((m - 1.0).abs() < 1e-4, "row ∞-norm {m}");
+    }
+    let differ = cpu.iter().zip(&dev).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "normalizing: {differ} of {} values differ", cpu.len());
+    let (cpu, dev) = (run(&Device::Cpu, SmartNorm::Project, 0.04), run(&g, SmartNorm::Project, 0.04));
     let projected: Vec<f32> = delta[5 * c..6 * c].iter().map(|v| v.clamp(-0.04, 0.04)).collect();
     assert_eq!(cpu[5 * c..6 * c], projected[..], "a zero-gradient row is only projected");
     assert!(cpu.contains(&0.04) && cpu.contains(&-0.04), "some elements clamp");

@@ -16,7 +16,7 @@ use engine::model::input::EncoderInput;
 use engine::rng::Rng;
 use engine::train::TrainOptions;
 use engine::train::model::MultiTaskModel;
-use engine::train::smart::{self, Smart, SmartConfig};
+use engine::train::smart::{self, Smart, SmartConfig, SmartNorm};
 use engine::train::trainer::train_task;
 use engine::{Device, Result, Tape, Tensor};
 
@@ -238,7 +238,7 @@ fn the_ascent_step_follows_the_gradient_of_delta_and_raises_the_smoothness_loss(
 
     // The update, against the formula.
     let (eta, eps) = (0.05, 0.03);
-    smart::ascend(&mut t.store, delta, eta, eps).unwrap();
+    smart::ascend(&mut t.store, delta, SmartNorm::Project, eta, eps).unwrap();
     let d1 = t.store.read(delta).unwrap();
     for (r, (row, grow)) in d0.chunks(32).zip(g.chunks(32)).enumerate() {
         let m = grow.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -258,6 +258,18 @@ fn the_ascent_step_follows_the_gradient_of_delta_and_raises_the_smoothness_loss(
     let l_random = loss_at(&mut t, delta.detached());
     println!("ℓ_s: at δ₀ {l_start:.3e}, after the ascent {l_ascent:.3e}, after a random step {l_random:.3e}");
     assert!(l_ascent > 1.5 * l_start && l_ascent > l_random, "the ascent did not raise ℓ_s");
+    // Normalizing instead (the reference implementations): δ ← (δ + η·g)/(‖δ + η·g‖∞ + ε) per row.
+    t.store.write(delta, &d0).unwrap();
+    t.store.write_grad(delta, &g).unwrap();
+    smart::ascend(&mut t.store, delta, SmartNorm::Normalize, eta, 1e-6).unwrap();
+    let d2 = t.store.read(delta).unwrap();
+    for (r, (row, grow)) in d0.chunks(32).zip(g.chunks(32)).enumerate() {
+        let v: Vec<f64> = row.iter().zip(grow).map(|(d, g)| d + eta * g).collect();
+        let m = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        for j in 0..32 {
+            assert_eq!(d2[r * 32 + j], v[j] / (m + 1e-6), "normalized row {r} element {j}");
+        }
+    }
 }
 
 fn detach(h: heads::LinearHead) -> heads::LinearHead {

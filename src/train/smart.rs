@@ -7,8 +7,10 @@
 //! where ℓ_s is the symmetric KL of the outputs for classification (SST's softmax, Quora's
 //! two-class sigmoid) and the squared error for regression (STS), each a mean over the batch.
 //! δ starts as N(0, σ²) noise and takes K ascent steps δ ← clamp(δ + η·g/‖g‖∞, ±ε), g = ∂ℓ_s/∂δ
-//! with the clean outputs held fixed and ‖g‖∞ per token row (as the `smart-pytorch` package the
-//! CS224N reports use). The ascent passes read every parameter as a constant (no parameter
+//! with the clean outputs held fixed and ‖g‖∞ per token row (the paper's Algorithm 1), or, with
+//! `SmartNorm::Normalize`, δ ← (δ + η·g)/(‖δ + η·g‖∞ + ε) as the reference implementations
+//! (MT-DNN, the `smart-pytorch` package the CS224N reports use) do: there each token's δ has an
+//! ∞-norm of 1, where the paper's ε = 1e-5 keeps ℓ_s near 1e-9 (no measurable effect). The ascent passes read every parameter as a constant (no parameter
 //! gradient is computed), and are rewound off the tape; the final δ is a constant of the
 //! objective, whose gradient flows into both passes (clean and perturbed) as in the paper's
 //! R_s(θ). Every perturbed pass continues the clean pass's dropout streams, so it drops what
@@ -36,6 +38,18 @@ use serde::{Deserialize, Serialize};
 /// The name of the teacher's values in `last/optimizer.safetensors`.
 pub const TEACHER: &str = "smart.teacher";
 
+/// How an ascent step keeps δ small.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmartNorm {
+    /// The paper's Algorithm 1: δ ← clamp(δ + η·g/‖g‖∞, ±ε).
+    #[default]
+    Project,
+    /// The reference implementations' (MT-DNN, smart-pytorch): δ ← (δ + η·g) / (‖δ + η·g‖∞ + ε),
+    /// so each token's δ has an ∞-norm of 1 and ε only guards the division.
+    Normalize,
+}
+
 /// SMART's settings (saved in train.json).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SmartConfig {
@@ -49,6 +63,9 @@ pub struct SmartConfig {
     pub noise: f64,
     /// K: ascent steps.
     pub steps: usize,
+    /// How each ascent step bounds δ.
+    #[serde(default)]
+    pub norm: SmartNorm,
     /// μ: the weight of the Bregman proximal term (0: none, and no teacher).
     #[serde(default)]
     pub bregman: f64,
@@ -62,7 +79,8 @@ fn default_beta() -> f64 {
 }
 
 impl SmartConfig {
-    /// The paper's defaults on every task: λ 1, ε 1e-5, η 1e-3, σ 1e-5, K 1, no Bregman term.
+    /// The paper's defaults on every task: λ 1, ε 1e-5, η 1e-3, σ 1e-5, K 1, projecting, no
+    /// Bregman term.
     pub fn new(tasks: usize) -> SmartConfig {
         SmartConfig {
             weights: vec![1.0; tasks],
@@ -70,6 +88,7 @@ impl SmartConfig {
             step: 1e-3,
             noise: 1e-5,
             steps: 1,
+            norm: SmartNorm::Project,
             bregman: 0.0,
             beta: 0.99,
         }
@@ -161,7 +180,7 @@ impl Smart {
             let l = smoothness(tape, batch.task, out, clean.detached())?;
             tape.backward_since(mark, l)?;
             for &d in &deltas {
-                ascend(&mut tape.store, d, c.step, c.eps)?;
+                ascend(&mut tape.store, d, c.norm, c.step, c.eps)?;
             }
             tape.rewind(mark);
         }
@@ -238,17 +257,19 @@ fn noise(tape: &mut Tape<f32>, kept: &[Embedded], sigma: f64) -> Result<Vec<Tens
     Ok(out)
 }
 
-/// δ ← clamp(δ + η·g/‖g‖∞, ±ε) with g = δ's gradient, per row (the last dimension).
-pub fn ascend<F: Float>(store: &mut Store<F>, delta: Tensor, eta: f64, eps: f64) -> Result<()> {
+/// One ascent step on δ with g = δ's gradient, per row (the last dimension): under `Project`
+/// δ ← clamp(δ + η·g/‖g‖∞, ±ε), under `Normalize` δ ← (δ + η·g) / (‖δ + η·g‖∞ + ε).
+pub fn ascend<F: Float>(store: &mut Store<F>, delta: Tensor, norm: SmartNorm, eta: f64, eps: f64) -> Result<()> {
     let c = delta.shape.last();
+    let normalize = norm == SmartNorm::Normalize;
     match store.device {
         Device::Cuda(_) => {
             let (dev, [], [g], [d]) = store.cuda_io([], [Slot::Grad(delta)], [Slot::Val(delta)])?;
-            cuda::ascent(&dev, d, g, delta.shape.rows(), c, eta as f32, eps as f32)
+            cuda::ascent(&dev, d, g, delta.shape.rows(), c, normalize, eta as f32, eps as f32)
         }
         Device::Cpu => {
             let ([g], [d]) = store.cpu_views([Slot::Grad(delta)], [Slot::Val(delta)])?;
-            cpu::ascent(d, g, c, F::from_f64(eta), F::from_f64(eps));
+            cpu::ascent(d, g, c, normalize, F::from_f64(eta), F::from_f64(eps));
             Ok(())
         }
     }
@@ -259,10 +280,28 @@ pub mod cuda {
     use crate::device::cuda::{Arg, Cuda};
     use crate::error::Result;
 
-    /// delta, grad (rows, C): δ ← clamp(δ + η·g/‖g‖∞, ±ε) per row; one block of 128 per row.
-    pub fn ascent(dev: &Cuda, delta: u64, grad: u64, rows: usize, c: usize, eta: f32, eps: f32) -> Result<()> {
-        let args =
-            [Arg::Ptr(delta), Arg::Ptr(grad), Arg::U64(rows as u64), Arg::U64(c as u64), Arg::F32(eta), Arg::F32(eps)];
+    /// delta, grad (rows, C): one ascent step per row (see [`super::ascend`]); one block of 128
+    /// per row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ascent(
+        dev: &Cuda,
+        delta: u64,
+        grad: u64,
+        rows: usize,
+        c: usize,
+        normalize: bool,
+        eta: f32,
+        eps: f32,
+    ) -> Result<()> {
+        let args = [
+            Arg::Ptr(delta),
+            Arg::Ptr(grad),
+            Arg::U64(rows as u64),
+            Arg::U64(c as u64),
+            Arg::U32(normalize as u32),
+            Arg::F32(eta),
+            Arg::F32(eps),
+        ];
         dev.launch("smart.cu", "smart_ascent", (rows.clamp(1, 65535) as u32, 1, 1), (128, 1, 1), 0, &args)
     }
 }
@@ -270,9 +309,17 @@ pub mod cuda {
 pub mod cpu {
     use crate::float::Float;
 
-    /// δ ← clamp(δ + η·(g/‖g‖∞), ±ε) per row of `c`; a row whose gradient is zero is only clamped.
-    pub fn ascent<F: Float>(delta: &mut [F], grad: &[F], c: usize, eta: F, eps: F) {
+    /// One ascent step per row of `c` (see [`super::ascend`]). Projecting, a row whose gradient
+    /// is zero is only clamped.
+    pub fn ascent<F: Float>(delta: &mut [F], grad: &[F], c: usize, normalize: bool, eta: F, eps: F) {
         for (d, g) in delta.chunks_exact_mut(c).zip(grad.chunks_exact(c)) {
+            if normalize {
+                let m = d.iter().zip(g).fold(F::ZERO, |m, (&x, &gj)| m.max((x + eta * gj).abs()));
+                for (x, &gj) in d.iter_mut().zip(g) {
+                    *x = (*x + eta * gj) / (m + eps);
+                }
+                continue;
+            }
             let m = g.iter().fold(F::ZERO, |m, &v| m.max(v.abs()));
             for (x, &gj) in d.iter_mut().zip(g) {
                 let step = if m > F::ZERO { eta * (gj / m) } else { F::ZERO };
