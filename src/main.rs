@@ -335,7 +335,7 @@ struct FinetuneCli {
     smart_noise: f64,
     /// How each ascent step bounds δ: project (the paper's Algorithm 1: clamp to ±ε) or
     /// normalize (MT-DNN's and smart-pytorch's: each token's δ scaled to an ∞-norm of 1, ε only
-    /// guarding the division). At the paper's ε = 1e-5, projecting leaves ℓ_s near 1e-9.
+    /// guarding the division). At the paper's ε = 1e-5, projecting keeps ℓ_s below 1e-6.
     #[arg(long, value_enum, default_value_t = SmartNorm::Project, requires = "smart")]
     smart_norm: SmartNorm,
     /// K: ascent steps per task batch (0: the noise alone).

@@ -10,7 +10,7 @@
 //! with the clean outputs held fixed and ‖g‖∞ per token row (the paper's Algorithm 1), or, with
 //! `SmartNorm::Normalize`, δ ← (δ + η·g)/(‖δ + η·g‖∞ + ε) as the reference implementations
 //! (MT-DNN, the `smart-pytorch` package the CS224N reports use) do: there each token's δ has an
-//! ∞-norm of 1, where the paper's ε = 1e-5 keeps ℓ_s near 1e-9 (no measurable effect). The ascent passes read every parameter as a constant (no parameter
+//! ∞-norm of 1, where the paper's ε = 1e-5 keeps ℓ_s below 1e-6 (no measurable effect). The ascent passes read every parameter as a constant (no parameter
 //! gradient is computed), and are rewound off the tape; the final δ is a constant of the
 //! objective, whose gradient flows into both passes (clean and perturbed) as in the paper's
 //! R_s(θ). Every perturbed pass continues the clean pass's dropout streams, so it drops what
