@@ -646,3 +646,12 @@ pub fn read_predictions(task: Task, path: &Path, flag: &str) -> Result<Vec<(Stri
     }
     Ok(out)
 }
+
+/// One data file: its task, split, path, and the flag that sets it (for error messages).
+#[derive(Clone, Debug)]
+pub struct DataFile {
+    pub task: Task,
+    pub split: Split,
+    pub path: PathBuf,
+    pub flag: String,
+}

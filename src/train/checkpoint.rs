@@ -45,12 +45,12 @@ pub struct TrainState {
 const TOKENIZER_FILES: [&str; 5] =
     ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "config.json"];
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.display().to_string(), source }
 }
 
 /// A full model's weights.
-const MODEL_FILE: &str = "model.safetensors";
+pub(crate) const MODEL_FILE: &str = "model.safetensors";
 
 /// The number of encoder layers of the model in `store` (its `encoder.layer.{l}.` parameters).
 fn num_layers(store: &Store<f32>) -> usize {
@@ -59,7 +59,7 @@ fn num_layers(store: &Store<f32>) -> usize {
 }
 
 /// Parameters as (name, shape, values): every one, or only the trainable ones.
-fn params(store: &Store<f32>, trainable_only: bool) -> Result<Vec<safetensors::NamedTensor>> {
+pub(crate) fn params(store: &Store<f32>, trainable_only: bool) -> Result<Vec<safetensors::NamedTensor>> {
     store
         .params()
         .filter(|(_, t)| !trainable_only || t.arena == Arena::Param)
@@ -67,7 +67,7 @@ fn params(store: &Store<f32>, trainable_only: bool) -> Result<Vec<safetensors::N
         .collect()
 }
 
-fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
     for f in TOKENIZER_FILES {
         let src = from.join(f);
         if src.is_file() {
@@ -207,36 +207,6 @@ pub fn load_params(dir: &Path, store: &mut Store<f32>) -> Result<()> {
         store.write(t, &v)?;
     }
     Ok(())
-}
-
-/// `engine merge`: folds the adapters of the LoRA checkpoint `dir` into its base model and writes
-/// a full checkpoint folder `out` (the encoder, the heads, config, tokenizer, train.json without
-/// LoRA). Returns the number of adapters merged.
-pub fn merge(dir: &Path, out: &Path) -> Result<usize> {
-    if !dir.join(ADAPTER_CONFIG).is_file() {
-        return Err(Error::Config(format!(
-            "{}: no {ADAPTER_CONFIG}; only a LoRA checkpoint (engine finetune --lora) has adapters to merge",
-            dir.display()
-        )));
-    }
-    let mut loaded = super::evaluate::load_checkpoint(dir, crate::device::Device::Cpu)?;
-    let (model, store) = (&loaded.model, &mut loaded.tape.store);
-    let lora = model.bert.lora.as_ref().ok_or_else(|| Error::Config("the checkpoint has no adapters".into()))?;
-    lora.merge_into(store, &model.bert)?;
-    let count = lora.layers.iter().flatten().flatten().count();
-    let adapter = |n: &str| n.contains(".lora_A.") || n.contains(".lora_B.");
-    let tensors: Vec<safetensors::NamedTensor> =
-        params(store, false)?.into_iter().filter(|(n, _, _)| !adapter(n)).collect();
-    let opts = TrainOptions { lora: None, ..model.opts.clone() };
-    write_folder(out, |tmp| {
-        let mut meta = BTreeMap::new();
-        meta.insert("format".to_string(), "pt".to_string());
-        safetensors::write(&tmp.join(MODEL_FILE), &tensors, &meta)?;
-        copy_model_files(dir, tmp)?;
-        let json = serde_json::to_string_pretty(&opts).expect("options serialise");
-        std::fs::write(tmp.join("train.json"), json).map_err(io(tmp))
-    })?;
-    Ok(count)
 }
 
 /// `out/best`, `out/last`, `out/predictions`, `out/metrics.jsonl`, `out/curves.svg`.

@@ -2,9 +2,11 @@
 
 use super::model::MultiTaskModel;
 use crate::data::Tokenizer;
-use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
+use crate::data::cs224n::{self, Dataset, Example, Kind, Label, Prediction, Task};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::tape::Tape;
+use std::path::Path;
 
 /// One task's dev (or test) metric: accuracy for classes and Quora, Pearson r for STS.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -154,7 +156,7 @@ pub fn load_checkpoint_with(dir: &std::path::Path, device: crate::device::Device
 pub fn evaluate_checkpoint(
     dir: &std::path::Path,
     split: crate::data::cs224n::Split,
-    files: &[super::trainer::DataFile],
+    files: &[crate::data::cs224n::DataFile],
     out: &std::path::Path,
     device: crate::device::Device,
     padded: bool,
@@ -170,7 +172,29 @@ pub fn evaluate_checkpoint(
     }
     let refs: Vec<(Task, &crate::data::cs224n::Dataset)> = sets.iter().map(|(t, d)| (*t, d)).collect();
     let batch = l.model.opts.batch_size * 2;
-    super::trainer::write_predictions(&l.model, &mut l.tape, &mut l.tok, &refs, out, batch)
+    write_predictions(&l.model, &mut l.tape, &mut l.tok, &refs, out, batch)
+}
+
+/// Writes dev and test predictions of every task under `dir`, in the CS224N layout.
+pub fn write_predictions(
+    model: &MultiTaskModel,
+    tape: &mut Tape<f32>,
+    tok: &mut Tokenizer,
+    sets: &[(Task, &Dataset)],
+    dir: &Path,
+    batch: usize,
+) -> Result<Vec<Score>> {
+    let mut scores = Vec::new();
+    for (task, d) in sets {
+        let (preds, s) = predict(model, tape, tok, *task, &d.examples, batch)?;
+        let name = task
+            .prediction_file_name(d.split)
+            .ok_or_else(|| Error::Config(format!("no prediction file for {task} {}", d.split.name())))?;
+        cs224n::write_predictions(*task, &dir.join(name), &preds)?;
+        failpoint::reach("predictions");
+        scores.extend(s);
+    }
+    Ok(scores)
 }
 
 /// `engine predict`: the prediction file (CS224N layout) of `task` for a CS224N file.

@@ -5,9 +5,11 @@ pub mod checkpoint;
 pub mod evaluate;
 pub mod loss_meter;
 pub mod memory;
+pub mod merge;
 pub mod methods;
 pub mod model;
 pub mod options;
+pub mod records;
 pub mod report;
 pub mod run_dir;
 pub mod schedule;
@@ -19,5 +21,6 @@ pub mod trainer;
 /// PCGrad's path before the methods had their own module.
 pub use methods::pcgrad;
 
+pub use crate::data::cs224n::DataFile;
 pub use options::TrainOptions;
-pub use trainer::{DataFile, FinetuneArgs, Summary, finetune};
+pub use trainer::{FinetuneArgs, Summary, finetune};

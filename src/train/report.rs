@@ -2,43 +2,13 @@
 //! progress line on stderr, the curves (curves.svg), and the final table on stdout.
 
 use super::evaluate::Score;
-use super::methods::Stats;
+pub use super::records::Record;
+use super::records::Stats;
 use crate::data::cs224n::Task;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
-
-/// One line of metrics.jsonl.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Record {
-    /// Running mean losses per task since the previous record.
-    Train { step: usize, epoch: usize, lr: f64, loss: BTreeMap<String, f64>, elapsed_s: f64 },
-    /// Dev metrics per task and the combined score.
-    Eval { step: usize, epoch: usize, split: String, metrics: BTreeMap<String, f64>, combined: f64 },
-    /// One step's PCGrad statistics.
-    Pcgrad(Stats),
-    /// PCGrad statistics averaged over the steps since the previous evaluation.
-    PcgradSummary(Stats),
-    /// One step's GradVac statistics (with its targets φ̂).
-    Gradvac(Stats),
-    /// GradVac statistics averaged over the steps since the previous evaluation.
-    GradvacSummary(Stats),
-    /// SMART's smoothness term ℓ_s per task (unweighted), the mean since the previous record.
-    Smart { step: usize, smoothness: BTreeMap<String, f64> },
-}
-
-impl Record {
-    pub fn step(&self) -> usize {
-        match self {
-            Record::Train { step, .. } | Record::Eval { step, .. } | Record::Smart { step, .. } => *step,
-            Record::Pcgrad(s) | Record::PcgradSummary(s) | Record::Gradvac(s) | Record::GradvacSummary(s) => s.step,
-        }
-    }
-}
 
 /// Appends records to metrics.jsonl, keeping them in memory for the curves. The file stays open
 /// behind a buffer: per-step PCGrad records wait there (at GPU step rates an open-append-close per

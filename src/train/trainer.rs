@@ -4,7 +4,7 @@
 //! best checkpoint by combined dev score; predictions for dev and test come from the best one.
 
 use super::checkpoint::{self, TrainState};
-use super::evaluate::{self, Score};
+use super::evaluate::{self, Score, write_predictions};
 use super::loss_meter::LossMeter;
 use super::methods::Combiner;
 use super::model::{Batch, MultiTaskModel};
@@ -15,7 +15,7 @@ use super::schedule::{Plan, batch_indices, lr_factor};
 use super::smart::{self, Smart};
 use super::task_grads::TaskGradients;
 use crate::data::Tokenizer;
-use crate::data::cs224n::{self, Dataset, Split, Task};
+use crate::data::cs224n::{self, DataFile, Dataset, Split, Task};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -25,15 +25,6 @@ use crate::rng::mix64;
 use crate::tape::Tape;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// One data file: its task, split, path, and the flag that sets it (for error messages).
-#[derive(Clone, Debug)]
-pub struct DataFile {
-    pub task: Task,
-    pub split: Split,
-    pub path: PathBuf,
-    pub flag: String,
-}
 
 pub struct FinetuneArgs {
     pub opts: TrainOptions,
@@ -115,28 +106,6 @@ fn evaluate_dev(
     }
     let c = evaluate::combined(&scores);
     Ok((preds, scores, c))
-}
-
-/// Writes dev and test predictions of every task under `dir`, in the CS224N layout.
-pub fn write_predictions(
-    model: &MultiTaskModel,
-    tape: &mut Tape<f32>,
-    tok: &mut Tokenizer,
-    sets: &[(Task, &Dataset)],
-    dir: &Path,
-    batch: usize,
-) -> Result<Vec<Score>> {
-    let mut scores = Vec::new();
-    for (task, d) in sets {
-        let (preds, s) = evaluate::predict(model, tape, tok, *task, &d.examples, batch)?;
-        let name = task
-            .prediction_file_name(d.split)
-            .ok_or_else(|| Error::Config(format!("no prediction file for {task} {}", d.split.name())))?;
-        cs224n::write_predictions(*task, &dir.join(name), &preds)?;
-        failpoint::reach("predictions");
-        scores.extend(s);
-    }
-    Ok(scores)
 }
 
 /// What one task pass recorded: the task's loss, and SMART's smoothness term when it ran.

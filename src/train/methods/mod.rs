@@ -13,13 +13,13 @@ pub mod gradvac;
 pub mod pcgrad;
 
 use super::options::TrainOptions;
-use super::report::Record;
+use super::records::Record;
+pub use super::records::Stats;
 use super::task_grads::{TaskGradients, shared_len};
 use crate::data::cs224n::Task;
 use crate::device::{Buffer, Device};
 use crate::error::Result;
 use crate::store::Store;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -106,68 +106,6 @@ impl Combiner {
 
     pub fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
         self.method.restore(state)
-    }
-}
-
-/// One step's (or, averaged, one evaluation window's) statistics of a method, as metrics.jsonl
-/// holds them: the measurements of Figure 2 of the CS224N report "MiniBERT: Training Jointly on
-/// Multiple Tasks" (PCGrad), and GradVac's targets.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    pub step: usize,
-    /// cos(g_a, g_b) per task pair, named "a/b".
-    pub cosine: BTreeMap<String, f64>,
-    /// The fraction of ordered task pairs the method changed (PCGrad: projected; GradVac:
-    /// adjusted towards its target).
-    pub projected_fraction: f64,
-    /// ‖g'‖ / ‖g‖ per task.
-    pub norm_ratio: BTreeMap<String, f64>,
-    /// GradVac: the target cosine φ̂ per ordered task pair "a→b", after the step.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub target: BTreeMap<String, f64>,
-}
-
-impl Stats {
-    /// The mean of each statistic over `window` (labelled `step`); None for an empty window.
-    pub fn mean(step: usize, window: &[Stats]) -> Option<Stats> {
-        if window.is_empty() {
-            return None;
-        }
-        let mean_of = |get: &dyn Fn(&Stats) -> &BTreeMap<String, f64>| {
-            let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-            for s in window {
-                for (k, v) in get(s) {
-                    let e = sums.entry(k.clone()).or_default();
-                    e.0 += v;
-                    e.1 += 1;
-                }
-            }
-            sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect()
-        };
-        Some(Stats {
-            step,
-            cosine: mean_of(&|s| &s.cosine),
-            projected_fraction: window.iter().map(|s| s.projected_fraction).sum::<f64>() / window.len() as f64,
-            norm_ratio: mean_of(&|s| &s.norm_ratio),
-            target: mean_of(&|s| &s.target),
-        })
-    }
-
-    /// One line for the progress output; `changed` says what the fraction counts ("projected").
-    pub fn describe_as(&self, changed: &str) -> String {
-        let cos: Vec<String> = self.cosine.iter().map(|(k, v)| format!("{k} {v:+.3}")).collect();
-        let ratio: Vec<String> = self.norm_ratio.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
-        let mut line = format!(
-            "{changed} {:.1}% of task pairs; mean cos {}; mean |g'|/|g| {}",
-            100.0 * self.projected_fraction,
-            cos.join(", "),
-            ratio.join(", ")
-        );
-        if !self.target.is_empty() {
-            let t: Vec<String> = self.target.iter().map(|(k, v)| format!("{k} {v:+.4}")).collect();
-            line += &format!("; targets {}", t.join(", "));
-        }
-        line
     }
 }
 
