@@ -567,7 +567,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("predictions in {}", out.display());
         }
         Command::Merge { checkpoint, output } => {
-            let n = engine::train::checkpoint::merge(&checkpoint, &output)?;
+            let n = engine::train::merge::merge(&checkpoint, &output)?;
             println!("merged {n} adapters into {}", output.display());
         }
         Command::Predict { checkpoint, task, input, output, device, padded } => {

@@ -31,7 +31,7 @@ fn merged_and_unmerged_outputs_agree() {
     let with_adapters = hidden(&mut tape, &m);
     let lora = m.bert.lora.take().unwrap();
     let base = hidden(&mut tape, &m);
-    lora.merge_into(&mut tape.store, &m.bert).unwrap();
+    lora.merge_into(&mut tape.store, &m.bert.target_weights()).unwrap();
     let merged = hidden(&mut tape, &m);
     let rel = common::rel(&merged, &with_adapters);
     let moved = common::rel(&base, &with_adapters);
@@ -88,7 +88,7 @@ fn fresh_adapters_leave_the_base_model_unchanged() {
     let base = hidden(&mut tape, &m);
     let mut rng = engine::rng::Rng::new(1);
     let mut source = init_source::<f32>(&mut rng);
-    let lora = Lora::register(&mut tape.store, &m.bert, &config(&Target::ALL), &mut source).unwrap();
+    let lora = Lora::register(&mut tape.store, &m.bert.target_dims(), &config(&Target::ALL), &mut source).unwrap();
     // A is drawn (U(±1/√IN), as PEFT's Kaiming-uniform with a = √5), B is zero.
     let (na, nb) = engine::model::lora::adapter_names(0, Target::FfnIn);
     let a = tape.store.param(&na).unwrap();
@@ -270,7 +270,7 @@ mod peft_layout {
         }
         checkpoint::load_params(&dir, store).unwrap();
         assert!(trainable(store) == saved, "load_params reads the old layout wrong");
-        assert_eq!(checkpoint::merge(&dir, &scratch.join("merged")).unwrap(), 6 * LAYERS);
+        assert_eq!(engine::train::merge::merge(&dir, &scratch.join("merged")).unwrap(), 6 * LAYERS);
         // Its adapters embed too (target_modules read in the old sense: six targets, not seven).
         let folder = AdapterFolder::open(&dir).unwrap();
         assert_eq!(folder.lora.targets, Target::ALL);

@@ -62,6 +62,18 @@ impl Layer {
 }
 
 impl Layer {
+    /// The base weight (OUT, IN) that `t` adapts.
+    pub fn weight(&self, t: Target) -> Tensor {
+        match t {
+            Target::Query => self.q_w,
+            Target::Key => self.k_w,
+            Target::Value => self.v_w,
+            Target::AttnOut => self.o_w,
+            Target::FfnIn => self.ffn_in_w,
+            Target::FfnOut => self.ffn_out_w,
+        }
+    }
+
     /// The layer with its parameters read as constants.
     fn detached(&self) -> Layer {
         let d = Tensor::detached;
@@ -199,6 +211,17 @@ impl Bert {
     pub fn random<F: Float>(store: &mut Store<F>, config: &BertConfig, std: f64, seed: u64) -> Result<Bert> {
         let mut rng = Rng::new(seed);
         Bert::register(store, config, true, &mut |_, dims, kind| Ok(init(&mut rng, dims, kind, std)), &|_| true)
+    }
+
+    /// Each layer's adaptable weights, indexed by `Target as usize` (for `Lora::merge_into`).
+    pub fn target_weights(&self) -> Vec<[Tensor; 6]> {
+        self.layers.iter().map(|l| Target::ALL.map(|t| l.weight(t))).collect()
+    }
+
+    /// The (OUT, IN) of each layer's adaptable weights, indexed by `Target as usize` (for
+    /// `Lora::register`).
+    pub fn target_dims(&self) -> Vec<[(usize, usize); 6]> {
+        self.target_weights().iter().map(|ws| ws.map(|w| (w.dims()[0], w.dims()[1]))).collect()
     }
 
     /// The same model with every parameter read as a constant: a pass on it takes the gradient

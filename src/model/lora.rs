@@ -6,7 +6,6 @@
 //! in checkpoints alike (see `model::peft`); checkpoints written before that (issue 17, finding 9)
 //! named them without the `base_model.model.` prefix and are still read.
 
-use super::bert::{Bert, Layer};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::rng::Rng;
@@ -44,18 +43,6 @@ impl Target {
             Target::AttnOut => "attention.output.dense",
             Target::FfnIn => "intermediate.dense",
             Target::FfnOut => "output.dense",
-        }
-    }
-
-    /// The base weight (OUT, IN) this target adapts in `layer`.
-    pub fn weight(self, layer: &Layer) -> Tensor {
-        match self {
-            Target::Query => layer.q_w,
-            Target::Key => layer.k_w,
-            Target::Value => layer.v_w,
-            Target::AttnOut => layer.o_w,
-            Target::FfnIn => layer.ffn_in_w,
-            Target::FfnOut => layer.ffn_out_w,
         }
     }
 }
@@ -145,25 +132,27 @@ pub fn init_source<F: Float>(rng: &mut Rng) -> impl FnMut(&str, &[usize]) -> Res
 }
 
 impl Lora {
-    /// Registers trainable adapters on every targeted linear of `bert`, layer by layer, their
-    /// values from `source(name, dims)`; where the source has no values for a name (a checkpoint
-    /// of the old layout), from `source(legacy_name(name), dims)`, and if neither, the first error.
+    /// Registers trainable adapters on every targeted linear of an encoder whose layers' base
+    /// weights have the (OUT, IN) `dims` (per layer, indexed by `Target as usize`: see
+    /// `Bert::target_dims`), layer by layer, their values from `source(name, dims)`; where the
+    /// source has no values for a name (a checkpoint of the old layout), from
+    /// `source(legacy_name(name), dims)`, and if neither, the first error.
     pub fn register<F: Float>(
         store: &mut Store<F>,
-        bert: &Bert,
+        dims: &[[(usize, usize); 6]],
         config: &LoraConfig,
         source: &mut AdapterSource<'_, F>,
     ) -> Result<Lora> {
         config.validate()?;
         let r = config.rank;
-        let mut layers = Vec::with_capacity(bert.layers.len());
-        for (l, layer) in bert.layers.iter().enumerate() {
+        let mut layers = Vec::with_capacity(dims.len());
+        for (l, layer) in dims.iter().enumerate() {
             let mut adapters = [None; 6];
             for &t in &config.targets {
                 if adapters[t as usize].is_some() {
                     continue;
                 }
-                let (out, inp) = (t.weight(layer).dims()[0], t.weight(layer).dims()[1]);
+                let (out, inp) = layer[t as usize];
                 let (na, nb) = adapter_names(l, t);
                 let mut values = |name: &str, dims: &[usize]| {
                     source(name, dims).or_else(|e| match legacy_name(name) {
@@ -210,13 +199,14 @@ impl Lora {
     }
 
     /// W ← W + (α/R)·B·A for every adapter (accumulated in f64), in the store: the base model
-    /// with the adapters folded in.
-    pub fn merge_into<F: Float>(&self, store: &mut Store<F>, bert: &Bert) -> Result<()> {
+    /// with the adapters folded in. `weights`: each layer's base weights, indexed by
+    /// `Target as usize` (see `Bert::target_weights`).
+    pub fn merge_into<F: Float>(&self, store: &mut Store<F>, weights: &[[Tensor; 6]]) -> Result<()> {
         let s = self.config.scale();
-        for (layer, adapters) in bert.layers.iter().zip(&self.layers) {
+        for (layer, adapters) in weights.iter().zip(&self.layers) {
             for t in Target::ALL {
                 let Some(ad) = adapters[t as usize] else { continue };
-                let w = t.weight(layer);
+                let w = layer[t as usize];
                 let (out, inp, r) = (w.dims()[0], w.dims()[1], ad.a.dims()[0]);
                 let (mut wv, av, bv) = (store.read(w)?, store.read(ad.a)?, store.read(ad.b)?);
                 for o in 0..out {
