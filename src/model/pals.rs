@@ -57,15 +57,13 @@ impl PalsConfig {
     }
 }
 
-/// One layer's attention in d_s: weights (d_s, d_s) in Hugging Face's (out, in) layout.
+/// One layer's attention in d_s: its query, key and value weights (each (d_s, d_s), Hugging
+/// Face's (out, in) layout) registered back to back, then their biases, so that the three
+/// projections are one (3·d_s, d_s) GEMM.
 #[derive(Clone, Copy, Debug)]
 pub struct PalLayer {
-    pub q_w: Tensor,
-    pub q_b: Tensor,
-    pub k_w: Tensor,
-    pub k_b: Tensor,
-    pub v_w: Tensor,
-    pub v_b: Tensor,
+    pub qkv_w: Tensor, // (3·d_s, d_s)
+    pub qkv_b: Tensor, // (3·d_s)
 }
 
 /// One task's PALs.
@@ -104,14 +102,10 @@ impl TaskPals {
         let mut out = Vec::with_capacity(layers);
         for l in 0..layers {
             let p = |s: &str| format!("{prefix}.layer.{l}.{s}");
-            out.push(PalLayer {
-                q_w: add(p("query.weight"), &[d, d], Weight)?,
-                q_b: add(p("query.bias"), &[d], Bias)?,
-                k_w: add(p("key.weight"), &[d, d], Weight)?,
-                k_b: add(p("key.bias"), &[d], Bias)?,
-                v_w: add(p("value.weight"), &[d, d], Weight)?,
-                v_b: add(p("value.bias"), &[d], Bias)?,
-            });
+            let ws = [p("query.weight"), p("key.weight"), p("value.weight")].map(|n| add(n, &[d, d], Weight));
+            let bs = [p("query.bias"), p("key.bias"), p("value.bias")].map(|n| add(n, &[d], Bias));
+            let (ws, bs) = (ws.into_iter().collect::<Result<Vec<_>>>()?, bs.into_iter().collect::<Result<Vec<_>>>()?);
+            out.push(PalLayer { qkv_w: fused(&ws, &[3 * d, d])?, qkv_b: fused(&bs, &[3 * d])? });
         }
         Ok(TaskPals { enc_w, enc_b, dec_w, dec_b, layers: out, heads: cfg.heads })
     }
@@ -119,14 +113,7 @@ impl TaskPals {
     /// The PALs with their parameters read as constants (SMART's ascent passes).
     pub fn detached(&self) -> TaskPals {
         let d = Tensor::detached;
-        let layer = |l: &PalLayer| PalLayer {
-            q_w: d(l.q_w),
-            q_b: d(l.q_b),
-            k_w: d(l.k_w),
-            k_b: d(l.k_b),
-            v_w: d(l.v_w),
-            v_b: d(l.v_b),
-        };
+        let layer = |l: &PalLayer| PalLayer { qkv_w: d(l.qkv_w), qkv_b: d(l.qkv_b) };
         TaskPals {
             enc_w: d(self.enc_w),
             enc_b: d(self.enc_b),
@@ -145,19 +132,29 @@ impl<F: Float> ParallelBranch<F> for TaskPals {
             .get(layer)
             .ok_or_else(|| Error::Config(format!("PALs for {} layers asked for layer {layer}", self.layers.len())))?;
         let z = tape.linear(x, self.enc_w, self.enc_b)?; // (…, d_s)
-        let heads = self.heads;
-        let to_heads = |tape: &mut Tape<F>, y: Tensor| match input.layout {
-            Layout::Padded { .. } => tape.split_heads(y, heads), // (B, H, T, d_s/H)
-            Layout::Packed { .. } => Ok(y),
+        let qkv = tape.linear(z, l.qkv_w, l.qkv_b)?; // (…, 3·d_s)
+        let (d, heads) = (self.enc_w.dims()[0], self.heads);
+        // Band i in attention's layout: (B, H, T, d_s/H) padded, the (N, d_s) columns packed.
+        let mut band = |i: usize| match input.layout {
+            Layout::Padded { .. } => tape.split_heads_cols(qkv, i * d, d, heads),
+            Layout::Packed { .. } => tape.columns(qkv, i * d, d),
         };
-        let q = tape.linear(z, l.q_w, l.q_b)?;
-        let q = to_heads(tape, q)?;
-        let k = tape.linear(z, l.k_w, l.k_b)?;
-        let k = to_heads(tape, k)?;
-        let v = tape.linear(z, l.v_w, l.v_b)?;
-        let v = to_heads(tape, v)?;
-        let scale = 1.0 / ((self.enc_w.dims()[0] / heads) as f64).sqrt();
+        let (q, k, v) = (band(0)?, band(1)?, band(2)?);
+        let scale = 1.0 / ((d / heads) as f64).sqrt();
         let ctx = attention(tape, q, k, v, input, heads, scale, 0.0)?; // (…, d_s)
         tape.linear(ctx, self.dec_w, self.dec_b) // (…, C)
     }
+}
+
+/// The tensors `parts`, registered back to back in one arena, seen as one of shape `dims`.
+fn fused(parts: &[Tensor], dims: &[usize]) -> Result<Tensor> {
+    let adjacent = parts.windows(2).all(|w| w[0].arena == w[1].arena && w[1].offset == w[0].offset + w[0].numel());
+    if !adjacent {
+        return Err(Error::Config("PALs: the query, key and value projections are not back to back".into()));
+    }
+    let shape = crate::tensor::Shape::new(dims)?;
+    if shape.numel() != parts.iter().map(Tensor::numel).sum::<usize>() {
+        return Err(Error::Config(format!("PALs: parts of {} values seen as {shape}", parts.len())));
+    }
+    Ok(Tensor { shape, ..parts[0] })
 }
