@@ -114,24 +114,13 @@ fn tiny_bert_on_packed_batches_matches_the_cpu() {
 
 /// Σ w ⊙ (mean-pooled ⊕ [CLS]) (w in (0, 1], so the sum does not cancel) of a packed batch of 5 sequences (lengths 1 to 9), training.
 fn packed_step(device: &Device, lora: Option<&LoraConfig>) -> (f32, Vec<(String, Vec<f32>)>) {
-    use engine::data::Encoded;
     use engine::model::bert::{first_tokens, mean_pool};
     use engine::model::{EncoderInput, Packing};
     let mut tape = Tape::<f32>::new(device.clone());
     tape.set_training(true);
     tape.set_seed(99);
     let model = tiny_bert::build_with(&mut tape, 3, lora);
-    let lens = [4usize, 9, 1, 6, 3];
-    let t = 9;
-    let (mut ids, mut type_ids, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    for (b, &len) in lens.iter().enumerate() {
-        for p in 0..t {
-            ids.push(if p < len { (7 + 13 * b + 5 * p) as i32 % 100 } else { 0 });
-            type_ids.push(i32::from(p < len && p >= len / 2));
-            mask.push(i32::from(p < len));
-        }
-    }
-    let e = Encoded { ids, type_ids, mask, batch: lens.len(), len: t };
+    let e = tiny_bert::ragged_batch();
     let input = EncoderInput::new(&mut tape, &e, Packing::Packed).unwrap();
     let h = model.bert.encode(&mut tape, &input, model.bert.layers.len()).unwrap();
     let (m, c) = (mean_pool(&mut tape, h, &input).unwrap(), first_tokens(&mut tape, h, &input).unwrap());

@@ -6,29 +6,14 @@
 
 mod common;
 use common::gradcheck::check_tape;
-use common::runs::{finetune_cpu as finetune, records, scratch, step_losses, tiny_data, tiny_model};
+use common::runs::{finetune_cpu as finetune, finetune_refused, records, scratch, step_losses, tiny_data, tiny_model};
 use common::tiny_bert::{self, TinyModel};
-use engine::data::Encoded;
 use engine::model::bert::{ParallelBranch, ParamKind, init};
 use engine::model::heads;
 use engine::model::pals::{PalsConfig, TaskPals};
 use engine::model::{EncoderInput, Packing};
 use engine::rng::Rng;
 use engine::{Device, Result, Tape, Tensor};
-
-/// Five sequences of lengths 1 to 9 (padded to 9), both token types.
-fn batch() -> Encoded {
-    let (lens, t) = ([4usize, 9, 1, 6, 3], 9);
-    let (mut ids, mut type_ids, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    for (b, &len) in lens.iter().enumerate() {
-        for p in 0..t {
-            ids.push(if p < len { (7 + 13 * b + 5 * p) as i32 % 100 } else { 0 });
-            type_ids.push(i32::from(p < len && p >= len / 2));
-            mask.push(i32::from(p < len));
-        }
-    }
-    Encoded { ids, type_ids, mask, batch: lens.len(), len: t }
-}
 
 /// The tiny BERT's PALs (d_s 12, 3 heads), weights N(0, 0.3²) and biases N(0, 0.3²) so that every
 /// gradient is far from zero; `zero_decoder` makes V_D and its bias 0.
@@ -49,7 +34,7 @@ fn logits<F: engine::Float>(
     pals: Option<&TaskPals>,
     packing: Packing,
 ) -> Result<Tensor> {
-    let input = EncoderInput::new(t, &batch(), packing)?;
+    let input = EncoderInput::new(t, &tiny_bert::ragged_batch(), packing)?;
     let x = m.bert.embed(t, &input)?;
     let h = m.bert.layers_with(t, x, &input, 2, pals.map(|p| p as &dyn ParallelBranch<F>))?;
     let pooled = engine::model::bert::mean_pool(t, h, &input)?;
@@ -167,16 +152,7 @@ fn finetune_with_pals_saves_evaluates_and_resumes_exactly() {
 #[test]
 fn bad_pals_values_are_refused_in_one_line() {
     let (model, data) = (tiny_model("pals-bad"), tiny_data(8, "pals-bad"));
-    let run = |extra: &[&str]| {
-        let out = scratch("pals-bad-out");
-        let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
-        args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--max-steps", "1"]);
-        args.extend_from_slice(extra);
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().unwrap();
-        assert!(!o.status.success(), "{extra:?} was accepted");
-        assert!(!out.join("last").exists(), "{extra:?} wrote a checkpoint");
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    };
+    let run = |extra: &[&str]| finetune_refused(&model, &data, "pals-bad-out", extra);
     assert!(run(&["--pals", "--pals-dim", "10", "--pals-heads", "4"]).contains("multiple of --pals-heads"));
     assert!(run(&["--pals", "--pals-dim", "0"]).contains("--pals-dim"));
     assert!(run(&["--pals", "--pals-heads", "0"]).contains("--pals-heads"));

@@ -6,7 +6,7 @@
 
 mod common;
 use common::gradcheck::{H, check_tape};
-use common::runs::{finetune_cpu as finetune, records, scratch, step_losses, tiny_data, tiny_model};
+use common::runs::{finetune_cpu as finetune, finetune_refused, records, scratch, step_losses, tiny_data, tiny_model};
 use common::tiny_bert::{self, TinyModel};
 use engine::data::Tokenizer;
 use engine::data::cs224n::{self, Split, Task};
@@ -424,17 +424,7 @@ fn finetune_with_smart_logs_its_terms_and_resumes_exactly() {
 #[test]
 fn bad_smart_values_are_refused_in_one_line() {
     let (model, data) = (tiny_model("smart-bad"), tiny_data(8, "smart-bad"));
-    let run = |extra: &[&str]| {
-        let out = scratch("smart-bad-out");
-        let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
-        args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--max-steps", "1"]);
-        args.extend_from_slice(extra);
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().unwrap();
-        assert!(!o.status.success(), "{extra:?} was accepted");
-        let e = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(!out.join("last").exists(), "{extra:?} wrote a checkpoint");
-        e
-    };
+    let run = |extra: &[&str]| finetune_refused(&model, &data, "smart-bad-out", extra);
     assert!(run(&["--smart", "--smart-weight", "sts=x"]).contains("--smart-weight"));
     assert!(run(&["--smart", "--smart-weight", "cfimdb=2"]).contains("cfimdb is not in --tasks"));
     assert!(run(&["--smart", "--smart-tasks", "cfimdb"]).contains("--smart-tasks"));

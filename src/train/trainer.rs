@@ -175,10 +175,23 @@ fn log_method(combiner: &mut Option<Combiner>, tasks: &[Task], metrics: &mut Met
     Ok(())
 }
 
-/// Training-state tensors `last/` keeps besides the optimizer's: SMART's teacher.
-fn extra_state(smart: &Option<Smart>) -> Result<Vec<(String, Vec<f32>)>> {
+/// Saves `last/`: the weights, the optimizer, the counters, the gradient method's state and
+/// SMART's teacher (beside the optimizer's moments). `files`: (the tokenizer's folder, the base
+/// model's).
+#[allow(clippy::too_many_arguments)]
+fn save_last(
+    dir: &Path,
+    store: &crate::store::Store<f32>,
+    files: (&Path, &Path),
+    opts: &TrainOptions,
+    opt: &AdamW<f32>,
+    state: &mut TrainState,
+    (combiner, smart): (&Option<Combiner>, &Option<Smart>),
+) -> Result<()> {
+    state.method = combiner.as_ref().and_then(|c| c.state());
     let teacher = smart.as_ref().map(|s| s.state()).transpose()?.flatten();
-    Ok(teacher.into_iter().map(|t| (smart::TEACHER.to_string(), t)).collect())
+    let extra: Vec<(String, Vec<f32>)> = teacher.into_iter().map(|t| (smart::TEACHER.to_string(), t)).collect();
+    checkpoint::save(dir, store, files.0, files.1, opts, Some((opt, state, &extra)))
 }
 
 /// Fine-tunes; see the module doc.
@@ -428,15 +441,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 best_dev = Some((preds, scores.clone()));
                 saved.push("best/");
             }
-            state.method = combiner.as_ref().and_then(|c| c.state());
-            checkpoint::save(
-                &last_dir,
-                &tape.store,
-                &base,
-                &ckpt.dir,
-                &opts,
-                Some((&opt, &state, &extra_state(&smart)?)),
-            )?;
+            save_last(&last_dir, &tape.store, (&base, &ckpt.dir), &opts, &opt, &mut state, (&combiner, &smart))?;
             saved.push("last/");
             report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
             progress.note(&format!(
@@ -448,15 +453,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         }
         if args.stop_after == Some(state.step) && state.step < total_steps {
             metrics.flush()?; // a resumed run reads this step's records back
-            state.method = combiner.as_ref().and_then(|c| c.state());
-            checkpoint::save(
-                &last_dir,
-                &tape.store,
-                &base,
-                &ckpt.dir,
-                &opts,
-                Some((&opt, &state, &extra_state(&smart)?)),
-            )?;
+            save_last(&last_dir, &tape.store, (&base, &ckpt.dir), &opts, &opt, &mut state, (&combiner, &smart))?;
             progress.note(&format!("stopped after step {}; continue with --resume {}", state.step, last_dir.display()));
             stopped_early = true;
             break;

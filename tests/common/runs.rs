@@ -127,3 +127,17 @@ pub fn records(out: &Path, kind: &str) -> Vec<serde_json::Value> {
 pub fn step_losses(out: &Path) -> Vec<(serde_json::Value, serde_json::Value)> {
     records(out, "train").iter().map(|r| (r["step"].clone(), r["loss"].clone())).collect()
 }
+
+/// `engine finetune` on the CPU with `extra` flags that it must refuse, for one step at most into
+/// a fresh folder named `tag`: panics if it succeeds or leaves a checkpoint; returns its stderr.
+#[allow(dead_code)]
+pub fn finetune_refused(model: &Path, data: &Path, tag: &str, extra: &[&str]) -> String {
+    let out = scratch(tag);
+    let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--max-steps", "1"]);
+    args.extend_from_slice(extra);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().expect("run engine");
+    assert!(!o.status.success(), "{extra:?} was accepted");
+    assert!(!out.join("last").exists(), "{extra:?} wrote a checkpoint");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -116,3 +116,19 @@ pub fn three_task_loss<F: Float>(t: &mut Tape<F>, m: &TinyModel) -> Result<Tenso
     let sum = t.add(l_sst, l_para)?;
     t.add(sum, l_sts)
 }
+
+/// Five sequences of lengths 4, 9, 1, 6 and 3 for the tiny BERT, padded to 9, both token types
+/// (the second half of each sequence is type 1).
+#[allow(dead_code)]
+pub fn ragged_batch() -> engine::data::Encoded {
+    let (lens, t) = ([4usize, 9, 1, 6, 3], 9);
+    let (mut ids, mut type_ids, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, &len) in lens.iter().enumerate() {
+        for p in 0..t {
+            ids.push(if p < len { (7 + 13 * b + 5 * p) as i32 % 100 } else { 0 });
+            type_ids.push(i32::from(p < len && p >= len / 2));
+            mask.push(i32::from(p < len));
+        }
+    }
+    engine::data::Encoded { ids, type_ids, mask, batch: lens.len(), len: t }
+}
