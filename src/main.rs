@@ -324,10 +324,10 @@ struct FinetuneCli {
     /// The tasks SMART regularises (default: all of --tasks).
     #[arg(long, value_delimiter = ',', requires = "smart")]
     smart_tasks: Vec<Task>,
-    /// ε: each element of δ stays within ±ε.
+    /// ε: projecting, each element of δ stays within ±ε; normalizing, it guards the division.
     #[arg(long, value_name = "EPS", default_value_t = 1e-5, requires = "smart")]
     smart_eps: f64,
-    /// η: the ascent step, δ ← clamp(δ + η·g/‖g‖∞, ±ε) (‖g‖∞ per token).
+    /// η: the ascent step's size (see --smart-norm; ∞-norms are per token).
     #[arg(long, value_name = "ETA", default_value_t = 1e-3, requires = "smart")]
     smart_step: f64,
     /// σ: δ starts as N(0, σ²) noise.
