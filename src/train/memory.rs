@@ -45,9 +45,10 @@ pub struct Estimate {
     pub encoder_trainable: f64,
     /// LoRA's A (R, IN) and B (OUT, R) on every targeted linear of every layer.
     pub adapters: f64,
-    /// The task heads: [hidden (H, IN) + (H)], output (K, IN or H) + (K).
+    /// The task heads: [hidden (H, IN) + (H)], output (K, IN or H) + (K); and their PALs.
     pub heads: f64,
-    /// Gradients and AdamW's two moments of every trainable value (3 × trainable).
+    /// Gradients and AdamW's two moments of every trainable value (3 × trainable), and SMART's
+    /// teacher (one more) under --smart-bregman.
     pub optimizer: f64,
     /// PCGrad's per-task gradient copies (tasks × trainable).
     pub pcgrad: f64,
@@ -166,8 +167,20 @@ pub fn estimate(opts: &TrainOptions, config: &BertConfig) -> Estimate {
         hidden_sequence = hidden_sequence.max(hidden);
         head_sequence = head_sequence.max(6.0 * c + 2.0 * input + hidden + 3.0 * k);
     }
+    // PALs, per task: V_E (d, C) + (d), V_D (C, d) + (C), per layer a fused QKV (3d, d) + (3d);
+    // per token per layer: V_E's output, the QKV and its three bands, the context, V_D's output
+    // and the sum (8d + 2C), and the attention's probabilities (heads · T).
+    let (mut pal_token, mut pals) = (0.0, 0.0);
+    if let Some(p) = &opts.pals {
+        let d = p.dim_for(config.hidden_size) as f64;
+        pals = opts.tasks.len() as f64 * (2.0 * d * c + d + c + l * (3.0 * d * d + 3.0 * d));
+        pal_token = 8.0 * d + 2.0 * c + p.heads as f64 * t;
+    }
+    let heads = heads + pals;
     let trainable = encoder_trainable + adapters + heads;
-    let optimizer = 3.0 * trainable;
+    // Gradients, AdamW's two moments, and SMART's teacher (a copy of the trainable values).
+    let teacher = opts.smart.as_ref().is_some_and(|s| s.bregman > 0.0);
+    let optimizer = (3.0 + f64::from(u8::from(teacher))) * trainable;
     let pcgrad = if opts.combines_gradients() { opts.tasks.len() as f64 * trainable } else { 0.0 };
 
     // Activations of one token through one layer, training (see `Bert::forward_layers`):
@@ -183,9 +196,13 @@ pub fn estimate(opts: &TrainOptions, config: &BertConfig) -> Estimate {
     let sequences = if separate_pairs { 2.0 * b } else { b };
     let pass = |seqs: f64, per_layer: f64| {
         let tokens = seqs * t;
-        tokens * (embed_token + l * (per_layer + adapter_token)) + l * adapter_pass + seqs * head_sequence
+        tokens * (embed_token + l * (per_layer + adapter_token + pal_token)) + l * adapter_pass + seqs * head_sequence
     };
-    let (train, eval) = (pass(sequences, layer_train), pass(2.0 * sequences, layer_eval));
+    // SMART keeps a second (perturbed) pass beside the clean one, and δ (C per token); its ascent
+    // passes are rewound into the perturbed pass's memory.
+    let smart = if opts.smart.is_some() { 2.0 } else { 1.0 };
+    let train = smart * pass(sequences, layer_train) + (smart - 1.0) * sequences * t * c;
+    let eval = pass(2.0 * sequences, layer_eval);
     // The arena keeps its largest pass; the gradients mirror a training pass.
     let activations = train.max(eval) + train;
     let share = |seqs: f64| seqs * t * l * adapter_token + l * adapter_pass;
