@@ -177,11 +177,26 @@ impl<F: Float> Store<F> {
     /// Zeroes the gradients of the current pass's activations that take one (called once before
     /// each backward; no op reads or writes the gradient of an activation that takes none).
     pub fn zero_act_grads(&mut self) -> Result<()> {
+        self.zero_act_grads_from(0)
+    }
+
+    /// [`Store::zero_act_grads`] for the activations allocated from offset `from` on only (a
+    /// backward through the ops since a mark: see [`Tape::backward_since`](crate::tape::Tape::backward_since)).
+    pub fn zero_act_grads_from(&mut self, from: usize) -> Result<()> {
         self.act_grads.grow_to(self.act_len)?;
         for r in &self.grad_ranges {
-            self.act_grads.fill_zero(r.clone())?;
+            if r.end > from {
+                self.act_grads.fill_zero(r.start.max(from)..r.end)?;
+            }
         }
         Ok(())
+    }
+
+    /// Zeroes the gradient of activation `t`.
+    pub fn zero_grad(&mut self, t: Tensor) -> Result<()> {
+        self.act_grads.grow_to(self.act_len)?;
+        let (id, r) = self.locate(Slot::Grad(t))?;
+        self.buf_mut(id).fill_zero(r)
     }
 
     /// Fills every activation and activation gradient, in use or not, with `value`: tests poison

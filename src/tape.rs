@@ -135,8 +135,16 @@ impl<F: Float> Tape<F> {
     /// before it is a constant to them. Their gradients land in the activations that take one
     /// (read them with [`Store::read_grad`](crate::store::Store::read_grad)) and in the
     /// parameters they read that take one (none, when the pass ran on constant parameters).
-    pub fn backward_since(&mut self, mark: Mark, loss: Tensor) -> Result<()> {
-        self.backward_ops(loss, F::ONE, mark.ops)
+    /// Only the gradients of the activations since `mark` and of `wanted` (earlier ones whose
+    /// gradient the caller reads) start from zero: zeroing the whole tape's would cost as much
+    /// again as the pass's own (SMART's ascent, after a full clean pass). Any other earlier
+    /// activation these ops read should be a constant (`Tensor::detached`); if not, its
+    /// gradient is left holding stale values, which the next full backward zeroes.
+    pub fn backward_since(&mut self, mark: Mark, loss: Tensor, wanted: &[Tensor]) -> Result<()> {
+        for &t in wanted {
+            self.store.zero_grad(t)?;
+        }
+        self.backward_ops(loss, F::ONE, mark.ops, mark.acts)
     }
 
     /// Accumulates d`loss`/d(parameter) into the parameter gradients.
@@ -146,11 +154,12 @@ impl<F: Float> Tape<F> {
 
     /// Accumulates `scale` · d`loss`/d(parameter) (a task weight, or 1/accumulation steps).
     pub fn backward_scaled(&mut self, loss: Tensor, scale: F) -> Result<()> {
-        self.backward_ops(loss, scale, 0)
+        self.backward_ops(loss, scale, 0, 0)
     }
 
-    /// Backward from `loss` (times `scale`) through the ops from index `first` on.
-    fn backward_ops(&mut self, loss: Tensor, scale: F, first: usize) -> Result<()> {
+    /// Backward from `loss` (times `scale`) through the ops from index `first` on, the gradients
+    /// of the activations from offset `acts` on zeroed first.
+    fn backward_ops(&mut self, loss: Tensor, scale: F, first: usize, acts: usize) -> Result<()> {
         if loss.numel() != 1 {
             return Err(Error::Tape(format!("backward needs a scalar loss, got shape {}", loss.shape)));
         }
@@ -158,7 +167,7 @@ impl<F: Float> Tape<F> {
             return Err(Error::Tape("backward from a value that depends on no parameter".into()));
         }
         let started = profile::enabled().then(Instant::now);
-        self.store.zero_act_grads()?;
+        self.store.zero_act_grads_from(acts)?;
         if let Some(t) = started {
             profile::add_op(Phase::Backward, "(zero grads)", t.elapsed());
         }

@@ -208,7 +208,7 @@ fn the_ascent_step_follows_the_gradient_of_delta_and_raises_the_smoothness_loss(
     let pooled = frozen.bert.pool(&mut t, h).unwrap();
     let logits = heads::classify(&mut t, &frozen.sst, pooled).unwrap();
     let l = smart::smoothness(&mut t, Task::Sst, logits, clean).unwrap();
-    t.backward_since(mark, l).unwrap();
+    t.backward_since(mark, l, &[delta]).unwrap();
     let g = t.store.read_grad(delta).unwrap();
     t.rewind(mark);
     let param_grads = t.store.grads().read(0..t.store.num_trainable()).unwrap();

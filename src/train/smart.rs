@@ -174,11 +174,13 @@ impl Smart {
         let task_loss = model.loss(tape, batch, clean)?;
         let deltas = noise(tape, &kept, c.noise)?;
         let frozen = model.detached();
+        // The ascent passes read the embeddings' output as a constant: δ is all they differentiate.
+        let constant: Vec<Embedded> = kept.iter().map(|k| Embedded { x: k.x.detached(), ..k.clone() }).collect();
         for _ in 0..c.steps {
             let mark = tape.mark();
-            let out = frozen.forward_with(tape, batch, &mut Embeds::Perturbed(&kept, &deltas))?;
+            let out = frozen.forward_with(tape, batch, &mut Embeds::Perturbed(&constant, &deltas))?;
             let l = smoothness(tape, batch.task, out, clean.detached())?;
-            tape.backward_since(mark, l)?;
+            tape.backward_since(mark, l, &deltas)?;
             for &d in &deltas {
                 ascend(&mut tape.store, d, c.norm, c.step, c.eps)?;
             }
