@@ -10,7 +10,7 @@
 mod common;
 use common::gradcheck::{check, check_tape};
 use common::tiny_bert;
-use engine::model::lora::{Adapter, Lora, LoraConfig, Target};
+use engine::model::lora::{Adapter, Form, Lora, LoraConfig, Target};
 use engine::ops::Op;
 use engine::ops::lora_linear::Band;
 use engine::{Device, Tape, Tensor};
@@ -176,6 +176,7 @@ fn lora_linear() {
     let lora = Lora {
         config: LoraConfig { rank: 2, alpha: 3.0, dropout: 0.2, targets: vec![Target::Query] },
         layers: Vec::new(),
+        form: Form::Beside,
     };
     check("lora linear", &[&[2, 5, 7], &[3, 7], &[3], &[2, 7], &[3, 2]], &|t, x| {
         let y = t.linear(x[0], x[1], x[2])?;

@@ -5,7 +5,7 @@
 
 mod common;
 use common::tiny_bert;
-use engine::model::lora::{LoraConfig, Target};
+use engine::model::lora::{Form, LoraConfig, Target};
 use engine::optim::{AdamW, AdamWConfig};
 use engine::tensor::Arena;
 use engine::{Device, Tape, Tensor};
@@ -80,6 +80,35 @@ fn training_leaves_the_base_weights_bit_identical_with(dropout: f64) {
     assert!(after.iter().zip(&adapters).all(|(a, b)| a.1 != b.1), "every adapter and head should have moved");
 }
 
+/// The adapters' form is fixed when the model is built, not by the tape's mode: a model built
+/// to train with adapter dropout runs them beside its linears in its dev evaluations too; one
+/// built for inference (eval, predict, embed) folds them.
+#[test]
+fn the_adapters_form_is_decided_when_the_model_is_built() {
+    use engine::model::lora::{Lora, init_source};
+    let folded_ops =
+        |tape: &Tape<f32>| tape.ops().iter().filter(|op| matches!(op, engine::ops::Op::LoraLinear(_))).count();
+    for (training, want) in [(true, Form::Beside), (false, Form::Folded)] {
+        let mut tape = Tape::<f32>::new(Device::Cpu);
+        let mut m = tiny_bert::build_with(&mut tape, 3, None);
+        let mut rng = engine::rng::Rng::new(1);
+        let mut source = init_source::<f32>(&mut rng);
+        let cfg = config(&[Target::Query, Target::FfnOut]); // dropout 0.1
+        let lora = Lora::register(&mut tape.store, &m.bert.target_dims(), &cfg, training, &mut source).unwrap();
+        assert_eq!(lora.form, want, "built for training: {training}");
+        m.bert.lora = Some(lora);
+        for mode in [true, false] {
+            tape.set_training(mode);
+            hidden(&mut tape, &m);
+            assert_eq!(
+                folded_ops(&tape) > 0,
+                want == Form::Folded,
+                "built for training {training}, run in training {mode}"
+            );
+        }
+    }
+}
+
 #[test]
 fn fresh_adapters_leave_the_base_model_unchanged() {
     use engine::model::lora::{Lora, init_source};
@@ -88,7 +117,8 @@ fn fresh_adapters_leave_the_base_model_unchanged() {
     let base = hidden(&mut tape, &m);
     let mut rng = engine::rng::Rng::new(1);
     let mut source = init_source::<f32>(&mut rng);
-    let lora = Lora::register(&mut tape.store, &m.bert.target_dims(), &config(&Target::ALL), &mut source).unwrap();
+    let lora =
+        Lora::register(&mut tape.store, &m.bert.target_dims(), &config(&Target::ALL), true, &mut source).unwrap();
     // A is drawn (U(±1/√IN), as PEFT's Kaiming-uniform with a = √5), B is zero.
     let (na, nb) = engine::model::lora::adapter_names(0, Target::FfnIn);
     let a = tape.store.param(&na).unwrap();
@@ -119,7 +149,11 @@ fn folded_adapter_computes_what_the_unfolded_path_computes() {
         (add(&mut tape, "x", &[3, 4, 10], true), add(&mut tape, "w", &[6, 10], false), add(&mut tape, "b", &[6], true));
     let (a, bb) = (add(&mut tape, "a", &[4, 10], true), add(&mut tape, "bb", &[6, 4], true));
     let weights: Vec<f64> = (0..3 * 4 * 6).map(|i| ((i * 7 % 11) as f64 - 5.0) / 3.0).collect();
-    let lora = Lora { config: LoraConfig { dropout: 0.0, ..config(&[Target::Query]) }, layers: Vec::new() };
+    let lora = Lora {
+        config: LoraConfig { dropout: 0.0, ..config(&[Target::Query]) },
+        layers: Vec::new(),
+        form: Form::Beside,
+    };
     let scale = lora.config.scale();
     let run = |tape: &mut Tape<f64>, folded: bool| -> Vec<Vec<f64>> {
         tape.store.zero_grads().unwrap();

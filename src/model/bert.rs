@@ -4,7 +4,7 @@
 
 use super::config::BertConfig;
 use super::input::{EncoderInput, Layout};
-use super::lora::{Lora, Target};
+use super::lora::{Form, Lora, Target};
 use crate::error::Result;
 use crate::float::Float;
 use crate::ops::lora_linear::Band;
@@ -341,7 +341,7 @@ impl Bert {
         let mut out = Vec::with_capacity(3);
         match l.fused_qkv() {
             // No adapters, or adapters folded into the fused weight: one op, then the bands.
-            Some((w, b)) if self.lora.is_none() || self.folds_adapters(tape) => {
+            Some((w, b)) if self.lora.is_none() || self.folds_adapters() => {
                 let bands = [(0, Target::Query), (c, Target::Key), (2 * c, Target::Value)];
                 let qkv = self.adapted_linear(tape, li, x, w, b, &bands, keys)?; // (…, 3C)
                 for i in 0..3 {
@@ -376,12 +376,10 @@ impl Bert {
         self.lora.as_ref().and_then(|l| l.adapter(layer, target))
     }
 
-    /// Whether adapters run folded into their base weights (`Tape::lora_linear`): when the
-    /// matmuls compute in float32, and the adapters' dropout is off (or the tape is not training).
-    fn folds_adapters<F: Float>(&self, tape: &Tape<F>) -> bool {
-        self.lora.as_ref().is_some_and(|l| {
-            (l.config.dropout == 0.0 || !tape.is_training()) && crate::ops::matmul::exact_f32(&tape.store)
-        })
+    /// Whether adapters run folded into their base weights (`Tape::lora_linear`), as decided
+    /// when the model was built ([`Form::for_model`]).
+    fn folds_adapters(&self) -> bool {
+        self.lora.as_ref().is_some_and(|l| l.form == Form::Folded)
     }
 
     /// x·wᵀ + b with layer `layer`'s adapters on `targets`, each `(row, target)` adapting the rows
@@ -405,7 +403,7 @@ impl Bert {
         let Some(lora) = self.lora.as_ref().filter(|_| !bands.is_empty()) else {
             return linear(tape, x, w, b);
         };
-        if self.folds_adapters(tape) {
+        if self.folds_adapters() {
             return tape.lora_linear(x, w, b, &bands, lora.config.scale());
         }
         match bands[..] {

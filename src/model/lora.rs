@@ -94,13 +94,41 @@ pub struct Lora {
     pub config: LoraConfig,
     /// Per encoder layer, per target (indexed by `Target as usize`).
     pub layers: Vec<[Option<Adapter>; 6]>,
+    /// How every adapted projection computes, fixed when the model is built.
+    pub form: Form,
+}
+
+/// How an adapted projection computes. Both are W x + b + (α/R)·B(A x); they differ in rounding
+/// only, and in where the adapters' dropout can go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Folded into the base weight (`Tape::lora_linear`): one GEMM per projection, the fused
+    /// query/key/value one included. Needs exact float32 matmuls (in bf16 or tf32 a small
+    /// update would vanish into W) and no dropout on the adapters' input.
+    Folded,
+    /// Beside the base projection, as PEFT computes it: (α/R)·B(A dropout(x)) added to W x + b.
+    Beside,
+}
+
+impl Form {
+    /// The form of a model built on `store` with `config`: folded where the matmuls are exact
+    /// float32 and the adapters drop nothing (no dropout, or a model built for inference only).
+    /// A model built for training with adapter dropout stays beside in its dev evaluations too.
+    pub fn for_model<F: Float>(store: &Store<F>, config: &LoraConfig, training: bool) -> Form {
+        let drops = training && config.dropout > 0.0;
+        if !drops && crate::ops::matmul::exact_f32(store) { Form::Folded } else { Form::Beside }
+    }
 }
 
 impl Lora {
     /// The adapters read as constants (see [`Bert::detached`]).
     pub fn detached(&self) -> Lora {
         let adapter = |a: &Option<Adapter>| a.map(|a| Adapter { a: a.a.detached(), b: a.b.detached() });
-        Lora { config: self.config.clone(), layers: self.layers.iter().map(|l| l.each_ref().map(adapter)).collect() }
+        Lora {
+            config: self.config.clone(),
+            layers: self.layers.iter().map(|l| l.each_ref().map(adapter)).collect(),
+            form: self.form,
+        }
     }
 }
 
@@ -136,11 +164,13 @@ impl Lora {
     /// weights have the (OUT, IN) `dims` (per layer, indexed by `Target as usize`: see
     /// `Bert::target_dims`), layer by layer, their values from `source(name, dims)`; where the
     /// source has no values for a name (a checkpoint of the old layout), from
-    /// `source(legacy_name(name), dims)`, and if neither, the first error.
+    /// `source(legacy_name(name), dims)`, and if neither, the first error. `training`: whether
+    /// the model trains (see [`Form::for_model`]).
     pub fn register<F: Float>(
         store: &mut Store<F>,
         dims: &[[(usize, usize); 6]],
         config: &LoraConfig,
+        training: bool,
         source: &mut AdapterSource<'_, F>,
     ) -> Result<Lora> {
         config.validate()?;
@@ -166,7 +196,7 @@ impl Lora {
             }
             layers.push(adapters);
         }
-        Ok(Lora { config: config.clone(), layers })
+        Ok(Lora { config: config.clone(), layers, form: Form::for_model(store, config, training) })
     }
 
     pub fn adapter(&self, layer: usize, t: Target) -> Option<Adapter> {

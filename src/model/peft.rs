@@ -286,7 +286,7 @@ impl AdapterFolder {
             used.insert(name.to_string());
             Ok(self.tensors.f32(name)?.into_iter().map(|v| F::from_f64(v as f64)).collect())
         };
-        bert.lora = Some(Lora::register(store, &bert.target_dims(), &self.lora, &mut source)?);
+        bert.lora = Some(Lora::register(store, &bert.target_dims(), &self.lora, false, &mut source)?);
         if let Some(extra) = self.tensors.names().find(|n| !used.contains(*n) && !n.starts_with("head.")) {
             return Err(Error::Config(format!(
                 "{file}: tensor {extra} is not an adapter that {ADAPTER_CONFIG} asks for (targets {:?}, r {})",

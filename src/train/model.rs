@@ -123,7 +123,7 @@ impl MultiTaskModel {
             let mut saved =
                 |name: &str, _: &[usize]| -> Result<Vec<f32>> { trained.expect("saved adapters").f32(name) };
             let source: &mut lora::AdapterSource<'_, f32> = if trained.is_some() { &mut saved } else { &mut init };
-            bert.lora = Some(Lora::register(store, &bert.target_dims(), cfg, source)?);
+            bert.lora = Some(Lora::register(store, &bert.target_dims(), cfg, training, source)?);
         }
         let mut rng = Rng::new(crate::rng::mix64(opts.seed ^ 0x4ead));
         let heads = match trained {

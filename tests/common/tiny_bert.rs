@@ -47,7 +47,7 @@ pub fn build_with<F: Float>(tape: &mut Tape<F>, seed: u64, lora: Option<&LoraCon
     .unwrap();
     if let Some(l) = lora {
         let mut source = |_: &str, dims: &[usize]| Ok(init::<F>(&mut rng, dims, ParamKind::Weight, 0.3));
-        bert.lora = Some(Lora::register(&mut tape.store, &bert.target_dims(), l, &mut source).unwrap());
+        bert.lora = Some(Lora::register(&mut tape.store, &bert.target_dims(), l, true, &mut source).unwrap());
     }
     let c = cfg.hidden_size;
     let mut head = |name: &str, out: usize, inp: usize| heads::LinearHead {
