@@ -224,9 +224,17 @@ struct FinetuneCli {
     /// Peak learning rate (default: 1e-4; 1e-3 with --lora, whose adapters start from zero).
     #[arg(long)]
     lr: Option<f64>,
-    /// Decoupled weight decay, on every parameter.
+    /// Decoupled weight decay, on every parameter (see --no-decay-norm-bias).
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
+    /// No weight decay on biases and LayerNorm weights, as Hugging Face's Trainer does (the
+    /// default decays every parameter, as the reference recipe's torch.optim.AdamW does).
+    #[arg(long)]
+    no_decay_norm_bias: bool,
+    /// Peak learning rate of the task heads (and PALs), which follow the same schedule
+    /// (default: --lr).
+    #[arg(long, value_name = "LR", allow_hyphen_values = true)]
+    head_lr: Option<f64>,
     /// AdamW's β1,β2.
     #[arg(long, value_delimiter = ',', default_value = "0.9,0.999")]
     betas: Vec<f64>,
@@ -407,6 +415,8 @@ impl FinetuneCli {
             padded: self.padded,
             smart: self.smart.then(|| self.smart_config()).transpose()?,
             pals: self.pals.then(|| self.pals_config()).transpose()?,
+            head_lr: self.head_lr,
+            no_decay_norm_bias: self.no_decay_norm_bias,
         })
     }
 

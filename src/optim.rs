@@ -30,8 +30,37 @@ pub struct AdamW<F: Float> {
     pub step: u64,
     pub m: Buffer<F>,
     pub v: Buffer<F>,
+    /// Runs of the arena with their own learning-rate factor and weight decay, as PyTorch's
+    /// parameter groups (one covering the arena at `config.weight_decay` by default).
+    groups: Vec<Group>,
     /// On a GPU, where the clipping norm ‖g‖² is computed and kept.
     clip_dots: Option<DeviceDots>,
+}
+
+/// A run of the trainable arena that steps at `lr_factor` × the step's learning rate, with its
+/// own weight decay (PyTorch's parameter group).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub range: std::ops::Range<usize>,
+    pub lr_factor: f64,
+    pub weight_decay: f64,
+}
+
+impl Group {
+    /// Consecutive runs of parameters with equal settings, in arena order: `params` are
+    /// (offset, length, lr_factor, weight_decay) in arena order, covering it without gaps.
+    pub fn runs(params: impl IntoIterator<Item = (usize, usize, f64, f64)>) -> Vec<Group> {
+        let mut out: Vec<Group> = Vec::new();
+        for (offset, len, lr_factor, weight_decay) in params {
+            match out.last_mut() {
+                Some(g) if g.range.end == offset && g.lr_factor == lr_factor && g.weight_decay == weight_decay => {
+                    g.range.end = offset + len;
+                }
+                _ => out.push(Group { range: offset..offset + len, lr_factor, weight_decay }),
+            }
+        }
+        out
+    }
 }
 
 /// How a step scales the gradients: by a factor known on the host, or by the clipping factor of
@@ -51,8 +80,26 @@ struct StepConsts {
 impl<F: Float> AdamW<F> {
     pub fn new(store: &Store<F>, config: AdamWConfig) -> Result<Self> {
         let n = store.num_trainable();
+        let groups = vec![Group { range: 0..n, lr_factor: 1.0, weight_decay: config.weight_decay }];
+        Self::with_groups(store, config, groups)
+    }
+
+    /// AdamW whose `groups` (covering the trainable arena in order, without gaps) step with
+    /// their own learning-rate factor and weight decay; `config.weight_decay` is then unused.
+    pub fn with_groups(store: &Store<F>, config: AdamWConfig, groups: Vec<Group>) -> Result<Self> {
+        let n = store.num_trainable();
+        let mut end = 0;
+        for g in &groups {
+            if g.range.start != end || !(g.lr_factor.is_finite() && g.lr_factor >= 0.0) {
+                return Err(Error::Config(format!("AdamW groups: {g:?} does not follow on at {end}")));
+            }
+            end = g.range.end;
+        }
+        if end != n {
+            return Err(Error::Config(format!("AdamW groups cover {end} of {n} trainable values")));
+        }
         let (m, v) = (Buffer::zeros(&store.device, n)?, Buffer::zeros(&store.device, n)?);
-        Ok(AdamW { config, step: 0, m, v, clip_dots: None })
+        Ok(AdamW { config, step: 0, m, v, groups, clip_dots: None })
     }
 
     /// One step at learning rate `lr` over every trainable parameter, from the gradients in the store.
@@ -95,32 +142,32 @@ impl<F: Float> AdamW<F> {
             return Err(Error::Config(format!("AdamW moments hold {} values, the model {n}", self.m.len())));
         }
         self.step += 1;
-        let c = self.config;
         let t = self.step as i32;
-        let k = StepConsts { step_size: lr / (1.0 - c.beta1.powi(t)), bc2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() };
         let device = store.device.clone();
         let (params, grads) = store.params_and_grads_mut();
-        match &device {
-            Device::Cpu => {
-                let (p, g) = (params.cpu_mut().expect("cpu buffer"), grads.cpu().expect("cpu buffer"));
-                let (m, v) = (self.m.cpu_mut().expect("cpu buffer"), self.v.cpu_mut().expect("cpu buffer"));
-                let Scale::By(grad_scale) = scale else {
-                    return Err(Error::Config("AdamW: a device-side clip on the CPU".into()));
-                };
-                cpu::adamw(p, g, m, v, lr, &c, k.step_size, k.bc2_sqrt, grad_scale);
+        for group in &self.groups {
+            let (r, lr) = (group.range.clone(), lr * group.lr_factor);
+            if r.is_empty() {
+                continue;
             }
-            Device::Cuda(dev) => {
-                let ptr = |b: &Buffer<F>| b.device_ptr().unwrap_or(0);
-                cuda::adamw(
-                    dev,
-                    [ptr(params), ptr(grads), ptr(&self.m), ptr(&self.v)],
-                    n,
-                    lr,
-                    &c,
-                    k.step_size,
-                    k.bc2_sqrt,
-                    scale,
-                )?;
+            let c = AdamWConfig { weight_decay: group.weight_decay, ..self.config };
+            let k = StepConsts { step_size: lr / (1.0 - c.beta1.powi(t)), bc2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() };
+            match &device {
+                Device::Cpu => {
+                    let (p, g) = (params.cpu_mut().expect("cpu buffer"), grads.cpu().expect("cpu buffer"));
+                    let (m, v) = (self.m.cpu_mut().expect("cpu buffer"), self.v.cpu_mut().expect("cpu buffer"));
+                    let Scale::By(grad_scale) = scale else {
+                        return Err(Error::Config("AdamW: a device-side clip on the CPU".into()));
+                    };
+                    let (p, g, m, v) = (&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()], &mut v[r]);
+                    cpu::adamw(p, g, m, v, lr, &c, k.step_size, k.bc2_sqrt, grad_scale);
+                }
+                Device::Cuda(dev) => {
+                    // The group's run of each arena: its first element's address.
+                    let at = |b: &Buffer<F>| b.device_ptr().unwrap_or(0) + (r.start * std::mem::size_of::<F>()) as u64;
+                    let ptrs = [at(params), at(grads), at(&self.m), at(&self.v)];
+                    cuda::adamw(dev, ptrs, r.len(), lr, &c, k.step_size, k.bc2_sqrt, scale)?;
+                }
             }
         }
         Ok(())

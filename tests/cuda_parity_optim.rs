@@ -3,17 +3,25 @@
 mod common;
 use common::{F32_TOL, gpu, rel};
 use engine::device::Buffer;
-use engine::optim::{AdamW, AdamWConfig, pairwise_dots};
+use engine::optim::{AdamW, AdamWConfig, Group, pairwise_dots};
 use engine::rng::Rng;
 use engine::train::pcgrad::{TaskGradients, shared_len};
 use engine::{Device, Tape, Tensor};
 
 fn adamw_run(device: &Device, n: usize) -> Vec<f32> {
+    adamw_run_with(device, n, None)
+}
+
+/// `groups`: AdamW's parameter groups (None: one over the arena).
+fn adamw_run_with(device: &Device, n: usize, groups: Option<Vec<Group>>) -> Vec<f32> {
     let mut rng = Rng::new(8);
     let init: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
     let mut tape = Tape::<f32>::new(device.clone());
     let w = tape.store.add_param("w", &[n], &init, true).unwrap();
-    let mut opt = AdamW::new(&tape.store, AdamWConfig::default()).unwrap();
+    let mut opt = match groups {
+        Some(g) => AdamW::with_groups(&tape.store, AdamWConfig::default(), g).unwrap(),
+        None => AdamW::new(&tape.store, AdamWConfig::default()).unwrap(),
+    };
     for t in 1..=3 {
         let g: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.1).collect();
         tape.store.write_grad(w, &g).unwrap();
@@ -33,6 +41,23 @@ fn adamw_step() {
     // CPU twin does (with contraction the step differed by up to 2.4e-7): bit for bit.
     let same = c.iter().zip(&d).all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same, "AdamW differs from the CPU's bits (max |Δ| {worst:e})");
+}
+
+/// Parameter groups launch the step once per run of the arena, at an offset into each buffer.
+#[test]
+fn adamw_step_in_groups() {
+    let Some(g) = gpu() else { return };
+    let n = 10_007;
+    let groups = vec![
+        Group { range: 0..4_001, lr_factor: 1.0, weight_decay: 0.01 },
+        Group { range: 4_001..4_100, lr_factor: 1.0, weight_decay: 0.0 },
+        Group { range: 4_100..n, lr_factor: 10.0, weight_decay: 0.01 },
+    ];
+    let (c, d) = (adamw_run_with(&Device::Cpu, n, Some(groups.clone())), adamw_run_with(&g, n, Some(groups)));
+    let plain = adamw_run(&Device::Cpu, n);
+    assert!(c[4_100..] != plain[4_100..], "the head group's rate made no difference");
+    let same = c.iter().zip(&d).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "grouped AdamW differs from the CPU's bits");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! torch.optim.AdamW documents it), and the pairwise gradient dot products.
 
 use engine::device::Buffer;
-use engine::optim::{AdamW, AdamWConfig, pairwise_dots};
+use engine::optim::{AdamW, AdamWConfig, Group, pairwise_dots};
 use engine::rng::Rng;
 use engine::{Device, Tape};
 
@@ -38,6 +38,44 @@ fn adamw_matches_the_documented_algorithm_over_steps() {
         let worst = got.iter().zip(&p).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-12, "step {t}: max |Δ| {worst:e}");
     }
+}
+
+/// Parameter groups (--head-lr, --no-decay-norm-bias): each run of the arena steps as the
+/// documented algorithm does at its own rate (the step's times its factor) and weight decay.
+#[test]
+fn groups_step_each_run_at_its_own_rate_and_decay() {
+    let mut rng = Rng::new(9);
+    let n = 900;
+    let init: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    let mut tape = Tape::<f64>::new(Device::Cpu);
+    let w = tape.store.add_param("w", &[n], &init, true).unwrap();
+    let c = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.5 };
+    let runs = [(0..300, 1.0, 0.01), (300..310, 1.0, 0.0), (310..900, 7.5, 0.2)];
+    let groups = runs.iter().map(|(r, f, d)| Group { range: r.clone(), lr_factor: *f, weight_decay: *d }).collect();
+    let mut opt = AdamW::with_groups(&tape.store, c, groups).unwrap();
+    let (mut p, mut m, mut v) = (init.clone(), vec![0.0; n], vec![0.0; n]);
+    for t in 1..=4 {
+        let lr = 1e-3 * t as f64;
+        let g: Vec<f64> = (0..n).map(|_| rng.normal() * 0.1).collect();
+        tape.store.write_grad(w, &g).unwrap();
+        opt.update(&mut tape.store, lr).unwrap();
+        for (r, f, d) in &runs {
+            let cg = AdamWConfig { weight_decay: *d, ..c };
+            let r = r.clone();
+            textbook(&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()], &mut v[r], t, lr * f, &cg);
+        }
+        let got = tape.store.read(w).unwrap();
+        let worst = got.iter().zip(&p).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-12, "step {t}: max |Δ| {worst:e}");
+    }
+    // Groups must cover the arena in order, without gaps.
+    let gap = vec![
+        Group { range: 0..10, lr_factor: 1.0, weight_decay: 0.0 },
+        Group { range: 20..900, lr_factor: 1.0, weight_decay: 0.0 },
+    ];
+    assert!(AdamW::with_groups(&tape.store, c, gap).is_err());
+    let short = vec![Group { range: 0..899, lr_factor: 1.0, weight_decay: 0.0 }];
+    assert!(AdamW::with_groups(&tape.store, c, short).is_err());
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod merge;
 pub mod methods;
 pub mod model;
 pub mod options;
+pub mod param_groups;
 pub mod records;
 pub mod report;
 pub mod run_dir;

@@ -109,6 +109,12 @@ pub struct TrainOptions {
     /// PALs (model/pals.rs): per task, projected attention layers beside the encoder's.
     #[serde(default)]
     pub pals: Option<PalsConfig>,
+    /// The task parameters' (heads', PALs') peak learning rate, when not `lr` (train/param_groups.rs).
+    #[serde(default)]
+    pub head_lr: Option<f64>,
+    /// No weight decay on biases and LayerNorm weights (Hugging Face Trainer's default).
+    #[serde(default)]
+    pub no_decay_norm_bias: bool,
 }
 
 impl Default for TrainOptions {
@@ -148,6 +154,8 @@ impl Default for TrainOptions {
             padded: false,
             smart: None,
             pals: None,
+            head_lr: None,
+            no_decay_norm_bias: false,
         }
     }
 }
@@ -185,6 +193,11 @@ impl TrainOptions {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if let Some(h) = self.head_lr
+            && !(h > 0.0 && h.is_finite())
+        {
+            return bad(format!("--head-lr {h} must be positive"));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("--dropout {} is outside [0, 1)", self.dropout));

@@ -238,7 +238,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
     let mut combiner = Combiner::from_options(&opts, &tape.store)?;
     let adam = AdamWConfig { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weight_decay: opts.weight_decay };
-    let mut opt = AdamW::new(&tape.store, adam)?;
+    let mut opt = AdamW::with_groups(&tape.store, adam, super::param_groups::groups(&tape.store, &opts))?;
     let mut state = match &args.resume {
         Some(dir) => checkpoint::load_state(dir, &mut opt)?,
         None => TrainState::default(),
