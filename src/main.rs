@@ -235,6 +235,9 @@ struct FinetuneCli {
     /// (default: --lr).
     #[arg(long, value_name = "LR", allow_hyphen_values = true)]
     head_lr: Option<f64>,
+    /// Leave out this fraction of each task's longest training inputs, in tokens (e.g. 0.02).
+    #[arg(long, value_name = "F", default_value_t = 0.0, allow_hyphen_values = true)]
+    drop_longest: f64,
     /// AdamW's β1,β2.
     #[arg(long, value_delimiter = ',', default_value = "0.9,0.999")]
     betas: Vec<f64>,
@@ -417,6 +420,7 @@ impl FinetuneCli {
             pals: self.pals.then(|| self.pals_config()).transpose()?,
             head_lr: self.head_lr,
             no_decay_norm_bias: self.no_decay_norm_bias,
+            drop_longest: self.drop_longest,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Inputs: the CS224N task files and prediction files, and tokenization into padded id batches.
 
 pub mod cs224n;
+pub mod drop_longest;
 pub mod tokenizer;
 
 pub use cs224n::{

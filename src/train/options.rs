@@ -115,6 +115,9 @@ pub struct TrainOptions {
     /// No weight decay on biases and LayerNorm weights (Hugging Face Trainer's default).
     #[serde(default)]
     pub no_decay_norm_bias: bool,
+    /// The fraction of each task's longest training inputs left out (data/drop_longest.rs).
+    #[serde(default)]
+    pub drop_longest: f64,
 }
 
 impl Default for TrainOptions {
@@ -156,6 +159,7 @@ impl Default for TrainOptions {
             pals: None,
             head_lr: None,
             no_decay_norm_bias: false,
+            drop_longest: 0.0,
         }
     }
 }
@@ -193,6 +197,9 @@ impl TrainOptions {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.drop_longest) {
+            return bad(format!("--drop-longest {} is outside [0, 1)", self.drop_longest));
         }
         if let Some(h) = self.head_lr
             && !(h > 0.0 && h.is_finite())

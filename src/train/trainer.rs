@@ -16,6 +16,7 @@ use super::smart::{self, Smart};
 use super::task_grads::TaskGradients;
 use crate::data::Tokenizer;
 use crate::data::cs224n::{self, DataFile, Dataset, Split, Task};
+use crate::data::drop_longest::drop_longest;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -215,7 +216,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         None => (args.opts.clone(), args.model.clone()),
     };
     opts.validate()?;
-    let data = load_data(args)?;
+    let mut data = load_data(args)?;
     // The encoder's checkpoint and, when resuming, the saved heads (and adapters).
     let (ckpt, trained) = match &args.resume {
         Some(dir) => {
@@ -234,6 +235,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     }
     super::memory::check_fits(&opts, &ckpt.config, &args.device)?;
     let mut tok = Tokenizer::from_dir(&base)?;
+    let mut dropped = Vec::new();
+    if opts.drop_longest > 0.0 {
+        for (task, d) in opts.tasks.iter().zip(&mut data) {
+            dropped.push((*task, drop_longest(&mut tok, &mut d.train.examples, opts.drop_longest)?));
+        }
+    }
     let mut tape = Tape::<f32>::new(args.device.clone());
     let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
     let mut combiner = Combiner::from_options(&opts, &tape.store)?;
@@ -275,6 +282,12 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     ));
     if !recovered.is_empty() {
         progress.note(&format!("{}: {}", args.out.display(), recovered.describe()));
+    }
+    for (task, d) in &dropped {
+        progress.note(&format!(
+            "--drop-longest {}: left out {} of {} {task} training inputs (those kept: at most {} tokens)",
+            opts.drop_longest, d.dropped, d.of, d.longest_kept
+        ));
     }
 
     if opts.combines_gradients() && opts.schedule == Schedule::Sequential {

@@ -1,0 +1,47 @@
+//! The data options of `engine finetune`: `--drop-longest F` leaves the longest fraction of each
+//! task's training inputs out (noted on stderr, kept in train.json, resumed bit for bit), and bad
+//! values are refused in one line.
+
+mod common;
+use common::runs::{finetune_cpu as finetune, finetune_refused, scratch, step_losses, tiny_data, tiny_model};
+
+#[test]
+fn drop_longest_leaves_out_the_longest_inputs_and_resumes_exactly() {
+    let (model, data) = (tiny_model("drop-longest"), tiny_data(24, "drop-longest"));
+    let steps = ["--max-steps", "4", "--drop-longest", "0.25"];
+    let full = scratch("drop-longest-full");
+    let notes = finetune(&model, &data, &full, &steps);
+    for task in ["sst", "quora", "sts"] {
+        let line = notes
+            .lines()
+            .find(|l| l.contains("--drop-longest") && l.contains(&format!(" {task} ")))
+            .unwrap_or_else(|| panic!("no note for {task}: {notes}"));
+        assert!(line.contains("left out 6 of 24"), "{line}");
+    }
+    let opts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("last/train.json")).unwrap()).unwrap();
+    assert_eq!(opts["drop_longest"], serde_json::json!(0.25));
+    // Fewer examples, other batches: the losses differ from the whole data's.
+    let whole = scratch("drop-longest-none");
+    finetune(&model, &data, &whole, &steps[..2]);
+    assert_ne!(step_losses(&full), step_losses(&whole));
+    // Resumed (the filter runs again on the same data): the same run.
+    let part = scratch("drop-longest-part");
+    let mut stop = steps.to_vec();
+    stop.extend_from_slice(&["--stop-after", "2"]);
+    finetune(&model, &data, &part, &stop);
+    finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
+    assert_eq!(step_losses(&full), step_losses(&part), "the resumed run's losses differ");
+    let weights = |d: &std::path::Path| std::fs::read(d.join("last/model.safetensors")).unwrap();
+    assert!(weights(&full) == weights(&part), "the resumed run's weights differ");
+}
+
+#[test]
+fn bad_drop_longest_is_refused_in_one_line() {
+    let (model, data) = (tiny_model("drop-bad"), tiny_data(8, "drop-bad"));
+    for v in ["1", "-0.1", "nan", "1.5"] {
+        let e = finetune_refused(&model, &data, "drop-bad-run", &["--drop-longest", v]);
+        assert!(e.contains("--drop-longest"), "{v}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{v}: {e}");
+    }
+}
