@@ -253,9 +253,10 @@ struct FinetuneCli {
     grad_accum: usize,
     #[arg(long, default_value_t = 1)]
     epochs: usize,
-    /// Examples per task per batch.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
+    /// Examples per task per batch: one size, or per task, e.g. sst=16,quora=64,sts=16 (unnamed
+    /// tasks: 16; a bare number: every task). A round-robin epoch is the largest task's batches.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    batch_size: Vec<String>,
     #[arg(long, default_value_t = 128)]
     max_len: usize,
     /// Dropout before each head.
@@ -375,6 +376,13 @@ struct FinetuneCli {
 impl FinetuneCli {
     fn options(&self) -> anyhow::Result<TrainOptions> {
         let weights = parse_task_values("--task-weights", &self.task_weights, &self.tasks, 1.0)?;
+        let sizes = parse_task_values("--batch-size", &self.batch_size, &self.tasks, 16.0)?
+            .into_iter()
+            .map(|b| match b.fract() == 0.0 && b >= 1.0 && b <= 1e6 {
+                true => Ok(b as usize),
+                false => Err(anyhow::anyhow!("--batch-size {b}: a whole number of examples, at least 1")),
+            })
+            .collect::<anyhow::Result<Vec<usize>>>()?;
         if self.betas.len() != 2 {
             anyhow::bail!("--betas takes two values, e.g. 0.9,0.999");
         }
@@ -395,7 +403,8 @@ impl FinetuneCli {
             grad_clip: self.grad_clip,
             grad_accum: self.grad_accum,
             epochs: self.epochs,
-            batch_size: self.batch_size,
+            batch_size: sizes.iter().copied().max().unwrap_or(16),
+            task_batch_sizes: if sizes.iter().all(|&b| b == sizes[0]) { Vec::new() } else { sizes },
             max_len: self.max_len,
             dropout: self.dropout,
             seed: self.seed,

@@ -19,7 +19,7 @@ fn opts(schedule: Schedule, epochs: usize) -> TrainOptions {
 fn one_draw_per_step_is_the_old_plan() {
     let sizes = [40, 13, 27];
     for s in [Schedule::Proportional, Schedule::Annealed, Schedule::RoundRobin, Schedule::Sequential] {
-        assert_eq!(Plan::with_draws(s, &sizes, 4, 3, 9, 1), Plan::new(s, &sizes, 4, 3, 9));
+        assert_eq!(Plan::with_draws(s, &sizes, &[4; 3], 3, 9, 1), Plan::new(s, &sizes, 4, 3, 9));
         // Without a method, for_run is the schedule's own plan.
         assert_eq!(Plan::for_run(&TrainOptions { seed: 9, ..opts(s, 3) }, &sizes), Plan::new(s, &sizes, 4, 3, 9));
     }

@@ -111,7 +111,7 @@ pub fn estimate(opts: &TrainOptions, config: &BertConfig) -> Estimate {
     let (c, i, l) = (config.hidden_size as f64, config.intermediate_size as f64, config.num_hidden_layers as f64);
     let nh = config.num_attention_heads as f64;
     let t = opts.max_len as f64;
-    let b = opts.batch_size as f64;
+    let b = opts.max_batch() as f64;
     let h = opts.head_hidden as f64;
 
     // Parameters (values).
@@ -263,7 +263,7 @@ pub fn refusal(opts: &TrainOptions, est: &Estimate, available: f64, place: &str)
     let mut blame: Vec<(f64, String, &str)> = vec![
         (
             batch,
-            format!("--batch-size {} with --max-len {}", opts.batch_size, opts.max_len),
+            format!("--batch-size {} with --max-len {}", opts.max_batch(), opts.max_len),
             "lower --batch-size or --max-len",
         ),
         (

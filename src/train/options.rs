@@ -65,8 +65,11 @@ pub struct TrainOptions {
     pub grad_clip: f64,
     pub grad_accum: usize,
     pub epochs: usize,
-    /// Examples per task per batch.
+    /// Examples per task per batch (each task's, unless `task_batch_sizes` says otherwise).
     pub batch_size: usize,
+    /// Per task, in `tasks` order, its batch size (empty: `batch_size` for every task).
+    #[serde(default)]
+    pub task_batch_sizes: Vec<usize>,
     pub max_len: usize,
     /// Dropout before each head (the encoder uses the checkpoint's own rates).
     pub dropout: f64,
@@ -140,6 +143,7 @@ impl Default for TrainOptions {
             grad_accum: 1,
             epochs: 1,
             batch_size: 16,
+            task_batch_sizes: Vec::new(),
             max_len: 128,
             dropout: 0.1,
             seed: 11711,
@@ -172,6 +176,19 @@ impl TrainOptions {
     /// Whether a gradient-combining method (train/methods/) keeps each task's gradient apart.
     pub fn combines_gradients(&self) -> bool {
         self.pcgrad || self.gradvac
+    }
+
+    /// Each task's batch size, in `tasks` order.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        match self.task_batch_sizes.len() == self.tasks.len() {
+            true => self.task_batch_sizes.clone(),
+            false => vec![self.batch_size; self.tasks.len()],
+        }
+    }
+
+    /// The largest batch of any task (what bounds a task pass's memory).
+    pub fn max_batch(&self) -> usize {
+        self.batch_sizes().into_iter().max().unwrap_or(self.batch_size)
     }
 
     /// The loss weight of `task`.
@@ -214,6 +231,11 @@ impl TrainOptions {
         }
         if self.batch_size == 0 || self.grad_accum == 0 || self.epochs == 0 || self.log_every == 0 {
             return bad("--batch-size, --grad-accum, --epochs and --log-every must be at least 1".into());
+        }
+        if !self.task_batch_sizes.is_empty()
+            && (self.task_batch_sizes.len() != self.tasks.len() || self.task_batch_sizes.contains(&0))
+        {
+            return bad("--batch-size: one size of at least 1 per task".into());
         }
         // [CLS] a [SEP] keeps one token of a sentence; a jointly encoded pair needs
         // [CLS] a [SEP] b [SEP] to keep one token of each.

@@ -35,11 +35,12 @@ impl Plan {
     pub fn for_run(opts: &TrainOptions, sizes: &[usize]) -> Plan {
         let sampled = matches!(opts.schedule, Schedule::Proportional | Schedule::Annealed);
         let draws = if opts.combines_gradients() && sampled { opts.tasks.len() } else { 1 };
-        let joint = Plan::with_draws(opts.schedule, sizes, opts.batch_size, opts.epochs, opts.seed, draws);
+        let batches = opts.batch_sizes();
+        let joint = Plan::with_draws(opts.schedule, sizes, &batches, opts.epochs, opts.seed, draws);
         if opts.individual_epochs == 0 {
             return joint;
         }
-        let mut plan = Plan::new(Schedule::Sequential, sizes, opts.batch_size, opts.individual_epochs, opts.seed);
+        let mut plan = Plan::with_draws(Schedule::Sequential, sizes, &batches, opts.individual_epochs, opts.seed, 1);
         let warm = plan.micro_steps.len();
         plan.micro_steps.extend(joint.micro_steps);
         plan.epoch_ends.extend(joint.epoch_ends.iter().map(|e| e + warm));
@@ -49,20 +50,22 @@ impl Plan {
 
     /// `sizes[i]`: examples of task i.
     pub fn new(schedule: Schedule, sizes: &[usize], batch: usize, epochs: usize, seed: u64) -> Plan {
-        Plan::with_draws(schedule, sizes, batch, epochs, seed, 1)
+        Plan::with_draws(schedule, sizes, &vec![batch; sizes.len()], epochs, seed, 1)
     }
 
-    /// [`Plan::new`] with `draws` batches drawn per micro-step under a sampling schedule (the
-    /// same random sequence: one draw per micro-step is exactly `new`'s plan).
+    /// [`Plan::new`] with task i's batches of `batches[i]` examples, and `draws` batches drawn
+    /// per micro-step under a sampling schedule (the same random sequence: one draw per
+    /// micro-step is exactly `new`'s plan). A round-robin epoch is the largest task's number of
+    /// batches, whatever each task's batch size.
     pub fn with_draws(
         schedule: Schedule,
         sizes: &[usize],
-        batch: usize,
+        batches: &[usize],
         epochs: usize,
         seed: u64,
         draws: usize,
     ) -> Plan {
-        let passes: Vec<usize> = sizes.iter().map(|&n| batches_per_pass(n, batch)).collect();
+        let passes: Vec<usize> = sizes.iter().zip(batches).map(|(&n, &b)| batches_per_pass(n, b)).collect();
         let total: usize = passes.iter().sum();
         let mut micro_steps = Vec::new();
         let (mut epoch_ends, mut epoch_numbers) = (Vec::new(), Vec::new());

@@ -262,6 +262,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
 
     let sizes: Vec<usize> = data.iter().map(|d| d.train.examples.len()).collect();
     let plan = Plan::for_run(&opts, &sizes);
+    let batches = opts.batch_sizes();
     let micro_per_run = plan.micro_steps.len();
     let planned_steps = micro_per_run.div_ceil(opts.grad_accum);
     let total_steps = if opts.max_steps > 0 { opts.max_steps } else { planned_steps };
@@ -349,7 +350,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
                 let again = tasks_now[..slot].iter().filter(|&&t| t == ti).count() as u64;
                 let task = opts.tasks[ti];
                 let examples = &data[ti].train.examples;
-                let idx = batch_indices(opts.seed, ti, examples.len(), opts.batch_size, consumed[ti]);
+                let idx = batch_indices(opts.seed, ti, examples.len(), batches[ti], consumed[ti]);
                 consumed[ti] += 1;
                 let refs: Vec<_> = idx.iter().map(|&i| &examples[i]).collect();
                 let batch = model.batch(&mut tok, task, &refs)?;
