@@ -378,7 +378,7 @@ impl FinetuneCli {
         let weights = parse_task_values("--task-weights", &self.task_weights, &self.tasks, 1.0)?;
         let sizes = parse_task_values("--batch-size", &self.batch_size, &self.tasks, 16.0)?
             .into_iter()
-            .map(|b| match b.fract() == 0.0 && b >= 1.0 && b <= 1e6 {
+            .map(|b| match b.fract() == 0.0 && (1.0..=1e6).contains(&b) {
                 true => Ok(b as usize),
                 false => Err(anyhow::anyhow!("--batch-size {b}: a whole number of examples, at least 1")),
             })
