@@ -24,7 +24,7 @@ use engine::model::bert::{Bert, ParamKind, init};
 use engine::model::checkpoint::default_model_dir;
 use engine::model::heads::{self, LinearHead};
 use engine::model::{BertConfig, Checkpoint};
-use engine::optim::{AdamW, AdamWConfig};
+use engine::optim::{Optimizer, OptimizerConfig};
 use engine::rng::Rng;
 use engine::{Device, Result, Tape, Tensor};
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ struct Split {
 impl Split {
     fn line(&self) -> String {
         format!(
-            "median step {:.1} ms: forward {:.1} ms, backward {:.1} ms, AdamW {:.1} ms",
+            "median step {:.1} ms: forward {:.1} ms, backward {:.1} ms, Optimizer {:.1} ms",
             self.total * 1e3,
             self.fwd * 1e3,
             self.bwd * 1e3,
@@ -112,7 +112,7 @@ impl Split {
 fn engine_round(
     tape: &mut Tape<f32>,
     model: &Model,
-    opt: &mut AdamW<f32>,
+    opt: &mut Optimizer<f32>,
     rng: &mut Rng,
     steps: usize,
 ) -> Result<Split> {
@@ -286,7 +286,7 @@ fn main() -> Result<()> {
     };
     let (sst, para) = (head("head.sst", 5, c)?, head("head.para", 1, 4 * c)?);
     let model = Model { bert, sst, para };
-    let mut opt = AdamW::new(&tape.store, AdamWConfig::default())?;
+    let mut opt = Optimizer::new(&tape.store, OptimizerConfig::default())?;
     tape.set_training(true);
     let threads = rayon::current_num_threads();
     let (load0, load0_1m) = load();

@@ -78,13 +78,14 @@ fn speed(dev: &Arc<Cuda>) -> Result<()> {
     let args = [&p, &gr, &mo, &v].map(|x| engine::device::cuda::Arg::Ptr(ptr(x)));
     let (f, u) = (engine::device::cuda::Arg::F32, engine::device::cuda::Arg::U64);
     let (grid, block) = engine::device::cuda::grid_1d(len);
-    measure(dev, "adamw_step over 2^20 floats", || {
+    measure(dev, "optimizer_step (AdamW) over 2^20 floats", || {
         let all = [
             args[0],
             args[1],
             args[2],
             args[3],
             u(len as u64),
+            engine::device::cuda::Arg::U32(0),
             f(1e-3),
             f(0.9),
             f(0.999),
@@ -92,9 +93,13 @@ fn speed(dev: &Arc<Cuda>) -> Result<()> {
             f(0.01),
             f(1e-3),
             f(1.0),
+            f(0.1),
+            f(1e-3),
+            f(0.7),
+            f(1.0),
             f(1.0),
         ];
-        dev.launch("optim.cu", "adamw_step", grid, block, 0, &all)
+        dev.launch("optim.cu", "optimizer_step", grid, block, 0, &all)
     })
 }
 

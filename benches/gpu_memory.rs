@@ -4,7 +4,7 @@
 //! `cargo bench --bench gpu_memory`; without a GPU it says why and exits 0.
 
 use engine::device::{Buffer, Cuda};
-use engine::optim::{AdamW, AdamWConfig};
+use engine::optim::{Optimizer, OptimizerConfig};
 use engine::rng::Rng;
 use engine::{Device, Result, Tape};
 use std::sync::Arc;
@@ -92,7 +92,7 @@ fn bench(dev: &Arc<Cuda>) -> Result<()> {
         let mut tape = Tape::<f32>::new(device.clone());
         let w = tape.store.add_param("w", &[n], &random(n, 5), true)?;
         tape.store.write_grad(w, &random(n, 6))?;
-        let mut opt = AdamW::new(&tape.store, AdamWConfig::default())?;
+        let mut opt = Optimizer::new(&tape.store, OptimizerConfig::default())?;
         let ms = time(dev, || opt.update(&mut tape.store, 1e-4))?;
         row("adamw step", mb, 28.0 * n as f64, ms, copy_gbs);
     }

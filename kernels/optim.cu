@@ -3,41 +3,62 @@
 // CPU twins: src/optim.rs.
 #include "common.cuh"
 
-// One AdamW step, PyTorch's torch.optim.AdamW arithmetic (decoupled weight decay, bias
-// correction, eps outside the square root), in one pass over params, grads and both moments.
-// step_size = lr / (1 − β1^t) and bc2_sqrt = √(1 − β2^t) come from the host (computed in double);
-// grad_scale multiplies every gradient first (gradient clipping; 1 otherwise).
-__device__ __forceinline__ void adamw_pass(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
-                                           float beta2, float eps, float weight_decay, float step_size,
-                                           float bc2_sqrt, float grad_scale) {
+// One optimizer step over params, grads and both moments, in one pass; `rule` picks the update
+// (src/optim.rs `Rule`; every rule decays weights first, decoupled: p ← p·(1 − lr·λ)):
+// 0 AdamW, PyTorch's torch.optim.AdamW arithmetic (bias correction, eps outside the square root);
+// 1 Adamax: u ← max(β2·u, |g| + eps) in v's place, p ← p − step_size · m/u;
+// 2 QHAdam: p ← p − lr · ((1 − ν1)·g + ν1·m/bc1) / (√((1 − ν2)·g² + ν2·v/bc2) + eps).
+// step_size = lr / (1 − β1^t), bc2_sqrt = √(1 − β2^t), bc1 = 1 − β1^t, bc2 = 1 − β2^t come from the
+// host (computed in double); grad_scale multiplies every gradient first (gradient clipping; 1
+// otherwise). The CPU twin (src/optim.rs cpu::step) rounds each operation alike.
+__device__ __forceinline__ void optimizer_pass(float* p, const float* g, float* m, float* v, u64 n, u32 rule,
+                                               float lr, float beta1, float beta2, float eps, float weight_decay,
+                                               float step_size, float bc2_sqrt, float bc1, float bc2, float nu1,
+                                               float nu2, float grad_scale) {
     GRID_STRIDE(i, n) {
         float gi = g[i] * grad_scale;
         float pi = p[i] * (1.0f - lr * weight_decay);
         float mi = m[i];
         mi = mi + (1.0f - beta1) * (gi - mi);  // lerp, as PyTorch's exp_avg.lerp_
-        float vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = pi - step_size * (mi / denom);
+        float vi;
+        if (rule == 1) {
+            vi = fmaxf(v[i] * beta2, fabsf(gi) + eps);
+            p[i] = pi - step_size * (mi / vi);
+        } else if (rule == 2) {
+            vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
+            float num = (1.0f - nu1) * gi + nu1 * (mi / bc1);
+            float den = sqrtf((1.0f - nu2) * gi * gi + nu2 * (vi / bc2)) + eps;
+            p[i] = pi - lr * (num / den);
+        } else {
+            vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
+            float denom = sqrtf(vi) / bc2_sqrt + eps;
+            p[i] = pi - step_size * (mi / denom);
+        }
         m[i] = mi;
         v[i] = vi;
     }
 }
 
-extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
-                                      float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt,
-                                      float grad_scale) {
-    adamw_pass(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt, grad_scale);
+extern "C" __global__ void optimizer_step(float* p, const float* g, float* m, float* v, u64 n, u32 rule, float lr,
+                                          float beta1, float beta2, float eps, float weight_decay, float step_size,
+                                          float bc2_sqrt, float bc1, float bc2, float nu1, float nu2,
+                                          float grad_scale) {
+    optimizer_pass(p, g, m, v, n, rule, lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt, bc1, bc2, nu1, nu2,
+                   grad_scale);
 }
 
-// adamw_step with gradient clipping decided on the device: sumsq (one double, from pairwise_dots)
-// is ‖g‖²; with norm = √sumsq, grad_scale = clip / (norm + 1e-6) where norm > clip, else 1, in
-// double as the host would compute it. So a clipped step never waits for the norm on the host.
-extern "C" __global__ void adamw_step_clip(float* p, const float* g, float* m, float* v, u64 n, float lr, float beta1,
-                                           float beta2, float eps, float weight_decay, float step_size, float bc2_sqrt,
-                                           const double* sumsq, double clip) {
+// optimizer_step with gradient clipping decided on the device: sumsq (one double, from
+// pairwise_dots) is ‖g‖²; with norm = √sumsq, grad_scale = clip / (norm + 1e-6) where norm > clip,
+// else 1, in double as the host would compute it. So a clipped step never waits for the norm on
+// the host.
+extern "C" __global__ void optimizer_step_clip(float* p, const float* g, float* m, float* v, u64 n, u32 rule,
+                                               float lr, float beta1, float beta2, float eps, float weight_decay,
+                                               float step_size, float bc2_sqrt, float bc1, float bc2, float nu1,
+                                               float nu2, const double* sumsq, double clip) {
     const double norm = __dsqrt_rn(*sumsq);
     const float grad_scale = norm > clip ? (float)__ddiv_rn(clip, __dadd_rn(norm, 1e-6)) : 1.0f;
-    adamw_pass(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt, grad_scale);
+    optimizer_pass(p, g, m, v, n, rule, lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt, bc1, bc2, nu1, nu2,
+                   grad_scale);
 }
 
 // PCGrad's combination: dst = w[0]·dst + Σ_{j<k} w[j+1]·g[j] over n floats (unused pointers may

@@ -7,6 +7,7 @@ use engine::embed::{EmbedOptions, Pooling, embed};
 use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
 use engine::model::pals::PalsConfig;
+use engine::optim::Rule;
 use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
 use engine::train::smart::{SmartConfig, SmartNorm};
@@ -231,6 +232,13 @@ struct FinetuneCli {
     /// default decays every parameter, as the reference recipe's torch.optim.AdamW does).
     #[arg(long)]
     no_decay_norm_bias: bool,
+    /// The update rule: AdamW, Adamax (Adam's ∞-norm variant) or QHAdam (quasi-hyperbolic
+    /// Adam); every rule decays weights decoupled, as AdamW (--weight-decay), and takes --betas.
+    #[arg(long, value_enum, default_value_t = Rule::Adamw)]
+    optimizer: Rule,
+    /// QHAdam's ν1,ν2 (the paper's recommended 0.7,1.0; with ν1 = ν2 = 1 it is Adam).
+    #[arg(long, value_delimiter = ',', default_value = "0.7,1.0")]
+    qh_nu: Vec<f64>,
     /// Peak learning rate of the task heads (and PALs), which follow the same schedule
     /// (default: --lr).
     #[arg(long, value_name = "LR", allow_hyphen_values = true)]
@@ -430,6 +438,11 @@ impl FinetuneCli {
             head_lr: self.head_lr,
             no_decay_norm_bias: self.no_decay_norm_bias,
             drop_longest: self.drop_longest,
+            optimizer: self.optimizer,
+            qh_nu: match self.qh_nu[..] {
+                [a, b] => [a, b],
+                _ => anyhow::bail!("--qh-nu takes two values, e.g. 0.7,1.0"),
+            },
         })
     }
 

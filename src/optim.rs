@@ -1,31 +1,51 @@
-//! AdamW over the flat parameter arena (one fused pass, PyTorch's arithmetic), and the pairwise
-//! dot products and weighted sums of task gradients that the multi-task methods (train/methods/)
-//! and gradient clipping need. CUDA kernels: kernels/optim.cu.
+//! The optimizer over the flat parameter arena (one fused pass per parameter group: AdamW,
+//! Adamax or QHAdam), and the pairwise dot products and weighted sums of task gradients that the
+//! multi-task methods (train/methods/) and gradient clipping need. CUDA kernels: kernels/optim.cu.
 
 use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::store::Store;
+use serde::{Deserialize, Serialize};
+
+/// The update rule (`--optimizer`). Every rule decays weights as AdamW does, decoupled from the
+/// gradient: θ ← θ·(1 − lr·λ) before its step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    /// Adam with decoupled weight decay (Loshchilov & Hutter 2019), as `torch.optim.AdamW`.
+    #[default]
+    Adamw,
+    /// Adam's ∞-norm variant (Kingma & Ba 2015, Algorithm 2), as `torch.optim.Adamax`:
+    /// u ← max(β2·u, |g| + ε), θ ← θ − lr/(1 − β1^t) · m/u.
+    Adamax,
+    /// Quasi-hyperbolic Adam (Ma & Yarats 2019): θ ← θ − lr · ((1 − ν1)·g + ν1·m̂) /
+    /// (√((1 − ν2)·g² + ν2·v̂) + ε), m̂ and v̂ Adam's bias-corrected moments.
+    Qhadam,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWConfig {
+pub struct OptimizerConfig {
+    pub rule: Rule,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// QHAdam's ν1, ν2 (the paper's recommended 0.7, 1.0).
+    pub nu: (f64, f64),
 }
 
-impl Default for AdamWConfig {
-    /// PyTorch's defaults, but for weight decay 0.01 (the reference recipe's).
+impl Default for OptimizerConfig {
+    /// AdamW with PyTorch's defaults, but for weight decay 0.01 (the reference recipe's).
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        OptimizerConfig { rule: Rule::Adamw, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, nu: (0.7, 1.0) }
     }
 }
 
-/// `torch.optim.AdamW`: decoupled weight decay, bias-corrected moments, eps outside the sqrt.
-/// The moments mirror the trainable arena's layout.
-pub struct AdamW<F: Float> {
-    pub config: AdamWConfig,
+/// The optimizer of the trainable arena: its rule's two moment buffers (Adam's m and v; m and
+/// the ∞-norm u for Adamax), mirroring the arena's layout, stepped in parameter groups.
+pub struct Optimizer<F: Float> {
+    pub config: OptimizerConfig,
     /// Steps taken so far (the bias corrections use step + 1 for the next one).
     pub step: u64,
     pub m: Buffer<F>,
@@ -72,13 +92,26 @@ pub enum Scale {
 }
 
 /// The per-step constants: the host computes them in f64, both paths use them as F.
-struct StepConsts {
-    step_size: f64,
-    bc2_sqrt: f64,
+#[derive(Clone, Copy, Debug)]
+pub struct StepConsts {
+    /// lr / (1 − β1^t)
+    pub step_size: f64,
+    /// √(1 − β2^t)
+    pub bc2_sqrt: f64,
+    /// 1 − β1^t and 1 − β2^t (QHAdam's m̂ and v̂)
+    pub bc1: f64,
+    pub bc2: f64,
 }
 
-impl<F: Float> AdamW<F> {
-    pub fn new(store: &Store<F>, config: AdamWConfig) -> Result<Self> {
+impl StepConsts {
+    pub fn new(c: &OptimizerConfig, lr: f64, t: i32) -> StepConsts {
+        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        StepConsts { step_size: lr / bc1, bc2_sqrt: bc2.sqrt(), bc1, bc2 }
+    }
+}
+
+impl<F: Float> Optimizer<F> {
+    pub fn new(store: &Store<F>, config: OptimizerConfig) -> Result<Self> {
         let n = store.num_trainable();
         let groups = vec![Group { range: 0..n, lr_factor: 1.0, weight_decay: config.weight_decay }];
         Self::with_groups(store, config, groups)
@@ -86,7 +119,7 @@ impl<F: Float> AdamW<F> {
 
     /// AdamW whose `groups` (covering the trainable arena in order, without gaps) step with
     /// their own learning-rate factor and weight decay; `config.weight_decay` is then unused.
-    pub fn with_groups(store: &Store<F>, config: AdamWConfig, groups: Vec<Group>) -> Result<Self> {
+    pub fn with_groups(store: &Store<F>, config: OptimizerConfig, groups: Vec<Group>) -> Result<Self> {
         let n = store.num_trainable();
         let mut end = 0;
         for g in &groups {
@@ -99,7 +132,7 @@ impl<F: Float> AdamW<F> {
             return Err(Error::Config(format!("AdamW groups cover {end} of {n} trainable values")));
         }
         let (m, v) = (Buffer::zeros(&store.device, n)?, Buffer::zeros(&store.device, n)?);
-        Ok(AdamW { config, step: 0, m, v, groups, clip_dots: None })
+        Ok(Optimizer { config, step: 0, m, v, groups, clip_dots: None })
     }
 
     /// One step at learning rate `lr` over every trainable parameter, from the gradients in the store.
@@ -150,8 +183,8 @@ impl<F: Float> AdamW<F> {
             if r.is_empty() {
                 continue;
             }
-            let c = AdamWConfig { weight_decay: group.weight_decay, ..self.config };
-            let k = StepConsts { step_size: lr / (1.0 - c.beta1.powi(t)), bc2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() };
+            let c = OptimizerConfig { weight_decay: group.weight_decay, ..self.config };
+            let k = StepConsts::new(&c, lr, t);
             match &device {
                 Device::Cpu => {
                     let (p, g) = (params.cpu_mut().expect("cpu buffer"), grads.cpu().expect("cpu buffer"));
@@ -160,13 +193,13 @@ impl<F: Float> AdamW<F> {
                         return Err(Error::Config("AdamW: a device-side clip on the CPU".into()));
                     };
                     let (p, g, m, v) = (&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()], &mut v[r]);
-                    cpu::adamw(p, g, m, v, lr, &c, k.step_size, k.bc2_sqrt, grad_scale);
+                    cpu::step(p, g, m, v, lr, &c, &k, grad_scale);
                 }
                 Device::Cuda(dev) => {
                     // The group's run of each arena: its first element's address.
                     let at = |b: &Buffer<F>| b.device_ptr().unwrap_or(0) + (r.start * std::mem::size_of::<F>()) as u64;
                     let ptrs = [at(params), at(grads), at(&self.m), at(&self.v)];
-                    cuda::adamw(dev, ptrs, r.len(), lr, &c, k.step_size, k.bc2_sqrt, scale)?;
+                    cuda::step(dev, ptrs, r.len(), lr, &c, &k, scale)?;
                 }
             }
         }
@@ -315,41 +348,69 @@ pub fn weighted_sum<F: Float>(
 }
 
 pub mod cpu {
-    use super::AdamWConfig;
+    use super::{OptimizerConfig, Rule, StepConsts};
     use crate::float::Float;
 
-    /// The arithmetic of kernels/optim.cu `adamw_step`, element by element.
-    pub fn adamw<F: Float>(
+    /// The arithmetic of kernels/optim.cu `optimizer_step`, element by element, for `c.rule`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step<F: Float>(
         p: &mut [F],
         g: &[F],
         m: &mut [F],
         v: &mut [F],
         lr: f64,
-        c: &AdamWConfig,
-        step_size: f64,
-        bc2_sqrt: f64,
+        c: &OptimizerConfig,
+        k: &StepConsts,
         grad_scale: f64,
     ) {
         use rayon::prelude::*;
         let f = F::from_f64;
         let scale = f(grad_scale);
         let (decay, b1, b2, eps) = (f(1.0 - lr * c.weight_decay), f(c.beta1), f(c.beta2), f(c.eps));
-        let (step_size, bc2_sqrt) = (f(step_size), f(bc2_sqrt));
+        let (step_size, bc2_sqrt, bc1, bc2) = (f(k.step_size), f(k.bc2_sqrt), f(k.bc1), f(k.bc2));
+        let (lr, nu1, nu2) = (f(lr), f(c.nu.0), f(c.nu.1));
+        let rule = c.rule;
         // Element by element, so the parallel chunks change nothing.
         const CHUNK: usize = 1 << 16;
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (m, v))| {
-                for i in 0..p.len() {
-                    let gi = g[i] * scale;
-                    let pi = p[i] * decay;
-                    let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
-                    let vi = v[i] * b2 + (F::ONE - b2) * gi * gi;
-                    let denom = vi.sqrt() / bc2_sqrt + eps;
-                    p[i] = pi - step_size * (mi / denom);
-                    m[i] = mi;
-                    v[i] = vi;
+            .for_each(|((p, g), (m, v))| match rule {
+                Rule::Adamw => {
+                    for i in 0..p.len() {
+                        let gi = g[i] * scale;
+                        let pi = p[i] * decay;
+                        let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
+                        let vi = v[i] * b2 + (F::ONE - b2) * gi * gi;
+                        let denom = vi.sqrt() / bc2_sqrt + eps;
+                        p[i] = pi - step_size * (mi / denom);
+                        m[i] = mi;
+                        v[i] = vi;
+                    }
+                }
+                Rule::Adamax => {
+                    for i in 0..p.len() {
+                        let gi = g[i] * scale;
+                        let pi = p[i] * decay;
+                        let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
+                        let ui = (v[i] * b2).max(gi.abs() + eps);
+                        p[i] = pi - step_size * (mi / ui);
+                        m[i] = mi;
+                        v[i] = ui;
+                    }
+                }
+                Rule::Qhadam => {
+                    for i in 0..p.len() {
+                        let gi = g[i] * scale;
+                        let pi = p[i] * decay;
+                        let mi = m[i] + (F::ONE - b1) * (gi - m[i]);
+                        let vi = v[i] * b2 + (F::ONE - b2) * gi * gi;
+                        let num = (F::ONE - nu1) * gi + nu1 * (mi / bc1);
+                        let den = ((F::ONE - nu2) * gi * gi + nu2 * (vi / bc2)).sqrt() + eps;
+                        p[i] = pi - lr * (num / den);
+                        m[i] = mi;
+                        v[i] = vi;
+                    }
                 }
             });
     }
@@ -410,48 +471,57 @@ pub mod cpu {
 
 /// Launchers of kernels/optim.cu.
 pub mod cuda {
-    use super::AdamWConfig;
+    use super::{OptimizerConfig, Rule, StepConsts};
     use crate::device::cuda::{Arg, Cuda, grid_1d};
     use crate::error::Result;
 
     const FILE: &str = "optim.cu";
 
-    /// [p, g, m, v] (n each): one fused AdamW step (`adamw_step`, or `adamw_step_clip` when the
-    /// clipping factor comes from device memory).
-    pub fn adamw(
+    /// [p, g, m, v] (n each): one fused step of `c.rule` (`optimizer_step`, or
+    /// `optimizer_step_clip` when the clipping factor comes from device memory).
+    pub fn step(
         dev: &Cuda,
         [p, g, m, v]: [u64; 4],
         n: usize,
         lr: f64,
-        c: &AdamWConfig,
-        step_size: f64,
-        bc2_sqrt: f64,
+        c: &OptimizerConfig,
+        k: &StepConsts,
         scale: super::Scale,
     ) -> Result<()> {
         let (grid, block) = grid_1d(n);
         let f = |x: f64| Arg::F32(x as f32);
+        let rule = match c.rule {
+            Rule::Adamw => 0,
+            Rule::Adamax => 1,
+            Rule::Qhadam => 2,
+        };
         let mut args = vec![
             Arg::Ptr(p),
             Arg::Ptr(g),
             Arg::Ptr(m),
             Arg::Ptr(v),
             Arg::U64(n as u64),
+            Arg::U32(rule),
             f(lr),
             f(c.beta1),
             f(c.beta2),
             f(c.eps),
             f(c.weight_decay),
-            f(step_size),
-            f(bc2_sqrt),
+            f(k.step_size),
+            f(k.bc2_sqrt),
+            f(k.bc1),
+            f(k.bc2),
+            f(c.nu.0),
+            f(c.nu.1),
         ];
         match scale {
             super::Scale::By(s) => {
                 args.push(f(s));
-                dev.launch(FILE, "adamw_step", grid, block, 0, &args)
+                dev.launch(FILE, "optimizer_step", grid, block, 0, &args)
             }
             super::Scale::ClipOnDevice { sumsq, max_norm } => {
                 args.extend([Arg::Ptr(sumsq), Arg::F64(max_norm)]);
-                dev.launch(FILE, "adamw_step_clip", grid, block, 0, &args)
+                dev.launch(FILE, "optimizer_step_clip", grid, block, 0, &args)
             }
         }
     }

@@ -3,24 +3,25 @@
 mod common;
 use common::{F32_TOL, gpu, rel};
 use engine::device::Buffer;
-use engine::optim::{AdamW, AdamWConfig, Group, pairwise_dots};
+use engine::optim::{Group, Optimizer, OptimizerConfig, Rule, pairwise_dots};
 use engine::rng::Rng;
 use engine::train::pcgrad::{TaskGradients, shared_len};
 use engine::{Device, Tape, Tensor};
 
 fn adamw_run(device: &Device, n: usize) -> Vec<f32> {
-    adamw_run_with(device, n, None)
+    adamw_run_with(device, n, None, Rule::Adamw)
 }
 
-/// `groups`: AdamW's parameter groups (None: one over the arena).
-fn adamw_run_with(device: &Device, n: usize, groups: Option<Vec<Group>>) -> Vec<f32> {
+/// `groups`: the optimizer's parameter groups (None: one over the arena).
+fn adamw_run_with(device: &Device, n: usize, groups: Option<Vec<Group>>, rule: Rule) -> Vec<f32> {
     let mut rng = Rng::new(8);
     let init: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
     let mut tape = Tape::<f32>::new(device.clone());
     let w = tape.store.add_param("w", &[n], &init, true).unwrap();
+    let c = OptimizerConfig { rule, nu: (0.7, 0.9), ..OptimizerConfig::default() };
     let mut opt = match groups {
-        Some(g) => AdamW::with_groups(&tape.store, AdamWConfig::default(), g).unwrap(),
-        None => AdamW::new(&tape.store, AdamWConfig::default()).unwrap(),
+        Some(g) => Optimizer::with_groups(&tape.store, c, g).unwrap(),
+        None => Optimizer::new(&tape.store, c).unwrap(),
     };
     for t in 1..=3 {
         let g: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.1).collect();
@@ -43,6 +44,19 @@ fn adamw_step() {
     assert!(same, "AdamW differs from the CPU's bits (max |Δ| {worst:e})");
 }
 
+/// Adamax and QHAdam: the same kernel's other rules, bit for bit against the CPU twin.
+#[test]
+fn adamax_and_qhadam_steps() {
+    let Some(g) = gpu() else { return };
+    let n = 100_003;
+    for rule in [Rule::Adamax, Rule::Qhadam] {
+        let (c, d) = (adamw_run_with(&Device::Cpu, n, None, rule), adamw_run_with(&g, n, None, rule));
+        let same = c.iter().zip(&d).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{rule:?} differs from the CPU's bits (relative {:.2e})", rel(&d, &c));
+        assert!(c != adamw_run(&Device::Cpu, n), "{rule:?} stepped as AdamW");
+    }
+}
+
 /// Parameter groups launch the step once per run of the arena, at an offset into each buffer.
 #[test]
 fn adamw_step_in_groups() {
@@ -53,7 +67,10 @@ fn adamw_step_in_groups() {
         Group { range: 4_001..4_100, lr_factor: 1.0, weight_decay: 0.0 },
         Group { range: 4_100..n, lr_factor: 10.0, weight_decay: 0.01 },
     ];
-    let (c, d) = (adamw_run_with(&Device::Cpu, n, Some(groups.clone())), adamw_run_with(&g, n, Some(groups)));
+    let (c, d) = (
+        adamw_run_with(&Device::Cpu, n, Some(groups.clone()), Rule::Adamw),
+        adamw_run_with(&g, n, Some(groups), Rule::Adamw),
+    );
     let plain = adamw_run(&Device::Cpu, n);
     assert!(c[4_100..] != plain[4_100..], "the head group's rate made no difference");
     let same = c.iter().zip(&d).all(|(a, b)| a.to_bits() == b.to_bits());
@@ -212,7 +229,7 @@ fn adamw_clipped_on_the_device() {
         let run = |dev: &Device| {
             let mut tape = Tape::<f32>::new(dev.clone());
             let w = tape.store.add_param("w", &[n], &init, true).unwrap();
-            let mut opt = AdamW::new(&tape.store, AdamWConfig::default()).unwrap();
+            let mut opt = Optimizer::new(&tape.store, OptimizerConfig::default()).unwrap();
             for gr in &grads {
                 tape.store.write_grad(w, gr).unwrap();
                 opt.update_clipped(&mut tape.store, 1e-2, max_norm).unwrap();
@@ -222,7 +239,7 @@ fn adamw_clipped_on_the_device() {
             out
         };
         let e = rel(&run(&g), &run(&Device::Cpu));
-        println!("clipped AdamW, max norm {max_norm}: relative {e:.2e}");
+        println!("clipped Optimizer, max norm {max_norm}: relative {e:.2e}");
         // The norm's sum order differs, but the clip scale rounds to the same float: exact.
         assert!(e == 0.0, "max norm {max_norm}: differs by {e:e}");
     }

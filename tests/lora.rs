@@ -6,7 +6,7 @@
 mod common;
 use common::tiny_bert;
 use engine::model::lora::{Form, LoraConfig, Target};
-use engine::optim::{AdamW, AdamWConfig};
+use engine::optim::{Optimizer, OptimizerConfig};
 use engine::tensor::Arena;
 use engine::{Device, Tape, Tensor};
 
@@ -63,7 +63,7 @@ fn training_leaves_the_base_weights_bit_identical_with(dropout: f64) {
     // Gradient slots and optimizer moments cover the adapters and heads only.
     let trainable: usize = adapters.iter().map(|(_, v)| v.len()).sum();
     assert_eq!(tape.store.num_trainable(), trainable);
-    let mut opt = AdamW::new(&tape.store, AdamWConfig::default()).unwrap();
+    let mut opt = Optimizer::new(&tape.store, OptimizerConfig::default()).unwrap();
     assert_eq!(opt.m.len(), trainable);
     for step in 0..3 {
         tape.store.zero_grads().unwrap();

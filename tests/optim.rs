@@ -2,12 +2,12 @@
 //! torch.optim.AdamW documents it), and the pairwise gradient dot products.
 
 use engine::device::Buffer;
-use engine::optim::{AdamW, AdamWConfig, Group, pairwise_dots};
+use engine::optim::{Group, Optimizer, OptimizerConfig, Rule, pairwise_dots};
 use engine::rng::Rng;
 use engine::{Device, Tape};
 
 /// The documented algorithm, written independently of src/optim.rs, in f64.
-fn textbook(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: i32, lr: f64, c: &AdamWConfig) {
+fn textbook(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: i32, lr: f64, c: &OptimizerConfig) {
     for i in 0..p.len() {
         p[i] -= lr * c.weight_decay * p[i];
         m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
@@ -25,8 +25,8 @@ fn adamw_matches_the_documented_algorithm_over_steps() {
     let init: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
     let mut tape = Tape::<f64>::new(Device::Cpu);
     let w = tape.store.add_param("w", &[n], &init, true).unwrap();
-    let c = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
-    let mut opt = AdamW::new(&tape.store, c).unwrap();
+    let c = OptimizerConfig { weight_decay: 0.01, ..Default::default() };
+    let mut opt = Optimizer::new(&tape.store, c).unwrap();
     let (mut p, mut m, mut v) = (init.clone(), vec![0.0; n], vec![0.0; n]);
     for t in 1..=5 {
         let lr = 1e-3 * t as f64; // a schedule: the rate may change every step
@@ -40,6 +40,73 @@ fn adamw_matches_the_documented_algorithm_over_steps() {
     }
 }
 
+/// Adamax as Kingma & Ba's Algorithm 2 (with torch.optim.Adamax's ε inside the max) and QHAdam
+/// as Ma & Yarats' Algorithm 1, each after AdamW's decoupled decay; written independently of
+/// src/optim.rs, in f64.
+fn textbook_rule(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: i32, lr: f64, c: &OptimizerConfig) {
+    for i in 0..p.len() {
+        p[i] *= 1.0 - lr * c.weight_decay;
+        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
+        match c.rule {
+            Rule::Adamax => {
+                v[i] = (c.beta2 * v[i]).max(g[i].abs() + c.eps); // u_t
+                p[i] -= lr / (1.0 - c.beta1.powi(t)) * m[i] / v[i];
+            }
+            Rule::Qhadam => {
+                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g[i] * g[i];
+                let (m_hat, v_hat) = (m[i] / (1.0 - c.beta1.powi(t)), v[i] / (1.0 - c.beta2.powi(t)));
+                let (nu1, nu2) = c.nu;
+                let num = (1.0 - nu1) * g[i] + nu1 * m_hat;
+                let den = ((1.0 - nu2) * g[i] * g[i] + nu2 * v_hat).sqrt() + c.eps;
+                p[i] -= lr * num / den;
+            }
+            Rule::Adamw => unreachable!("textbook() is AdamW's"),
+        }
+    }
+}
+
+#[test]
+fn adamax_and_qhadam_match_their_papers_over_steps() {
+    for (rule, nu) in [(Rule::Adamax, (0.7, 1.0)), (Rule::Qhadam, (0.7, 1.0)), (Rule::Qhadam, (0.3, 0.6))] {
+        let mut rng = Rng::new(11);
+        let n = 700;
+        let init: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let mut tape = Tape::<f64>::new(Device::Cpu);
+        let w = tape.store.add_param("w", &[n], &init, true).unwrap();
+        let c = OptimizerConfig { rule, beta1: 0.95, beta2: 0.998, nu, weight_decay: 0.1, ..Default::default() };
+        let mut opt = Optimizer::new(&tape.store, c).unwrap();
+        let (mut p, mut m, mut v) = (init.clone(), vec![0.0; n], vec![0.0; n]);
+        for t in 1..=6 {
+            let lr = 1e-3 * t as f64;
+            let g: Vec<f64> = (0..n).map(|_| rng.normal() * 0.1).collect();
+            tape.store.write_grad(w, &g).unwrap();
+            opt.update(&mut tape.store, lr).unwrap();
+            textbook_rule(&mut p, &g, &mut m, &mut v, t, lr, &c);
+            let got = tape.store.read(w).unwrap();
+            let worst = got.iter().zip(&p).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-12, "{rule:?} {nu:?} step {t}: max |Δ| {worst:e}");
+        }
+    }
+    // QHAdam with ν1 = ν2 = 1 is Adam (here with decoupled decay: AdamW) up to rounding.
+    let mut rng = Rng::new(12);
+    let init: Vec<f64> = (0..50).map(|_| rng.normal()).collect();
+    let run = |rule: Rule| {
+        let mut tape = Tape::<f64>::new(Device::Cpu);
+        let w = tape.store.add_param("w", &[50], &init, true).unwrap();
+        let c = OptimizerConfig { rule, nu: (1.0, 1.0), ..Default::default() };
+        let mut opt = Optimizer::new(&tape.store, c).unwrap();
+        let mut rng = Rng::new(13);
+        for _ in 0..3 {
+            let g: Vec<f64> = (0..50).map(|_| rng.normal()).collect();
+            tape.store.write_grad(w, &g).unwrap();
+            opt.update(&mut tape.store, 1e-2).unwrap();
+        }
+        tape.store.read(w).unwrap()
+    };
+    let (a, q) = (run(Rule::Adamw), run(Rule::Qhadam));
+    assert!(a.iter().zip(&q).all(|(x, y)| (x - y).abs() < 1e-12));
+}
+
 /// Parameter groups (--head-lr, --no-decay-norm-bias): each run of the arena steps as the
 /// documented algorithm does at its own rate (the step's times its factor) and weight decay.
 #[test]
@@ -49,10 +116,10 @@ fn groups_step_each_run_at_its_own_rate_and_decay() {
     let init: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
     let mut tape = Tape::<f64>::new(Device::Cpu);
     let w = tape.store.add_param("w", &[n], &init, true).unwrap();
-    let c = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.5 };
+    let c = OptimizerConfig { weight_decay: 0.5, ..Default::default() };
     let runs = [(0..300, 1.0, 0.01), (300..310, 1.0, 0.0), (310..900, 7.5, 0.2)];
     let groups = runs.iter().map(|(r, f, d)| Group { range: r.clone(), lr_factor: *f, weight_decay: *d }).collect();
-    let mut opt = AdamW::with_groups(&tape.store, c, groups).unwrap();
+    let mut opt = Optimizer::with_groups(&tape.store, c, groups).unwrap();
     let (mut p, mut m, mut v) = (init.clone(), vec![0.0; n], vec![0.0; n]);
     for t in 1..=4 {
         let lr = 1e-3 * t as f64;
@@ -60,7 +127,7 @@ fn groups_step_each_run_at_its_own_rate_and_decay() {
         tape.store.write_grad(w, &g).unwrap();
         opt.update(&mut tape.store, lr).unwrap();
         for (r, f, d) in &runs {
-            let cg = AdamWConfig { weight_decay: *d, ..c };
+            let cg = OptimizerConfig { weight_decay: *d, ..c };
             let r = r.clone();
             textbook(&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()], &mut v[r], t, lr * f, &cg);
         }
@@ -73,9 +140,9 @@ fn groups_step_each_run_at_its_own_rate_and_decay() {
         Group { range: 0..10, lr_factor: 1.0, weight_decay: 0.0 },
         Group { range: 20..900, lr_factor: 1.0, weight_decay: 0.0 },
     ];
-    assert!(AdamW::with_groups(&tape.store, c, gap).is_err());
+    assert!(Optimizer::with_groups(&tape.store, c, gap).is_err());
     let short = vec![Group { range: 0..899, lr_factor: 1.0, weight_decay: 0.0 }];
-    assert!(AdamW::with_groups(&tape.store, c, short).is_err());
+    assert!(Optimizer::with_groups(&tape.store, c, short).is_err());
 }
 
 #[test]
@@ -83,8 +150,8 @@ fn first_step_moves_each_parameter_by_the_learning_rate() {
     // Adam's first step is lr·g/|g| (up to eps) before decay: the sign of the gradient, scaled.
     let mut tape = Tape::<f32>::new(Device::Cpu);
     let w = tape.store.add_param("w", &[4], &[1.0, -2.0, 0.5, 0.0], true).unwrap();
-    let c = AdamWConfig { weight_decay: 0.0, ..Default::default() };
-    let mut opt = AdamW::new(&tape.store, c).unwrap();
+    let c = OptimizerConfig { weight_decay: 0.0, ..Default::default() };
+    let mut opt = Optimizer::new(&tape.store, c).unwrap();
     tape.store.write_grad(w, &[3.0, -0.01, 1e-3, 0.0]).unwrap();
     opt.update(&mut tape.store, 0.1).unwrap();
     let got = tape.store.read(w).unwrap();
@@ -98,7 +165,7 @@ fn first_step_moves_each_parameter_by_the_learning_rate() {
 fn weight_decay_alone_shrinks_parameters() {
     let mut tape = Tape::<f64>::new(Device::Cpu);
     let w = tape.store.add_param("w", &[2], &[2.0, -4.0], true).unwrap();
-    let mut opt = AdamW::new(&tape.store, AdamWConfig { weight_decay: 0.5, ..Default::default() }).unwrap();
+    let mut opt = Optimizer::new(&tape.store, OptimizerConfig { weight_decay: 0.5, ..Default::default() }).unwrap();
     opt.update(&mut tape.store, 0.1).unwrap(); // zero gradients
     assert_eq!(tape.store.read(w).unwrap(), vec![2.0 * 0.95, -4.0 * 0.95]);
 }
@@ -125,7 +192,7 @@ fn clipping_scales_by_max_norm_over_the_norm_when_it_exceeds() {
         let run = |clip: Option<f64>| {
             let mut tape = Tape::<f64>::new(Device::Cpu);
             let w = tape.store.add_param("w", &[2], &[1.0, -1.0], true).unwrap();
-            let mut opt = AdamW::new(&tape.store, AdamWConfig::default()).unwrap();
+            let mut opt = Optimizer::new(&tape.store, OptimizerConfig::default()).unwrap();
             for _ in 0..2 {
                 tape.store.write_grad(w, &[3.0, 4.0]).unwrap();
                 match clip {

@@ -1,7 +1,8 @@
 //! The optimizer's options through `engine finetune`: `--head-lr` (the task parameters' own peak
-//! rate) and `--no-decay-norm-bias` (Hugging Face Trainer's exemption of biases and LayerNorm
-//! weights from weight decay): recorded in train.json, changing the run as they should, resumed
-//! bit for bit, bad values refused, old train.json files still read. The grouped update itself is
+//! rate), `--no-decay-norm-bias` (Hugging Face Trainer's exemption of biases and LayerNorm
+//! weights from weight decay) and `--optimizer adamax|qhadam` (with `--qh-nu`): recorded in
+//! train.json, changing the run as they should, resumed bit for bit, bad values refused, old
+//! train.json files still read. The grouped update itself is
 //! checked against the textbook algorithm in tests/optim.rs and on the device in
 //! tests/cuda_parity_optim.rs.
 
@@ -88,4 +89,43 @@ fn bad_head_lr_is_refused_in_one_line() {
         assert!(e.contains("--head-lr"), "{v}: {e}");
         assert_eq!(e.trim().lines().count(), 1, "{v}: {e}");
     }
+}
+
+#[test]
+fn adamax_and_qhadam_train_and_resume_exactly() {
+    let (model, data) = (tiny_model("optim-rules"), tiny_data(24, "optim-rules"));
+    let plain = scratch("optim-rules-adamw");
+    finetune(&model, &data, &plain, &["--max-steps", "4", "--lr", "1e-3"]);
+    for (rule, extra) in [("adamax", None), ("qhadam", Some("0.5,0.9"))] {
+        let mut steps = vec!["--max-steps", "4", "--lr", "1e-3", "--optimizer", rule];
+        if let Some(nu) = extra {
+            steps.extend_from_slice(&["--qh-nu", nu]);
+        }
+        let full = scratch(&format!("optim-{rule}-full"));
+        finetune(&model, &data, &full, &steps);
+        let opts: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(full.join("last/train.json")).unwrap()).unwrap();
+        assert_eq!(opts["optimizer"], rule, "{opts}");
+        assert!(weights(&full) != weights(&plain), "{rule} stepped as AdamW");
+        let part = scratch(&format!("optim-{rule}-part"));
+        let mut stop = steps.clone();
+        stop.extend_from_slice(&["--stop-after", "2"]);
+        finetune(&model, &data, &part, &stop);
+        finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
+        assert_eq!(step_losses(&full), step_losses(&part), "{rule}: the resumed run's losses differ");
+        assert!(weights(&full) == weights(&part), "{rule}: the resumed run's weights differ");
+    }
+}
+
+#[test]
+fn bad_optimizer_values_are_refused() {
+    let (model, data) = (tiny_model("optim-rule-bad"), tiny_data(8, "optim-rule-bad"));
+    for nu in ["1.5,1", "0.7,-0.1"] {
+        let e = finetune_refused(&model, &data, "optim-rule-bad-run", &["--optimizer", "qhadam", "--qh-nu", nu]);
+        assert!(e.contains("--qh-nu") && e.trim().lines().count() == 1, "{nu}: {e}");
+    }
+    let e = finetune_refused(&model, &data, "optim-rule-bad-run", &["--qh-nu", "0.7"]);
+    assert!(e.contains("--qh-nu takes two values"), "{e}");
+    let e = finetune_refused(&model, &data, "optim-rule-bad-run", &["--optimizer", "sgd"]);
+    assert!(e.contains("sgd") && e.contains("adamw"), "{e}");
 }

@@ -7,7 +7,7 @@
 use engine::data::Encoded;
 use engine::data::cs224n::{Label, Task};
 use engine::model::Checkpoint;
-use engine::optim::{AdamW, AdamWConfig};
+use engine::optim::{Optimizer, OptimizerConfig};
 use engine::rng::Rng;
 use engine::train::TrainOptions;
 use engine::train::methods::Combiner;
@@ -55,7 +55,7 @@ pub struct Runner {
     model: MultiTaskModel,
     grads: Option<Combiner>,
     smart: Option<Smart>,
-    opt: AdamW<f32>,
+    opt: Optimizer<f32>,
     opts: TrainOptions,
     rng: Rng,
     vocab: usize,
@@ -70,7 +70,7 @@ impl Runner {
         let model = MultiTaskModel::build(&mut tape.store, ckpt, None, opts, true)?;
         let grads = Combiner::from_options(opts, &tape.store)?;
         let smart = opts.smart.clone().map(|c| Smart::new(c, &mut tape.store)).transpose()?;
-        let opt = AdamW::new(&tape.store, AdamWConfig::default())?;
+        let opt = Optimizer::new(&tape.store, OptimizerConfig::default())?;
         tape.set_training(true);
         let (rng, vocab) = (Rng::new(7), ckpt.config.vocab_size);
         Ok(Runner { tape, model, grads, smart, opt, opts: opts.clone(), rng, vocab, batch, len, step: 0 })

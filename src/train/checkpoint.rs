@@ -16,7 +16,7 @@ use crate::model::Checkpoint;
 use crate::model::lora::legacy_name;
 use crate::model::peft::{ADAPTER_CONFIG, ADAPTER_FILE, AdapterConfig};
 use crate::model::safetensors::{self, SafeTensors};
-use crate::optim::AdamW;
+use crate::optim::Optimizer;
 use crate::store::Store;
 use crate::tensor::Arena;
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 /// a function of the seed and the step, so the step is the whole position.
 /// What `last/` keeps to resume besides the weights: the optimizer, the counters, and named
 /// training-state tensors (SMART's teacher), which go beside the moments.
-pub type Resumable<'a> = (&'a AdamW<f32>, &'a TrainState, &'a [(String, Vec<f32>)]);
+pub type Resumable<'a> = (&'a Optimizer<f32>, &'a TrainState, &'a [(String, Vec<f32>)]);
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -138,7 +138,7 @@ pub fn load_options(dir: &Path) -> Result<TrainOptions> {
 }
 
 /// Restores the optimizer moments and returns the position of a `last/` checkpoint.
-pub fn load_state(dir: &Path, opt: &mut AdamW<f32>) -> Result<TrainState> {
+pub fn load_state(dir: &Path, opt: &mut Optimizer<f32>) -> Result<TrainState> {
     let path = dir.join("state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::Config(format!("--resume {}: no training state ({e}); resume from an out/last folder", dir.display()))

@@ -10,6 +10,7 @@ use crate::device::Precision;
 use crate::model::bert::Pooling;
 use crate::model::lora::LoraConfig;
 use crate::model::pals::PalsConfig;
+use crate::optim::Rule;
 use serde::{Deserialize, Serialize};
 
 /// How a pair task (Quora, STS) reads its two sentences.
@@ -121,6 +122,16 @@ pub struct TrainOptions {
     /// The fraction of each task's longest training inputs left out (data/drop_longest.rs).
     #[serde(default)]
     pub drop_longest: f64,
+    /// The update rule (--optimizer).
+    #[serde(default)]
+    pub optimizer: Rule,
+    /// QHAdam's ν1, ν2 (--qh-nu).
+    #[serde(default = "default_qh_nu")]
+    pub qh_nu: [f64; 2],
+}
+
+fn default_qh_nu() -> [f64; 2] {
+    [0.7, 1.0]
 }
 
 impl Default for TrainOptions {
@@ -164,6 +175,8 @@ impl Default for TrainOptions {
             head_lr: None,
             no_decay_norm_bias: false,
             drop_longest: 0.0,
+            optimizer: Rule::Adamw,
+            qh_nu: default_qh_nu(),
         }
     }
 }
@@ -214,6 +227,9 @@ impl TrainOptions {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if !self.qh_nu.iter().all(|v| (0.0..=1.0).contains(v)) {
+            return bad(format!("--qh-nu {},{}: each ν lies in [0, 1]", self.qh_nu[0], self.qh_nu[1]));
         }
         if !(0.0..1.0).contains(&self.drop_longest) {
             return bad(format!("--drop-longest {} is outside [0, 1)", self.drop_longest));

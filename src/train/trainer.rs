@@ -21,7 +21,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::model::Checkpoint;
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::mix64;
 use crate::tape::Tape;
 use std::path::{Path, PathBuf};
@@ -185,7 +185,7 @@ fn save_last(
     store: &crate::store::Store<f32>,
     files: (&Path, &Path),
     opts: &TrainOptions,
-    opt: &AdamW<f32>,
+    opt: &Optimizer<f32>,
     state: &mut TrainState,
     (combiner, smart): (&Option<Combiner>, &Option<Smart>),
 ) -> Result<()> {
@@ -244,8 +244,15 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     let mut tape = Tape::<f32>::new(args.device.clone());
     let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
     let mut combiner = Combiner::from_options(&opts, &tape.store)?;
-    let adam = AdamWConfig { beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, weight_decay: opts.weight_decay };
-    let mut opt = AdamW::with_groups(&tape.store, adam, super::param_groups::groups(&tape.store, &opts))?;
+    let adam = OptimizerConfig {
+        rule: opts.optimizer,
+        beta1: opts.beta1,
+        beta2: opts.beta2,
+        eps: opts.eps,
+        weight_decay: opts.weight_decay,
+        nu: (opts.qh_nu[0], opts.qh_nu[1]),
+    };
+    let mut opt = Optimizer::with_groups(&tape.store, adam, super::param_groups::groups(&tape.store, &opts))?;
     let mut state = match &args.resume {
         Some(dir) => checkpoint::load_state(dir, &mut opt)?,
         None => TrainState::default(),

@@ -193,7 +193,7 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 /// (‖g − g_ref‖/‖g_ref‖ ≤ `grad_tol`), then one AdamW step (lr 1e-3, wd 0.01) on the sum of
 /// the three losses (max |Δ| of the parameters ≤ `param_tol`).
 pub fn check_step(device: &engine::Device, loss_tol: f64, grad_tol: f64, param_tol: f64) {
-    use engine::optim::{AdamW, AdamWConfig};
+    use engine::optim::{Optimizer, OptimizerConfig};
     let g = golden();
     let dir = model_dir();
     let mut tok = Tokenizer::from_dir(&dir).unwrap();
@@ -230,7 +230,7 @@ pub fn check_step(device: &engine::Device, loss_tol: f64, grad_tol: f64, param_t
         tape.backward(loss).unwrap();
     }
     let lr = 1e-3;
-    let config = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+    let config = OptimizerConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, ..Default::default() };
     let initial: Vec<(String, Vec<f32>)> = after_adamw_names(&g)
         .into_iter()
         .map(|n| {
@@ -238,7 +238,7 @@ pub fn check_step(device: &engine::Device, loss_tol: f64, grad_tol: f64, param_t
             (n, v)
         })
         .collect();
-    let mut opt = AdamW::new(&tape.store, config).unwrap();
+    let mut opt = Optimizer::new(&tape.store, config).unwrap();
     opt.update(&mut tape.store, lr).unwrap();
     // Adam's first step is lr·g/(|g| + eps), whose slope lr·eps/(|g| + eps)² is 10 at |g| = 1e-6
     // and 2.5e4 at |g| = eps: there it turns the float32 rounding noise of a gradient (~1e-8
@@ -262,9 +262,9 @@ pub fn check_step(device: &engine::Device, loss_tol: f64, grad_tol: f64, param_t
             }
         }
         total += got.len();
-        println!("after AdamW {name}: max |Δ| {worst:.2e} (|g| ≥ 1e-6), {worst_tiny:.2e} (|g| < 1e-6)");
-        assert!(worst <= param_tol, "after AdamW, {name} differs by {worst:e}");
-        assert!(worst_tiny <= lr, "after AdamW, {name}: a near-zero-gradient element moved {worst_tiny:e} off");
+        println!("after Optimizer {name}: max |Δ| {worst:.2e} (|g| ≥ 1e-6), {worst_tiny:.2e} (|g| < 1e-6)");
+        assert!(worst <= param_tol, "after Optimizer, {name} differs by {worst:e}");
+        assert!(worst_tiny <= lr, "after Optimizer, {name}: a near-zero-gradient element moved {worst_tiny:e} off");
     }
     println!("{tiny} of {total} elements (all with |g| < 1e-6) differ by more than {param_tol:e}");
     assert!(tiny * 10_000 < total, "{tiny} of {total} near-zero-gradient elements differ by more than {param_tol:e}");
@@ -276,7 +276,7 @@ pub fn check_step(device: &engine::Device, loss_tol: f64, grad_tol: f64, param_t
         let t = tape.store.param(name).unwrap();
         tape.store.write_grad(t, &reference_gradient(&g, name)).unwrap();
     }
-    let mut opt = AdamW::new(&tape.store, config).unwrap();
+    let mut opt = Optimizer::new(&tape.store, config).unwrap();
     opt.update(&mut tape.store, lr).unwrap();
     for (name, _) in &initial {
         let d =
