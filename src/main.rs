@@ -62,9 +62,11 @@ enum Command {
         padded: bool,
     },
     /// Fine-tune a BERT checkpoint on several CS224N tasks at once; reports dev scores, keeps the
-    /// best checkpoint (out/best), writes predictions (out/predictions), metrics.jsonl and curves.svg.
+    /// best checkpoint (out/best), writes predictions (out/predictions), metrics.jsonl, curves.svg
+    /// and the best checkpoint's dev analysis (analysis.txt, confusion-<task>.svg, sts-scatter.svg).
     Finetune(FinetuneCli),
-    /// Evaluate a fine-tuned checkpoint: dev scores, or test predictions, for every task it has.
+    /// Evaluate a fine-tuned checkpoint: dev scores and analysis (per-class precision, recall, F1,
+    /// confusion matrices), or test predictions, for every task it has.
     Eval {
         /// A folder written by `engine finetune` (out/best or out/last).
         #[arg(long)]
@@ -73,7 +75,8 @@ enum Command {
         split: SplitArg,
         #[command(flatten)]
         data: DataFlags,
-        /// Where the prediction files go (default: CHECKPOINT/predictions).
+        /// Where the prediction files (and, on dev, analysis.txt and the plots) go (default:
+        /// CHECKPOINT/predictions).
         #[arg(long)]
         out: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -196,7 +199,7 @@ struct FinetuneCli {
     /// The BERT checkpoint to start from (default: weights/all-MiniLM-L6-v2).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Output folder: best/, last/, predictions/, metrics.jsonl, curves.svg.
+    /// Output folder: best/, last/, predictions/, metrics.jsonl, curves.svg, analysis.txt and plots.
     #[arg(long, default_value = "runs/finetune")]
     out: PathBuf,
     /// Continue a run from its out/last folder (its options and weights are used).
@@ -575,17 +578,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", engine::train::report::table(&s.best, s.best_combined, s.best_step));
                 println!(
-                    "{} steps in {:.0} s; predictions in {}",
+                    "{} steps in {:.0} s; predictions in {}; analysis in {}",
                     s.steps,
                     s.seconds,
-                    f.out.join("predictions").display()
+                    f.out.join("predictions").display(),
+                    f.out.join(engine::train::analysis::REPORT).display()
                 );
             }
         }
         Command::Eval { checkpoint, split, data, out, device, padded } => {
             let split = if split == SplitArg::Dev { Split::Dev } else { Split::Test };
             let out = out.unwrap_or_else(|| checkpoint.join("predictions"));
-            let scores = engine::train::evaluate::evaluate_checkpoint(
+            let (scores, analyses) = engine::train::evaluate::evaluate_checkpoint(
                 &checkpoint,
                 split,
                 &data.files(),
@@ -599,6 +603,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}",
                     engine::train::report::table(&scores, c, 0).replacen("best dev scores (step 0)", "dev scores", 1)
                 );
+            }
+            if !analyses.is_empty() {
+                print!("\n{}", engine::train::analysis::report(&analyses));
             }
             println!("predictions in {}", out.display());
         }

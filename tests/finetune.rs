@@ -170,6 +170,67 @@ fn predictions_eval_and_predict_follow_the_course_layout() {
     assert_eq!(o.stdout, std::fs::read(out.join("predictions/sts-dev-output.csv")).unwrap());
 }
 
+/// The confusion matrix of `task` in an analysis.txt: its rows (gold) of counts (predicted).
+fn confusion(report: &str, task: &str) -> Vec<Vec<usize>> {
+    let section = report.split(&format!("{task}: ")).nth(1).unwrap_or_else(|| panic!("no {task} table: {report}"));
+    let mut lines = section.lines().skip_while(|l| !l.starts_with("gold\\pred"));
+    let classes = lines.next().unwrap_or_else(|| panic!("no {task} matrix: {report}")).split_whitespace().count() - 1;
+    let rows: Vec<Vec<usize>> =
+        lines.take(classes).map(|l| l.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()).collect();
+    assert!(rows.len() == classes && rows.iter().all(|r| r.len() == classes), "{task}: {rows:?}");
+    rows
+}
+
+#[test]
+fn finetune_and_eval_write_the_dev_analysis() {
+    let (model, data) = (tiny_model("analysis"), tiny_data(12, "analysis"));
+    let out = scratch("analysis");
+    let o = finetune(&model, &data, &out, &["--max-steps", "2"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(&format!("analysis in {}", out.join("analysis.txt").display())), "{stdout}");
+    assert!(!stdout.contains("precision"), "the report goes to analysis.txt, not stdout: {stdout}");
+    for f in ["analysis.txt", "confusion-sst.svg", "confusion-quora.svg", "sts-scatter.svg"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let report = std::fs::read_to_string(out.join("analysis.txt")).unwrap();
+    // Every dev example is counted once: the counts sum to the rows of the dev prediction file.
+    for (task, file, classes) in [("sst", "sst-dev-output.csv", 5), ("quora", "para-dev-output.csv", 2)] {
+        let m = confusion(&report, task);
+        assert_eq!(m.len(), classes, "{task}");
+        let dev = std::fs::read_to_string(out.join("predictions").join(file)).unwrap().lines().count() - 1;
+        assert_eq!(m.iter().flatten().sum::<usize>(), dev, "{task}: {report}");
+        let svg = std::fs::read_to_string(out.join(format!("confusion-{task}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n") && svg.contains("predicted"), "{task}");
+    }
+    let dev = std::fs::read_to_string(out.join("predictions/sts-dev-output.csv")).unwrap().lines().count() - 1;
+    assert!(report.contains(&format!("sts: {dev} examples, pearson")), "{report}");
+    let svg = std::fs::read_to_string(out.join("sts-scatter.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), dev);
+
+    // eval on dev prints the report and writes the same analysis beside its predictions.
+    let best = out.join("best");
+    let evaluated = scratch("analysis-eval");
+    let eval = |split: &str, dir: &Path, extra: &[&str]| {
+        let mut args = vec!["eval", "--checkpoint", best.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+        args.extend(["--split", split, "--out", dir.to_str().unwrap(), "--device", "cpu"]);
+        args.extend_from_slice(extra);
+        let o = engine(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let stdout = eval("dev", &evaluated, &[]);
+    assert!(stdout.contains("precision") && stdout.contains("recall") && stdout.contains("macro avg"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(evaluated.join("analysis.txt")).unwrap(), report);
+    assert!(evaluated.join("confusion-sst.svg").is_file() && evaluated.join("sts-scatter.svg").is_file());
+    // On test (no labels; the tiny data have no Quora test file, so its dev file stands in,
+    // read without labels) nothing new is printed or written.
+    let tested = scratch("analysis-test");
+    let quora = data.join("quora-dev.csv");
+    let stdout = eval("test", &tested, &["--quora-test", quora.to_str().unwrap()]);
+    assert!(!stdout.contains("precision"), "{stdout}");
+    assert!(tested.join("para-test-output.csv").is_file() && !tested.join("analysis.txt").exists());
+}
+
 /// Runs the engine expecting failure; returns its one `error:` line.
 fn fails(args: &[&str]) -> String {
     let o = engine(args);

@@ -1,5 +1,6 @@
 //! Evaluation: predictions over a dataset, accuracy and Pearson correlation, the combined score.
 
+use super::analysis::{self, Analysis};
 use super::model::MultiTaskModel;
 use crate::data::Tokenizer;
 use crate::data::cs224n::{self, Dataset, Example, Kind, Label, Prediction, Task};
@@ -151,8 +152,9 @@ pub fn load_checkpoint_with(dir: &std::path::Path, device: crate::device::Device
     Ok(Loaded { model, tok, tape })
 }
 
-/// `engine eval`: predictions of `split` for every task of the checkpoint, written under `out`;
-/// returns the scores (dev only: test files have no labels).
+/// `engine eval`: predictions of `split` for every task of the checkpoint, written under `out`,
+/// with the analysis (analysis.txt and the plots) on dev; returns the scores and analyses (dev
+/// only: test files have no labels).
 pub fn evaluate_checkpoint(
     dir: &std::path::Path,
     split: crate::data::cs224n::Split,
@@ -160,7 +162,7 @@ pub fn evaluate_checkpoint(
     out: &std::path::Path,
     device: crate::device::Device,
     padded: bool,
-) -> Result<Vec<Score>> {
+) -> Result<(Vec<Score>, Vec<Analysis>)> {
     let mut l = load_checkpoint_with(dir, device, padded)?;
     let mut sets = Vec::new();
     for &task in &l.model.tasks.clone() {
@@ -172,10 +174,15 @@ pub fn evaluate_checkpoint(
     }
     let refs: Vec<(Task, &crate::data::cs224n::Dataset)> = sets.iter().map(|(t, d)| (*t, d)).collect();
     let batch = l.model.opts.batch_size * 2;
-    write_predictions(&l.model, &mut l.tape, &mut l.tok, &refs, out, batch)
+    let (scores, analyses) = write_predictions(&l.model, &mut l.tape, &mut l.tok, &refs, out, batch)?;
+    if !analyses.is_empty() {
+        analysis::write(out, &analyses)?;
+    }
+    Ok((scores, analyses))
 }
 
-/// Writes dev and test predictions of every task under `dir`, in the CS224N layout.
+/// Writes dev and test predictions of every task under `dir`, in the CS224N layout; returns the
+/// scores and analyses of the labelled sets.
 pub fn write_predictions(
     model: &MultiTaskModel,
     tape: &mut Tape<f32>,
@@ -183,8 +190,8 @@ pub fn write_predictions(
     sets: &[(Task, &Dataset)],
     dir: &Path,
     batch: usize,
-) -> Result<Vec<Score>> {
-    let mut scores = Vec::new();
+) -> Result<(Vec<Score>, Vec<Analysis>)> {
+    let (mut scores, mut analyses) = (Vec::new(), Vec::new());
     for (task, d) in sets {
         let (preds, s) = predict(model, tape, tok, *task, &d.examples, batch)?;
         let name = task
@@ -193,8 +200,9 @@ pub fn write_predictions(
         cs224n::write_predictions(*task, &dir.join(name), &preds)?;
         failpoint::reach("predictions");
         scores.extend(s);
+        analyses.extend(analysis::analyse(*task, &d.examples, &preds)?);
     }
-    Ok(scores)
+    Ok((scores, analyses))
 }
 
 /// `engine predict`: the prediction file (CS224N layout) of `task` for a CS224N file.

@@ -1,6 +1,7 @@
 //! Multi-task fine-tuning: options, the plan of steps, the model with its heads, the loop,
 //! evaluation, checkpoints and reports.
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod loss_meter;

@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-/// What a run writes into its folder; these, and only these, mark a folder as holding a run and
-/// are what `--overwrite` clears.
+/// What a run writes into its folder; these and the analysis's files (analysis::file_names), and
+/// only these, mark a folder as holding a run and are what `--overwrite` clears.
 const RUN_ENTRIES: [&str; 7] =
     ["best", "last", "predictions", "metrics.jsonl", "curves.svg", "pcgrad.svg", "gradvac.svg"];
 
@@ -69,8 +69,9 @@ impl RunDir {
     }
 
     /// The run entries present in the folder.
-    fn run_entries(&self) -> Vec<&'static str> {
-        RUN_ENTRIES.iter().copied().filter(|e| self.dir.join(e).exists()).collect()
+    fn run_entries(&self) -> Vec<String> {
+        let all = RUN_ENTRIES.iter().map(|e| e.to_string()).chain(super::analysis::file_names());
+        all.filter(|e| self.dir.join(e).exists()).collect()
     }
 
     /// Refuses a fresh run into a folder holding one, unless `overwrite`.

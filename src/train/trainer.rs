@@ -3,6 +3,7 @@
 //! scheduled learning rate; evaluation after every epoch (and every --eval-every steps) keeps the
 //! best checkpoint by combined dev score; predictions for dev and test come from the best one.
 
+use super::analysis;
 use super::checkpoint::{self, TrainState};
 use super::evaluate::{self, Score, write_predictions};
 use super::loss_meter::LossMeter;
@@ -503,16 +504,26 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             state.best_step,
             pred_dir.display()
         ));
-        best = write_predictions(&model, &mut tape, &mut tok, &sets, &pred_dir, opts.batch_size * 2)?;
+        let (scores, mut analyses) =
+            write_predictions(&model, &mut tape, &mut tok, &sets, &pred_dir, opts.batch_size * 2)?;
+        best = scores;
         if let Some((preds, scores)) = best_dev {
-            for (task, p) in preds {
+            // In the order evaluate_dev visited the dev sets.
+            for ((task, p), d) in preds.iter().zip(data.iter().filter_map(|d| d.dev.as_ref())) {
                 let name = task.prediction_file_name(Split::Dev).expect("dev has a prediction file");
-                cs224n::write_predictions(task, &pred_dir.join(name), &p)?;
+                cs224n::write_predictions(*task, &pred_dir.join(name), p)?;
+                analyses.extend(analysis::analyse(*task, &d.examples, p)?);
             }
             best = scores;
         }
         report::write_curves(&args.out.join("curves.svg"), &metrics.records, &opts.tasks)?;
-        progress.note(&format!("predictions written in {:.1} s", predicting.elapsed().as_secs_f64()));
+        // Beside curves.svg: the best checkpoint's dev confusion matrices and STS scatter.
+        let text = analysis::write(&args.out, &analyses)?;
+        progress.note(&format!(
+            "predictions and {} written in {:.1} s",
+            text.display(),
+            predicting.elapsed().as_secs_f64()
+        ));
     }
     drop(run);
     Ok(Summary {
