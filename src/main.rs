@@ -8,6 +8,7 @@ use engine::model::checkpoint::default_model_dir;
 use engine::model::lora::{LoraConfig, Target};
 use engine::model::pals::PalsConfig;
 use engine::optim::Rule;
+use engine::train::export::Format as ExportFormat;
 use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
 use engine::train::smart::{SmartConfig, SmartNorm};
@@ -92,6 +93,19 @@ enum Command {
         /// A folder written by `engine finetune --lora R` (out/best or out/last).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// The folder to write (replaced atomically if it exists).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Export a fine-tuned checkpoint's encoder for another tool: `--format sentence-transformers`
+    /// writes a folder that `SentenceTransformer(DIR)` loads, pooling as the run did (LoRA adapters
+    /// folded in, task heads left out); its embeddings are `engine embed --pooling <the run's>`'s.
+    Export {
+        /// A folder written by `engine finetune` (out/best or out/last).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExportFormat::SentenceTransformers)]
+        format: ExportFormat,
         /// The folder to write (replaced atomically if it exists).
         #[arg(long)]
         output: PathBuf,
@@ -608,6 +622,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("\n{}", engine::train::analysis::report(&analyses));
             }
             println!("predictions in {}", out.display());
+        }
+        Command::Export { checkpoint, format, output } => {
+            let modules = engine::train::export::export(&checkpoint, format, &output)?;
+            println!("exported {} ({modules}) to {}", checkpoint.display(), output.display());
         }
         Command::Merge { checkpoint, output } => {
             let n = engine::train::merge::merge(&checkpoint, &output)?;

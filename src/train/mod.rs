@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod checkpoint;
 pub mod evaluate;
+pub mod export;
 pub mod loss_meter;
 pub mod memory;
 pub mod merge;
