@@ -249,8 +249,9 @@ struct FinetuneCli {
     /// default decays every parameter, as the reference recipe's torch.optim.AdamW does).
     #[arg(long)]
     no_decay_norm_bias: bool,
-    /// The update rule: AdamW, Adamax (Adam's ∞-norm variant) or QHAdam (quasi-hyperbolic
-    /// Adam); every rule decays weights decoupled, as AdamW (--weight-decay), and takes --betas.
+    /// The update rule: AdamW, Adamax (Adam's ∞-norm variant), QHAdam (quasi-hyperbolic Adam) or
+    /// LAMB (per-tensor trust ratios); all take --betas and --weight-decay (decoupled as AdamW's,
+    /// but inside LAMB's direction as its paper has it).
     #[arg(long, value_enum, default_value_t = Rule::Adamw)]
     optimizer: Rule,
     /// QHAdam's ν1,ν2 (the paper's recommended 0.7,1.0; with ν1 = ν2 = 1 it is Adam).

@@ -57,6 +57,51 @@ fn adamax_and_qhadam_steps() {
     }
 }
 
+/// LAMB's three kernels against the CPU twin, bit for bit: several tensors (the norms are
+/// per tensor), two groups, a tensor at zero, and the clip decided on the device.
+#[test]
+fn lamb_steps() {
+    let Some(g) = gpu() else { return };
+    let run = |device: &Device, clip: bool| -> Vec<f32> {
+        let mut rng = Rng::new(31);
+        let mut tape = Tape::<f32>::new(device.clone());
+        let sizes = [70_001usize, 300, 5_000, 1];
+        let ws: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let v: Vec<f32> = if i == 1 { vec![0.0; n] } else { (0..n).map(|_| rng.normal() as f32).collect() };
+                tape.store.add_param(&format!("w{i}"), &[n], &v, true).unwrap()
+            })
+            .collect();
+        let n = tape.store.num_trainable();
+        let groups = vec![
+            Group { range: 0..70_301, lr_factor: 1.0, weight_decay: 0.01 },
+            Group { range: 70_301..n, lr_factor: 3.0, weight_decay: 0.0 },
+        ];
+        let c = OptimizerConfig { rule: Rule::Lamb, ..OptimizerConfig::default() };
+        let mut opt = Optimizer::with_groups(&tape.store, c, groups).unwrap();
+        for t in 1..=3 {
+            for w in &ws {
+                let gv: Vec<f32> = (0..w.numel()).map(|_| rng.normal() as f32 * 0.1).collect();
+                tape.store.write_grad(*w, &gv).unwrap();
+            }
+            if clip {
+                opt.update_clipped(&mut tape.store, 1e-2 * t as f64, 0.5).unwrap();
+            } else {
+                opt.update(&mut tape.store, 1e-2 * t as f64).unwrap();
+            }
+        }
+        let n = tape.store.num_trainable();
+        tape.store.params_and_grads_mut().0.read(0..n).unwrap()
+    };
+    for clip in [false, true] {
+        let (c, d) = (run(&Device::Cpu, clip), run(&g, clip));
+        let same = c.iter().zip(&d).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "LAMB (clip {clip}) differs from the CPU's bits (relative {:.2e})", rel(&d, &c));
+    }
+}
+
 /// Parameter groups launch the step once per run of the arena, at an offset into each buffer.
 #[test]
 fn adamw_step_in_groups() {

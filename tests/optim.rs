@@ -60,7 +60,7 @@ fn textbook_rule(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: i32,
                 let den = ((1.0 - nu2) * g[i] * g[i] + nu2 * v_hat).sqrt() + c.eps;
                 p[i] -= lr * num / den;
             }
-            Rule::Adamw => unreachable!("textbook() is AdamW's"),
+            Rule::Adamw | Rule::Lamb => unreachable!("textbook() is AdamW's, the LAMB test its own"),
         }
     }
 }
@@ -105,6 +105,65 @@ fn adamax_and_qhadam_match_their_papers_over_steps() {
     };
     let (a, q) = (run(Rule::Adamw), run(Rule::Qhadam));
     assert!(a.iter().zip(&q).all(|(x, y)| (x - y).abs() < 1e-12));
+}
+
+/// LAMB as You et al.'s Algorithm 2, per tensor, in f64 and written independently of
+/// src/optim/lamb.rs: over three tensors (one starting at zero, whose trust ratio is 1) in
+/// groups of their own rate factor and weight decay.
+#[test]
+fn lamb_matches_its_paper_per_tensor_over_steps() {
+    let mut rng = Rng::new(21);
+    let sizes = [300usize, 10, 590];
+    let mut tape = Tape::<f64>::new(Device::Cpu);
+    let mut init = Vec::new();
+    let mut ws = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let v: Vec<f64> = if i == 1 { vec![0.0; n] } else { (0..n).map(|_| rng.normal()).collect() };
+        ws.push(tape.store.add_param(&format!("w{i}"), &[n], &v, true).unwrap());
+        init.push(v);
+    }
+    let c = OptimizerConfig { rule: Rule::Lamb, beta1: 0.9, beta2: 0.999, eps: 1e-6, ..Default::default() };
+    let settings = [(1.0, 0.01), (1.0, 0.0), (5.0, 0.01)];
+    let mut start = 0;
+    let groups = sizes
+        .iter()
+        .zip(settings)
+        .map(|(&n, (f, d))| {
+            start += n;
+            Group { range: start - n..start, lr_factor: f, weight_decay: d }
+        })
+        .collect();
+    let mut opt = Optimizer::with_groups(&tape.store, c, groups).unwrap();
+    let mut state: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+        init.iter().map(|p| (p.clone(), vec![0.0; p.len()], vec![0.0; p.len()])).collect();
+    for t in 1..=5 {
+        let lr = 1e-2 * t as f64;
+        let grads: Vec<Vec<f64>> = sizes.iter().map(|&n| (0..n).map(|_| rng.normal() * 0.1).collect()).collect();
+        for (w, g) in ws.iter().zip(&grads) {
+            tape.store.write_grad(*w, g).unwrap();
+        }
+        opt.update(&mut tape.store, lr).unwrap();
+        for (((p, m, v), g), (factor, wd)) in state.iter_mut().zip(&grads).zip(settings) {
+            let mut u = vec![0.0; p.len()];
+            for i in 0..p.len() {
+                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
+                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g[i] * g[i];
+                let (m_hat, v_hat) = (m[i] / (1.0 - c.beta1.powi(t)), v[i] / (1.0 - c.beta2.powi(t)));
+                u[i] = m_hat / (v_hat.sqrt() + c.eps) + wd * p[i];
+            }
+            let norm = |x: &[f64]| x.iter().map(|a| a * a).sum::<f64>().sqrt();
+            let (pn, un) = (norm(p), norm(&u));
+            let ratio = if pn > 0.0 && un > 0.0 { pn / un } else { 1.0 };
+            for i in 0..p.len() {
+                p[i] -= lr * factor * ratio * u[i];
+            }
+        }
+        for (w, (p, ..)) in ws.iter().zip(&state) {
+            let got = tape.store.read(*w).unwrap();
+            let worst = got.iter().zip(p).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0, f64::max);
+            assert!(worst < 1e-12, "step {t}: max relative |Δ| {worst:e}");
+        }
+    }
 }
 
 /// Parameter groups (--head-lr, --no-decay-norm-bias): each run of the arena steps as the

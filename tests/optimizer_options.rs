@@ -1,6 +1,6 @@
 //! The optimizer's options through `engine finetune`: `--head-lr` (the task parameters' own peak
 //! rate), `--no-decay-norm-bias` (Hugging Face Trainer's exemption of biases and LayerNorm
-//! weights from weight decay) and `--optimizer adamax|qhadam` (with `--qh-nu`): recorded in
+//! weights from weight decay) and `--optimizer adamax|qhadam|lamb` (with `--qh-nu`): recorded in
 //! train.json, changing the run as they should, resumed bit for bit, bad values refused, old
 //! train.json files still read. The grouped update itself is
 //! checked against the textbook algorithm in tests/optim.rs and on the device in
@@ -92,11 +92,11 @@ fn bad_head_lr_is_refused_in_one_line() {
 }
 
 #[test]
-fn adamax_and_qhadam_train_and_resume_exactly() {
+fn adamax_qhadam_and_lamb_train_and_resume_exactly() {
     let (model, data) = (tiny_model("optim-rules"), tiny_data(24, "optim-rules"));
     let plain = scratch("optim-rules-adamw");
     finetune(&model, &data, &plain, &["--max-steps", "4", "--lr", "1e-3"]);
-    for (rule, extra) in [("adamax", None), ("qhadam", Some("0.5,0.9"))] {
+    for (rule, extra) in [("adamax", None), ("qhadam", Some("0.5,0.9")), ("lamb", None)] {
         let mut steps = vec!["--max-steps", "4", "--lr", "1e-3", "--optimizer", rule];
         if let Some(nu) = extra {
             steps.extend_from_slice(&["--qh-nu", nu]);

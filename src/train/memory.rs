@@ -178,9 +178,11 @@ pub fn estimate(opts: &TrainOptions, config: &BertConfig) -> Estimate {
     }
     let heads = heads + pals;
     let trainable = encoder_trainable + adapters + heads;
-    // Gradients, AdamW's two moments, and SMART's teacher (a copy of the trainable values).
+    // Gradients, the optimizer's two moments, LAMB's direction, and SMART's teacher (each a copy
+    // of the trainable values).
     let teacher = opts.smart.as_ref().is_some_and(|s| s.bregman > 0.0);
-    let optimizer = (3.0 + f64::from(u8::from(teacher))) * trainable;
+    let lamb = opts.optimizer == crate::optim::Rule::Lamb;
+    let optimizer = (3.0 + f64::from(u8::from(teacher)) + f64::from(u8::from(lamb))) * trainable;
     let pcgrad = if opts.combines_gradients() { opts.tasks.len() as f64 * trainable } else { 0.0 };
 
     // Activations of one token through one layer, training (see `Bert::forward_layers`):

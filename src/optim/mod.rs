@@ -2,14 +2,16 @@
 //! Adamax or QHAdam), and the pairwise dot products and weighted sums of task gradients that the
 //! multi-task methods (train/methods/) and gradient clipping need. CUDA kernels: kernels/optim.cu.
 
+pub mod lamb;
+
 use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 
-/// The update rule (`--optimizer`). Every rule decays weights as AdamW does, decoupled from the
-/// gradient: θ ← θ·(1 − lr·λ) before its step.
+/// The update rule (`--optimizer`). AdamW, Adamax and QHAdam decay weights as AdamW does,
+/// decoupled from the gradient: θ ← θ·(1 − lr·λ) before their step; LAMB as its paper does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Rule {
@@ -22,6 +24,10 @@ pub enum Rule {
     /// Quasi-hyperbolic Adam (Ma & Yarats 2019): θ ← θ − lr · ((1 − ν1)·g + ν1·m̂) /
     /// (√((1 − ν2)·g² + ν2·v̂) + ε), m̂ and v̂ Adam's bias-corrected moments.
     Qhadam,
+    /// Layer-wise adaptive moments (You et al. 2020): Adam's direction plus λθ, scaled per
+    /// parameter tensor by the trust ratio ‖θ‖/‖direction‖ (its weight decay is the paper's, inside
+    /// the direction, not decoupled). See [`lamb`].
+    Lamb,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,6 +61,8 @@ pub struct Optimizer<F: Float> {
     groups: Vec<Group>,
     /// On a GPU, where the clipping norm ‖g‖² is computed and kept.
     clip_dots: Option<DeviceDots>,
+    /// LAMB's segments and scratch (with `Rule::Lamb`).
+    lamb: Option<lamb::Lamb<F>>,
 }
 
 /// A run of the trainable arena that steps at `lr_factor` × the step's learning rate, with its
@@ -132,7 +140,8 @@ impl<F: Float> Optimizer<F> {
             return Err(Error::Config(format!("AdamW groups cover {end} of {n} trainable values")));
         }
         let (m, v) = (Buffer::zeros(&store.device, n)?, Buffer::zeros(&store.device, n)?);
-        Ok(Optimizer { config, step: 0, m, v, groups, clip_dots: None })
+        let lamb = (config.rule == Rule::Lamb).then(|| lamb::Lamb::new(store, &groups)).transpose()?;
+        Ok(Optimizer { config, step: 0, m, v, groups, clip_dots: None, lamb })
     }
 
     /// One step at learning rate `lr` over every trainable parameter, from the gradients in the store.
@@ -176,6 +185,9 @@ impl<F: Float> Optimizer<F> {
         }
         self.step += 1;
         let t = self.step as i32;
+        if let Some(l) = &mut self.lamb {
+            return l.step(store, &mut self.m, &mut self.v, &self.groups, &self.config, lr, t, scale);
+        }
         let device = store.device.clone();
         let (params, grads) = store.params_and_grads_mut();
         for group in &self.groups {
@@ -399,6 +411,7 @@ pub mod cpu {
                         v[i] = ui;
                     }
                 }
+                Rule::Lamb => unreachable!("LAMB steps in optim::lamb"),
                 Rule::Qhadam => {
                     for i in 0..p.len() {
                         let gi = g[i] * scale;
@@ -494,6 +507,7 @@ pub mod cuda {
             Rule::Adamw => 0,
             Rule::Adamax => 1,
             Rule::Qhadam => 2,
+            Rule::Lamb => return Err(crate::error::Error::Config("LAMB steps in optim::lamb".into())),
         };
         let mut args = vec![
             Arg::Ptr(p),
