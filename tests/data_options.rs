@@ -4,7 +4,9 @@
 //! being the largest task's number of batches; bad values are refused in one line.
 
 mod common;
-use common::runs::{finetune_cpu as finetune, finetune_refused, scratch, step_losses, tiny_data, tiny_model};
+use common::runs::{
+    assert_resumes_exactly, finetune_cpu as finetune, finetune_refused, scratch, step_losses, tiny_data, tiny_model,
+};
 
 #[test]
 fn drop_longest_leaves_out_the_longest_inputs_and_resumes_exactly() {
@@ -27,14 +29,7 @@ fn drop_longest_leaves_out_the_longest_inputs_and_resumes_exactly() {
     finetune(&model, &data, &whole, &steps[..2]);
     assert_ne!(step_losses(&full), step_losses(&whole));
     // Resumed (the filter runs again on the same data): the same run.
-    let part = scratch("drop-longest-part");
-    let mut stop = steps.to_vec();
-    stop.extend_from_slice(&["--stop-after", "2"]);
-    finetune(&model, &data, &part, &stop);
-    finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
-    assert_eq!(step_losses(&full), step_losses(&part), "the resumed run's losses differ");
-    let weights = |d: &std::path::Path| std::fs::read(d.join("last/model.safetensors")).unwrap();
-    assert!(weights(&full) == weights(&part), "the resumed run's weights differ");
+    assert_resumes_exactly(&model, &data, &full, "drop-longest-part", &steps);
 }
 
 #[test]
@@ -66,14 +61,7 @@ fn per_task_batch_sizes_plan_by_the_largest_task_and_resume_exactly() {
     let opts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(full.join("last/train.json")).unwrap()).unwrap();
     assert_eq!(opts["task_batch_sizes"], serde_json::json!([2, 8, 4]), "{opts}");
-    let part = scratch("task-batches-part");
-    let mut stop = steps.to_vec();
-    stop.extend_from_slice(&["--stop-after", "2"]);
-    finetune(&model, &data, &part, &stop);
-    finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
-    assert_eq!(step_losses(&full), step_losses(&part), "the resumed run's losses differ");
-    let weights = |d: &std::path::Path| std::fs::read(d.join("last/model.safetensors")).unwrap();
-    assert!(weights(&full) == weights(&part), "the resumed run's weights differ");
+    assert_resumes_exactly(&model, &data, &full, "task-batches-part", &steps);
     // One size for every task is the plain run.
     let one = scratch("task-batches-one");
     finetune(&model, &data, &one, &["--batch-size", "4", "--max-steps", "2"]);

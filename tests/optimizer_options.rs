@@ -7,7 +7,9 @@
 //! tests/cuda_parity_optim.rs.
 
 mod common;
-use common::runs::{finetune_cpu as finetune, finetune_refused, scratch, step_losses, tiny_data, tiny_model};
+use common::runs::{
+    assert_resumes_exactly, finetune_cpu as finetune, finetune_refused, scratch, step_losses, tiny_data, tiny_model,
+};
 use engine::model::safetensors::SafeTensors;
 use std::path::Path;
 
@@ -58,17 +60,11 @@ fn head_lr_and_no_decay_change_what_they_should_and_resume_exactly() {
     // (but the pooler's bias: mean pooling leaves the pooler unused, and its zeros decay to zeros)
     let (n, of) = changed(&a, &b, |n| norm_or_bias(n) && n != "pooler.dense.bias");
     assert!(of > 0 && n == of, "{n} of {of} biases and LayerNorm weights differ");
-    let part = scratch("optim-nodecay-part");
-    let mut stop = nodecay.to_vec();
-    stop.extend_from_slice(&["--head-lr", "1e-2", "--stop-after", "2"]);
     let mut whole = nodecay.to_vec();
     whole.extend_from_slice(&["--head-lr", "1e-2"]);
     let both = scratch("optim-both-full");
     finetune(&model, &data, &both, &whole);
-    finetune(&model, &data, &part, &stop);
-    finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
-    assert_eq!(step_losses(&both), step_losses(&part), "the resumed run's losses differ");
-    assert!(weights(&both) == weights(&part), "the resumed run's weights differ");
+    assert_resumes_exactly(&model, &data, &both, "optim-nodecay-part", &whole);
 
     // A train.json from before these options (neither key) still loads, with both off.
     let mut old: serde_json::Value = opts.clone();
@@ -107,13 +103,7 @@ fn adamax_qhadam_and_lamb_train_and_resume_exactly() {
             serde_json::from_str(&std::fs::read_to_string(full.join("last/train.json")).unwrap()).unwrap();
         assert_eq!(opts["optimizer"], rule, "{opts}");
         assert!(weights(&full) != weights(&plain), "{rule} stepped as AdamW");
-        let part = scratch(&format!("optim-{rule}-part"));
-        let mut stop = steps.clone();
-        stop.extend_from_slice(&["--stop-after", "2"]);
-        finetune(&model, &data, &part, &stop);
-        finetune(&model, &data, &part, &["--resume", part.join("last").to_str().unwrap()]);
-        assert_eq!(step_losses(&full), step_losses(&part), "{rule}: the resumed run's losses differ");
-        assert!(weights(&full) == weights(&part), "{rule}: the resumed run's weights differ");
+        assert_resumes_exactly(&model, &data, &full, &format!("optim-{rule}-part"), &steps);
     }
 }
 

@@ -141,3 +141,18 @@ pub fn finetune_refused(model: &Path, data: &Path, tag: &str, extra: &[&str]) ->
     assert!(!out.join("last").exists(), "{extra:?} wrote a checkpoint");
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Runs `steps` in `full` (already done by the caller) and again in a fresh folder `tag`, stopped
+/// after step 2 and resumed from its last/: panics unless the two runs' losses and final
+/// weights are the same, bit for bit.
+#[allow(dead_code)]
+pub fn assert_resumes_exactly(model: &Path, data: &Path, full: &Path, tag: &str, steps: &[&str]) {
+    let part = scratch(tag);
+    let mut stop = steps.to_vec();
+    stop.extend_from_slice(&["--stop-after", "2"]);
+    finetune_cpu(model, data, &part, &stop);
+    finetune_cpu(model, data, &part, &["--resume", part.join("last").to_str().unwrap()]);
+    assert_eq!(step_losses(full), step_losses(&part), "{steps:?}: the resumed run's losses differ");
+    let weights = |d: &Path| std::fs::read(d.join("last/model.safetensors")).unwrap();
+    assert!(weights(full) == weights(&part), "{steps:?}: the resumed run's weights differ");
+}
