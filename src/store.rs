@@ -99,6 +99,12 @@ impl<F: Float> Store<F> {
         self.names.iter().map(|(n, t)| (n.as_str(), *t))
     }
 
+    /// The trainable parameters in arena order: `add_param` appends each to the arena, so they
+    /// tile the gradient arena back to back, without gaps.
+    pub fn trainable(&self) -> impl Iterator<Item = (&str, Tensor)> {
+        self.params().filter(|(_, t)| t.arena == Arena::Param)
+    }
+
     /// Number of trainable parameter values (the length of the gradient arena).
     pub fn num_trainable(&self) -> usize {
         self.params.len()

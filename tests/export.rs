@@ -5,7 +5,7 @@
 //! sentence-transformers itself where PyTorch is installed.
 
 mod common;
-use common::runs::{finetune_cpu as finetune, scratch, tiny_data, tiny_model};
+use common::runs::{finetune_cpu as finetune, read_embeddings, scratch, tiny_data, tiny_model};
 use engine::model::safetensors::SafeTensors;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -32,18 +32,7 @@ fn embed(model: &Path, pooling: &str, tag: &str) -> Vec<Vec<f64>> {
     let out = dir.join("out.jsonl");
     let (m, i, o) = (model.to_str().unwrap(), input.to_str().unwrap(), out.to_str().unwrap());
     ok(&["embed", "--model", m, "--pooling", pooling, "--input", i, "--output", o, "--device", "cpu", "--quiet"]);
-    std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect()
+    read_embeddings(&out)
 }
 
 fn worst(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {

@@ -323,17 +323,7 @@ mod peft_layout {
         let args = ["embed", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()];
         let o = engine_run(&[&args[..], &["--output", out.to_str().unwrap(), "--device", "cpu", "--quiet"]].concat());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = std::fs::read_to_string(out).unwrap();
-        text.lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect()
-            })
-            .collect()
+        crate::common::runs::read_embeddings(out)
     }
 
     /// An adapter folder as `PeftModel.save_pretrained` writes one for a BertModel (its config's

@@ -6,7 +6,7 @@ use super::Tokenizer;
 use super::cs224n::Example;
 use crate::error::Result;
 
-/// Inputs at most this long (in tokens) are only ever measured, never encoded whole.
+/// A truncation length no input reaches: the inputs are measured whole.
 const NO_LIMIT: usize = 1 << 20;
 
 /// What one task's filter did.

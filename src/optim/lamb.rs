@@ -9,8 +9,6 @@ use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::store::Store;
-use crate::tensor::Arena;
-use std::ops::Range;
 
 /// Threads per block of `lamb_norms` (its LAMB_BLOCK), and so the stride of its partial sums.
 const BLOCK: usize = 256;
@@ -29,25 +27,9 @@ pub struct Lamb<F: Float> {
 impl<F: Float> Lamb<F> {
     /// The segments of `store`'s trainable tensors, each with the rate factor of its group.
     pub fn new(store: &Store<F>, groups: &[Group]) -> Result<Lamb<F>> {
-        let mut ranges: Vec<Range<usize>> = store
-            .params()
-            .filter(|(_, t)| t.arena == Arena::Param)
-            .map(|(_, t)| t.offset..t.offset + t.numel())
-            .collect();
-        ranges.sort_by_key(|r| r.start);
+        let mut starts: Vec<u64> =
+            store.trainable().filter(|(_, t)| t.numel() > 0).map(|(_, t)| t.offset as u64).collect();
         let n = store.num_trainable();
-        let mut starts = Vec::with_capacity(ranges.len() + 1);
-        let mut end = 0;
-        for r in ranges.iter().filter(|r| !r.is_empty()) {
-            if r.start != end {
-                return Err(Error::Config(format!("LAMB: trainable tensors leave a gap at {end}")));
-            }
-            starts.push(r.start as u64);
-            end = r.end;
-        }
-        if end != n {
-            return Err(Error::Config(format!("LAMB: trainable tensors cover {end} of {n} values")));
-        }
         starts.push(n as u64);
         let factors: Vec<f32> = starts[..starts.len() - 1]
             .iter()

@@ -125,19 +125,19 @@ impl<F: Float> Optimizer<F> {
         Self::with_groups(store, config, groups)
     }
 
-    /// AdamW whose `groups` (covering the trainable arena in order, without gaps) step with
-    /// their own learning-rate factor and weight decay; `config.weight_decay` is then unused.
+    /// The optimizer whose `groups` (covering the trainable arena in order, without gaps) step
+    /// with their own learning-rate factor and weight decay; `config.weight_decay` is then unused.
     pub fn with_groups(store: &Store<F>, config: OptimizerConfig, groups: Vec<Group>) -> Result<Self> {
         let n = store.num_trainable();
         let mut end = 0;
         for g in &groups {
             if g.range.start != end || !(g.lr_factor.is_finite() && g.lr_factor >= 0.0) {
-                return Err(Error::Config(format!("AdamW groups: {g:?} does not follow on at {end}")));
+                return Err(Error::Config(format!("optimizer groups: {g:?} does not follow on at {end}")));
             }
             end = g.range.end;
         }
         if end != n {
-            return Err(Error::Config(format!("AdamW groups cover {end} of {n} trainable values")));
+            return Err(Error::Config(format!("optimizer groups cover {end} of {n} trainable values")));
         }
         let (m, v) = (Buffer::zeros(&store.device, n)?, Buffer::zeros(&store.device, n)?);
         let lamb = (config.rule == Rule::Lamb).then(|| lamb::Lamb::new(store, &groups)).transpose()?;
@@ -181,7 +181,7 @@ impl<F: Float> Optimizer<F> {
     fn step_with(&mut self, store: &mut Store<F>, lr: f64, scale: Scale) -> Result<()> {
         let n = store.num_trainable();
         if self.m.len() != n {
-            return Err(Error::Config(format!("AdamW moments hold {} values, the model {n}", self.m.len())));
+            return Err(Error::Config(format!("the optimizer's moments hold {} values, the model {n}", self.m.len())));
         }
         self.step += 1;
         let t = self.step as i32;
@@ -202,7 +202,7 @@ impl<F: Float> Optimizer<F> {
                     let (p, g) = (params.cpu_mut().expect("cpu buffer"), grads.cpu().expect("cpu buffer"));
                     let (m, v) = (self.m.cpu_mut().expect("cpu buffer"), self.v.cpu_mut().expect("cpu buffer"));
                     let Scale::By(grad_scale) = scale else {
-                        return Err(Error::Config("AdamW: a device-side clip on the CPU".into()));
+                        return Err(Error::Config("optimizer: a device-side clip on the CPU".into()));
                     };
                     let (p, g, m, v) = (&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()], &mut v[r]);
                     cpu::step(p, g, m, v, lr, &c, &k, grad_scale);
@@ -382,7 +382,8 @@ pub mod cpu {
         let (step_size, bc2_sqrt, bc1, bc2) = (f(k.step_size), f(k.bc2_sqrt), f(k.bc1), f(k.bc2));
         let (lr, nu1, nu2) = (f(lr), f(c.nu.0), f(c.nu.1));
         let rule = c.rule;
-        // Element by element, so the parallel chunks change nothing.
+        // Element by element, so the parallel chunks change nothing; one loop per rule, so that
+        // each vectorises without a branch per element.
         const CHUNK: usize = 1 << 16;
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))

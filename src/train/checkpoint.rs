@@ -67,6 +67,11 @@ pub(crate) fn params(store: &Store<f32>, trainable_only: bool) -> Result<Vec<saf
         .collect()
 }
 
+/// The safetensors metadata Hugging Face writes for PyTorch weights.
+pub(crate) fn pt_metadata() -> BTreeMap<String, String> {
+    BTreeMap::from([("format".to_string(), "pt".to_string())])
+}
+
 pub(crate) fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
     for f in TOKENIZER_FILES {
         let src = from.join(f);
@@ -101,10 +106,8 @@ pub fn save(
         None => None,
     };
     write_folder(dir, |tmp| {
-        let mut meta = BTreeMap::new();
-        meta.insert("format".to_string(), "pt".to_string());
         let weights = if adapter_config.is_some() { ADAPTER_FILE } else { MODEL_FILE };
-        safetensors::write(&tmp.join(weights), &tensors, &meta)?;
+        safetensors::write(&tmp.join(weights), &tensors, &pt_metadata())?;
         if let Some(c) = &adapter_config {
             c.write(tmp)?;
         }

@@ -8,14 +8,13 @@
 //! for `--pooling pooler` a `2_Dense` (`models.Dense`, tanh) holding BERT's pooler, which
 //! sentence-transformers has no pooling mode for.
 
-use super::checkpoint::{MODEL_FILE, copy_model_files, io, params};
-use super::evaluate::load_checkpoint;
+use super::checkpoint::{MODEL_FILE, copy_model_files, io, pt_metadata};
+use super::merge::folded;
 use super::swap::write_folder;
 use crate::error::{Error, Result};
 use crate::model::bert::Pooling;
 use crate::model::safetensors;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The formats `engine export` writes.
@@ -29,14 +28,9 @@ pub enum Format {
 /// modules written, e.g. "Transformer, Pooling (mean)".
 pub fn export(dir: &Path, format: Format, out: &Path) -> Result<String> {
     let Format::SentenceTransformers = format;
-    let mut loaded = load_checkpoint(dir, crate::device::Device::Cpu)?;
-    let (model, store) = (&loaded.model, &mut loaded.tape.store);
-    if let Some(lora) = &model.bert.lora {
-        lora.merge_into(store, &model.bert.target_weights())?;
-    }
-    let encoder = |n: &str| !(n.starts_with("head.") || n.contains(".lora_A.") || n.contains(".lora_B."));
-    let tensors: Vec<safetensors::NamedTensor> =
-        params(store, false)?.into_iter().filter(|(n, ..)| encoder(n)).collect();
+    let (loaded, mut tensors) = folded(dir)?;
+    tensors.retain(|(n, ..)| !n.starts_with("head."));
+    let model = &loaded.model;
     let (pooling, max_len) = (model.opts.pooling, model.opts.max_len);
     let c = model.bert.config.hidden_size;
     let pooler: Option<Vec<safetensors::NamedTensor>> = match pooling {
@@ -68,8 +62,7 @@ pub fn export(dir: &Path, format: Format, out: &Path) -> Result<String> {
         "pooling_mode_lasttoken": false,
         "include_prompt": true
     });
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
+    let meta = pt_metadata();
     let write_json = |path: &Path, v: &serde_json::Value| {
         std::fs::write(path, serde_json::to_string_pretty(v).expect("json")).map_err(io(path))
     };

@@ -6,7 +6,6 @@
 use super::TrainOptions;
 use crate::optim::Group;
 use crate::store::Store;
-use crate::tensor::Arena;
 
 /// Whether `name` is a task parameter (a head, a task's PALs).
 pub fn is_task_param(name: &str) -> bool {
@@ -22,14 +21,11 @@ pub fn is_norm_or_bias(name: &str) -> bool {
 /// The groups of `store`'s trainable arena under `opts`: one run per stretch of parameters
 /// with equal settings, in arena order (a single group without either flag).
 pub fn groups<F: crate::float::Float>(store: &Store<F>, opts: &TrainOptions) -> Vec<Group> {
-    let mut params: Vec<(&str, usize, usize)> =
-        store.params().filter(|(_, t)| t.arena == Arena::Param).map(|(name, t)| (name, t.offset, t.numel())).collect();
-    params.sort_by_key(|&(_, offset, _)| offset);
     let head_factor = opts.head_lr.map_or(1.0, |h| h / opts.lr);
-    Group::runs(params.into_iter().map(|(name, offset, len)| {
+    Group::runs(store.trainable().map(|(name, t)| {
         let factor = if is_task_param(name) { head_factor } else { 1.0 };
         let decay = if opts.no_decay_norm_bias && is_norm_or_bias(name) { 0.0 } else { opts.weight_decay };
-        (offset, len, factor, decay)
+        (t.offset, t.numel(), factor, decay)
     }))
 }
 

@@ -156,3 +156,16 @@ pub fn assert_resumes_exactly(model: &Path, data: &Path, full: &Path, tag: &str,
     let weights = |d: &Path| std::fs::read(d.join("last/model.safetensors")).unwrap();
     assert!(weights(full) == weights(&part), "{steps:?}: the resumed run's weights differ");
 }
+
+/// The embeddings of an `engine embed` output file (one JSON line per input line).
+#[allow(dead_code)]
+pub fn read_embeddings(path: &Path) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        })
+        .collect()
+}
