@@ -23,24 +23,38 @@ extern "C" __global__ void __launch_bounds__(256) mul_backward(const float* othe
     GRID_STRIDE(i, n) { dx[i] = dx[i] + __fmul_rn(dy[i], other[i]); }
 }
 
-// kind: 0 abs, 1 tanh (UnaryKind).
+// atanh clamps its input here (UnaryKind::Atanh, ATANH_BOUND): a cosine's logit stays finite at ±1.
+#define ATANH_BOUND (1.0f - 1e-6f)
+
+// kind: 0 abs, 1 tanh, 2 atanh of x clamped to ±ATANH_BOUND (UnaryKind).
 extern "C" __global__ void __launch_bounds__(256) unary_forward(int kind, const float* x, float* out, u64 n) {
     GRID_STRIDE(i, n) {
         const float v = x[i];
-        out[i] = kind == 0 ? fabsf(v) : tanhf(v);
+        if (kind == 0) {
+            out[i] = fabsf(v);
+        } else if (kind == 1) {
+            out[i] = tanhf(v);
+        } else {
+            const float c = fminf(fmaxf(v, -ATANH_BOUND), ATANH_BOUND);
+            out[i] = 0.5f * (log1pf(c) - log1pf(-c));
+        }
     }
 }
 
-// dx += dy · f'(x): sgn(x) (0 at 0) for |x|, 1 − y² for tanh (y = tanh x, saved).
+// dx += dy · f'(x): sgn(x) (0 at 0) for |x|, 1 − y² for tanh (y = tanh x, saved), 1/((1 − x)(1 + x))
+// for atanh inside its bound (0 outside).
 extern "C" __global__ void __launch_bounds__(256) unary_backward(int kind, const float* x, const float* y, const float* dy, float* dx, u64 n) {
     GRID_STRIDE(i, n) {
         float d;
         if (kind == 0) {
             const float v = x[i];
             d = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
-        } else {
+        } else if (kind == 1) {
             const float t = y[i];
             d = 1.0f - __fmul_rn(t, t);
+        } else {
+            const float v = x[i];
+            d = fabsf(v) < ATANH_BOUND ? 1.0f / __fmul_rn(1.0f - v, 1.0f + v) : 0.0f;
         }
         dx[i] = dx[i] + __fmul_rn(dy[i], d);
     }

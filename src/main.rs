@@ -9,6 +9,7 @@ use engine::model::lora::{LoraConfig, Target};
 use engine::model::pals::PalsConfig;
 use engine::optim::Rule;
 use engine::train::export::Format as ExportFormat;
+use engine::train::heads::HeadKind;
 use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
 use engine::train::smart::{SmartConfig, SmartNorm};
@@ -226,9 +227,18 @@ struct FinetuneCli {
     /// Sentence vector the heads read.
     #[arg(long, value_enum, default_value_t = Pooling::Mean)]
     pooling: Pooling,
+    /// How pair tasks read their sentences when --head does not say: joint (every head linear on
+    /// [CLS] a [SEP] b [SEP]) or separate (Quora: full, STS: cosine).
     #[arg(long, value_enum, default_value_t = PairEncoding::Joint)]
     pair_encoding: PairEncoding,
-    /// Add a GELU hidden layer of this width to every linear head (0: none).
+    /// Each task's head, e.g. sts=cosine,quora=full (unnamed tasks: see --pair-encoding).
+    /// linear: the input's sentence vector (a pair read jointly) → linear. Pairs read one side at
+    /// a time, u and v: concat [u, v], full [u, v, |u−v|, u·v], product u·v, difference |u−v|
+    /// (each → linear), or cosine: no parameters; a score 5·cos (:shifted (cos+1)·2.5, :unit loss
+    /// on labels/5), yes/no p = (cos+1)/2 with MSE (:bce BCE).
+    #[arg(long, value_name = "TASK=HEAD", value_delimiter = ',')]
+    head: Vec<String>,
+    /// Add a GELU hidden layer of this width to every head with a linear layer (0: none).
     #[arg(long, default_value_t = 0)]
     head_hidden: usize,
     /// Which tasks each step trains. Under proportional or annealed sampling with --pcgrad or
@@ -417,6 +427,7 @@ impl FinetuneCli {
             task_weights: weights,
             pooling: self.pooling,
             pair_encoding: self.pair_encoding,
+            heads: parse_heads(&self.head, &self.tasks, self.pair_encoding)?,
             head_hidden: self.head_hidden,
             schedule: self.schedule,
             lr: self.lr.unwrap_or(if self.lora.is_some() { 1e-3 } else { 1e-4 }),
@@ -518,6 +529,31 @@ fn parse_task_values(flag: &str, entries: &[String], tasks: &[Task], default: f6
         }
     }
     Ok(values)
+}
+
+/// --head's `TASK=HEAD` entries as one head per task, in `tasks` order (the default for tasks it
+/// does not name); empty when it names none.
+fn parse_heads(entries: &[String], tasks: &[Task], pairs: PairEncoding) -> anyhow::Result<Vec<HeadKind>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut heads: Vec<HeadKind> =
+        tasks.iter().map(|&t| HeadKind::default_for(t, pairs == PairEncoding::Separate)).collect();
+    let mut named = Vec::new();
+    for e in entries {
+        let (name, head) =
+            e.split_once('=').ok_or_else(|| anyhow::anyhow!("--head {e:?}: give TASK=HEAD, e.g. sts=cosine"))?;
+        let task: Task = name.parse()?;
+        let i =
+            tasks.iter().position(|&t| t == task).ok_or_else(|| anyhow::anyhow!("--head: {task} is not in --tasks"))?;
+        if named.contains(&task) {
+            anyhow::bail!("--head: {task} is given twice");
+        }
+        named.push(task);
+        // The parser's message begins `head "…"`: name the flag.
+        heads[i] = head.parse::<HeadKind>().map_err(|err| anyhow::anyhow!("--{err}"))?;
+    }
+    Ok(heads)
 }
 
 fn main() {

@@ -57,6 +57,16 @@ fn tanh() {
 }
 
 #[test]
+fn atanh() {
+    let Some(g) = gpu() else { return };
+    // |x| up to about 2: most inside the bound, some clamped (no gradient there).
+    parity(&g, "atanh", &[&[3, 97, 401]], F32_TOL, &|t, x| {
+        let y = t.scale(x[0], 0.45)?;
+        t.atanh(y)
+    });
+}
+
+#[test]
 fn bias_add() {
     let Some(g) = gpu() else { return };
     parity(&g, "bias_add", &[&[397, 263], &[263]], F32_TOL, &|t, x| t.bias_add(x[0], x[1]));

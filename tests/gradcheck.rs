@@ -80,6 +80,15 @@ fn gelu() {
 fn tanh_abs_scale_sum() {
     check("tanh", &[&[3, 7]], &|t, x| t.tanh(x[0]));
     check("abs", &[&[3, 7]], &|t, x| t.abs(x[0]));
+    // Inside the bound, and (×3) mostly clamped, where the gradient is zero.
+    check("atanh", &[&[3, 7]], &|t, x| {
+        let y = t.scale(x[0], 0.3)?;
+        t.atanh(y)
+    });
+    check("atanh clamped", &[&[3, 7]], &|t, x| {
+        let y = t.scale(x[0], 3.0)?;
+        t.atanh(y)
+    });
     check("scale", &[&[3, 7]], &|t, x| t.scale(x[0], -2.5));
     check("sum", &[&[3, 7]], &|t, x| t.sum(x[0]));
 }

@@ -28,7 +28,13 @@ pub struct Binary {
 pub enum UnaryKind {
     Abs,
     Tanh,
+    /// atanh of x clamped to ±ATANH_BOUND (a cosine's logit, for BCE on (cos+1)/2): finite at
+    /// ±1, with no gradient beyond the bound.
+    Atanh,
 }
+
+/// Where [`UnaryKind::Atanh`] clamps its input: atanh(1 − 1e-6) ≈ 7.25.
+pub const ATANH_BOUND: f64 = 1.0 - 1e-6;
 
 #[derive(Clone, Debug)]
 pub struct Unary {
@@ -113,6 +119,11 @@ impl<F: Float> Tape<F> {
 
     pub fn tanh(&mut self, x: Tensor) -> Result<Tensor> {
         self.unary(UnaryKind::Tanh, x)
+    }
+
+    /// atanh(clamp(x, ±ATANH_BOUND)).
+    pub fn atanh(&mut self, x: Tensor) -> Result<Tensor> {
+        self.unary(UnaryKind::Atanh, x)
     }
 
     /// `x (…, N) + bias (N)`.
@@ -315,6 +326,7 @@ pub mod cuda {
         match kind {
             UnaryKind::Abs => 0,
             UnaryKind::Tanh => 1,
+            UnaryKind::Atanh => 2,
         }
     }
 
@@ -466,6 +478,7 @@ pub mod cpu {
                 *o = match kind {
                     UnaryKind::Abs => v.abs(),
                     UnaryKind::Tanh => v.tanh(),
+                    UnaryKind::Atanh => atanh(v),
                 };
             }
         });
@@ -477,8 +490,26 @@ pub mod cpu {
                 * match kind {
                     UnaryKind::Abs => x[i].signum0(),
                     UnaryKind::Tanh => F::ONE - y[i] * y[i],
+                    UnaryKind::Atanh if x[i].abs() < F::from_f64(super::ATANH_BOUND) => {
+                        F::ONE / ((F::ONE - x[i]) * (F::ONE + x[i]))
+                    }
+                    UnaryKind::Atanh => F::ZERO,
                 };
         }
+    }
+
+    /// atanh(clamp(x, ±b)) = (ln(1 + x) − ln(1 − x)) / 2, as the kernel computes it.
+    #[inline(always)]
+    fn atanh<F: Float>(x: F) -> F {
+        let b = F::from_f64(super::ATANH_BOUND);
+        let x = if x > b {
+            b
+        } else if x < -b {
+            -b
+        } else {
+            x
+        };
+        F::from_f64(0.5) * (x.ln_1p() - (-x).ln_1p())
     }
 
     pub fn accumulate<F: Float>(src: &[F], dst: &mut [F]) {

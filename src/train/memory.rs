@@ -17,7 +17,8 @@
 //!   evaluation pass (twice the batch, no dropout);
 //! - the activation gradients: as long as a training pass's arena (`Store::zero_act_grads`).
 
-use super::options::{PairEncoding, TrainOptions};
+use super::heads::HeadKind;
+use super::options::TrainOptions;
 use crate::data::cs224n::{Kind, Task};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -152,13 +153,17 @@ pub fn estimate(opts: &TrainOptions, config: &BertConfig) -> Estimate {
     let mut hidden_sequence: f64 = 0.0; // of which the hidden layer's
     let mut separate_pairs = false;
     for &task in &opts.tasks {
-        let separate = task.is_pair() && opts.pair_encoding == PairEncoding::Separate;
+        let head = opts.head(task);
+        let separate = task.is_pair() && head.reads_sides();
         separate_pairs |= separate;
-        if separate && task == Task::Sts {
-            head_sequence = head_sequence.max(8.0 * c); // two mean pools, the cosine
-            continue;
-        }
-        let input = if separate { 4.0 * c } else { c };
+        let input = match head {
+            HeadKind::Cosine(_) => {
+                head_sequence = head_sequence.max(8.0 * c); // two mean pools, the cosine
+                continue;
+            }
+            HeadKind::Features(f) => f.width(config.hidden_size) as f64,
+            HeadKind::Linear => c,
+        };
         let k = output_width(task);
         heads += if h > 0.0 { h * input + h + k * h + k } else { k * input + k };
         // Pooled vectors, |u − v|, u·v, the concatenation, dropout (C or 4C each); the hidden

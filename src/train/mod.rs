@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod export;
+pub mod heads;
 pub mod loss_meter;
 pub mod memory;
 pub mod merge;
@@ -19,6 +20,7 @@ pub mod schedule;
 pub mod smart;
 pub mod swap;
 pub mod task_grads;
+pub mod task_head;
 pub mod trainer;
 
 /// PCGrad's path before the methods had their own module.

@@ -1,16 +1,16 @@
-//! The multi-task model: one BERT encoder shared by every task, and a head per task.
-//! Single-sentence tasks (SST, CFIMDB): pooled → dropout → [linear → GELU → dropout] → linear(K),
-//! cross-entropy. Pair tasks read `[CLS] a [SEP] b [SEP]` jointly (pooled → … → linear(1)) or each
-//! sentence alone (Quora: linear on [u, v, |u−v|, u·v]; STS: 5·cos(mean a, mean b), no parameters).
-//! Quora: BCE with logits; STS: MSE against the 0–5 score.
+//! The multi-task model: one BERT encoder shared by every task, and a head per task
+//! (train/heads.rs chooses it, train/task_head.rs computes it). The encoder reads each input as
+//! the task's head asks: one sequence (a pair jointly, `[CLS] a [SEP] b [SEP]`) or each side of
+//! a pair alone.
 
-use super::options::{PairEncoding, TrainOptions};
+use super::options::TrainOptions;
+pub use super::task_head::HeadSource;
+use super::task_head::{HeadSettings, States, TaskHead};
 use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
 use crate::data::{Encoded, Input, Tokenizer};
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
-use crate::model::bert::{Bert, ParallelBranch, ParamKind, init, linear, mean_pool};
-use crate::model::heads::LinearHead;
+use crate::model::bert::{Bert, ParallelBranch, ParamKind, init};
 use crate::model::input::{EncoderInput, Packing};
 use crate::model::lora::{self, Lora};
 use crate::model::pals::TaskPals;
@@ -19,13 +19,6 @@ use crate::rng::Rng;
 use crate::store::Store;
 use crate::tape::Tape;
 use crate::tensor::Tensor;
-
-/// A task's head: optional GELU hidden layer, then the output layer; STS read separately has none.
-#[derive(Clone, Copy, Debug)]
-pub struct TaskHead {
-    pub hidden: Option<LinearHead>,
-    pub out: Option<LinearHead>,
-}
 
 pub struct MultiTaskModel {
     pub bert: Bert,
@@ -66,19 +59,6 @@ pub enum Embeds<'a> {
     Keep(&'a mut Vec<Embedded>),
     /// The kept outputs plus one perturbation each, on the kept dropout streams.
     Perturbed(&'a [Embedded], &'a [Tensor]),
-}
-
-/// Where a head's values come from: a fresh initialisation or a saved checkpoint.
-pub enum HeadSource<'a> {
-    Init(&'a mut Rng),
-    Saved(&'a SafeTensors),
-}
-
-fn output_width(task: Task) -> usize {
-    match task.kind() {
-        Kind::Classes(k) => k as usize,
-        Kind::Binary | Kind::Regression => 1,
-    }
 }
 
 impl MultiTaskModel {
@@ -143,44 +123,7 @@ impl MultiTaskModel {
         let c = bert.config.hidden_size;
         let mut heads = Vec::new();
         for &task in &opts.tasks {
-            let separate = task.is_pair() && opts.pair_encoding == PairEncoding::Separate;
-            if separate && task == Task::Sts {
-                heads.push(TaskHead { hidden: None, out: None });
-                continue;
-            }
-            let mut input = if separate { 4 * c } else { c };
-            let mut add = |name: String, inp: usize, out: usize| -> Result<LinearHead> {
-                let (w, b) = match &mut source {
-                    HeadSource::Init(rng) => {
-                        // PyTorch's nn.Linear initialisation: U(−1/√in, 1/√in) for both.
-                        let bound = 1.0 / (inp as f64).sqrt();
-                        // Fallible: a size the memory check let through may still not be there.
-                        let n = out.checked_mul(inp).ok_or_else(|| too_large(&name, out, inp))?;
-                        let mut w: Vec<f32> = Vec::new();
-                        w.try_reserve_exact(n).map_err(|_| too_large(&name, out, inp))?;
-                        w.extend((0..n).map(|_| rng.range(-bound, bound) as f32));
-                        let b: Vec<f32> = (0..out).map(|_| rng.range(-bound, bound) as f32).collect();
-                        (w, b)
-                    }
-                    HeadSource::Saved(st) => (st.f32(&format!("{name}.weight"))?, st.f32(&format!("{name}.bias"))?),
-                };
-                if w.len() != out * inp || b.len() != out {
-                    return Err(Error::Config(format!("{name}: saved head has the wrong size for these options")));
-                }
-                Ok(LinearHead {
-                    w: store.add_param(&format!("{name}.weight"), &[out, inp], &w, true)?,
-                    b: store.add_param(&format!("{name}.bias"), &[out], &b, true)?,
-                })
-            };
-            let hidden = if opts.head_hidden > 0 {
-                let h = add(format!("head.{}.hidden", task.name()), input, opts.head_hidden)?;
-                input = opts.head_hidden;
-                Some(h)
-            } else {
-                None
-            };
-            let out = add(format!("head.{}", task.name()), input, output_width(task))?;
-            heads.push(TaskHead { hidden, out: Some(out) });
+            heads.push(TaskHead::register(store, &mut source, task, opts.head(task), c, opts.head_hidden)?);
         }
         // After every head: the heads draw their initial values as before PALs existed.
         let mut pals = Vec::new();
@@ -216,8 +159,7 @@ impl MultiTaskModel {
     /// Tokenizes examples into a batch for `task` (labels kept when present).
     pub fn batch(&self, tok: &mut Tokenizer, task: Task, examples: &[&Example]) -> Result<Batch> {
         let max_len = self.opts.max_len;
-        let separate = task.is_pair() && self.opts.pair_encoding == PairEncoding::Separate;
-        let (joint, sides) = if separate {
+        let (joint, sides) = if task.is_pair() && self.opts.head(task).reads_sides() {
             let a: Vec<Input> = examples.iter().map(|e| Input::Single(&e.a)).collect();
             let b: Vec<Input> = examples.iter().map(|e| Input::Single(e.b.as_deref().unwrap_or(""))).collect();
             (None, Some((tok.encode(&a, max_len)?, tok.encode(&b, max_len)?)))
@@ -263,31 +205,6 @@ impl MultiTaskModel {
         Ok((self.bert.layers_with(tape, x, &input, self.bert.layers.len(), branch)?, input))
     }
 
-    fn pooled(
-        &self,
-        tape: &mut Tape<f32>,
-        e: &Encoded,
-        embeds: &mut Embeds<'_>,
-        i: usize,
-        pals: Option<&TaskPals>,
-    ) -> Result<Tensor> {
-        let (h, input) = self.encode(tape, e, embeds, i, pals)?;
-        self.bert.sentence_vector(tape, h, &input, self.opts.pooling)
-    }
-
-    /// dropout → [linear → GELU → dropout] → linear
-    fn apply_head(&self, tape: &mut Tape<f32>, head: &TaskHead, x: Tensor) -> Result<Tensor> {
-        let p = self.opts.dropout;
-        let mut x = tape.dropout(x, p)?;
-        if let Some(h) = head.hidden {
-            x = linear(tape, x, h.w, h.b)?;
-            x = tape.gelu(x)?;
-            x = tape.dropout(x, p)?;
-        }
-        let out = head.out.ok_or_else(|| Error::Config("head without an output layer".into()))?;
-        linear(tape, x, out.w, out.b)
-    }
-
     /// The task's outputs: logits (B, K) for classes, logits (B, 1) for Quora, scores for STS.
     pub fn forward(&self, tape: &mut Tape<f32>, b: &Batch) -> Result<Tensor> {
         self.forward_with(tape, b, &mut Embeds::Plain)
@@ -297,24 +214,16 @@ impl MultiTaskModel {
     pub fn forward_with(&self, tape: &mut Tape<f32>, b: &Batch, embeds: &mut Embeds<'_>) -> Result<Tensor> {
         let t = self.task_index(b.task)?;
         let (head, pals) = (self.heads[t], self.pals.get(t).and_then(|p| p.as_ref()));
+        let settings = HeadSettings { pooling: self.opts.pooling, dropout: self.opts.dropout };
         match (&b.joint, &b.sides) {
             (Some(e), _) => {
-                let x = self.pooled(tape, e, embeds, 0, pals)?;
-                self.apply_head(tape, &head, x)
-            }
-            (None, Some((ea, eb))) if b.task == Task::Sts => {
-                let (ha, ia) = self.encode(tape, ea, embeds, 0, pals)?;
-                let (hb, ib) = self.encode(tape, eb, embeds, 1, pals)?;
-                let (u, v) = (mean_pool(tape, ha, &ia)?, mean_pool(tape, hb, &ib)?);
-                crate::model::heads::similarity(tape, u, v)
+                let (h, input) = self.encode(tape, e, embeds, 0, pals)?;
+                head.forward(tape, &self.bert, settings, States::Whole(h, &input))
             }
             (None, Some((ea, eb))) => {
-                let (u, v) = (self.pooled(tape, ea, embeds, 0, pals)?, self.pooled(tape, eb, embeds, 1, pals)?);
-                let diff = tape.sub(u, v)?;
-                let absdiff = tape.abs(diff)?;
-                let prod = tape.mul(u, v)?;
-                let features = tape.concat(&[u, v, absdiff, prod])?;
-                self.apply_head(tape, &head, features)
+                let (ha, ia) = self.encode(tape, ea, embeds, 0, pals)?;
+                let (hb, ib) = self.encode(tape, eb, embeds, 1, pals)?;
+                head.forward(tape, &self.bert, settings, States::Sides([(ha, &ia), (hb, &ib)]))
             }
             (None, None) => Err(Error::Config("an empty batch".into())),
         }
@@ -323,11 +232,10 @@ impl MultiTaskModel {
     /// The same model with every parameter read as a constant: its passes take the gradient of
     /// their inputs only (SMART's ascent pass).
     pub fn detached(&self) -> MultiTaskModel {
-        let d = |h: Option<LinearHead>| h.map(|h| LinearHead { w: h.w.detached(), b: h.b.detached() });
         MultiTaskModel {
             bert: self.bert.detached(),
             tasks: self.tasks.clone(),
-            heads: self.heads.iter().map(|h| TaskHead { hidden: d(h.hidden), out: d(h.out) }).collect(),
+            heads: self.heads.iter().map(TaskHead::detached).collect(),
             pals: self.pals.iter().map(|p| p.as_ref().map(TaskPals::detached)).collect(),
             opts: self.opts.clone(),
         }
@@ -338,23 +246,8 @@ impl MultiTaskModel {
         if b.labels.len() != b.ids.len() {
             return Err(Error::Config(format!("{}: a batch without labels cannot be trained on", b.task)));
         }
-        match b.task.kind() {
-            Kind::Classes(_) => {
-                let labels: Vec<i32> = b.labels.iter().map(|l| l.as_f32() as i32).collect();
-                let labels = tape.ints(&labels, &[labels.len()])?;
-                tape.cross_entropy(outputs, labels)
-            }
-            Kind::Binary => {
-                let y: Vec<f32> = b.labels.iter().map(|l| l.as_f32()).collect();
-                let y = tape.constant(&y, &[y.len()])?;
-                tape.bce_with_logits(outputs, y)
-            }
-            Kind::Regression => {
-                let y: Vec<f32> = b.labels.iter().map(|l| l.as_f32()).collect();
-                let y = tape.constant(&y, &[y.len()])?;
-                tape.mse(outputs, y)
-            }
-        }
+        let t = self.task_index(b.task)?;
+        self.heads[t].loss(tape, &b.labels, outputs)
     }
 
     /// Predictions from output values (as read from the tape).
@@ -374,9 +267,4 @@ impl MultiTaskModel {
             }
         }
     }
-}
-
-/// The error of a head whose weight cannot be allocated.
-fn too_large(name: &str, out: usize, inp: usize) -> Error {
-    Error::Config(format!("{name}: cannot allocate its {out} × {inp} weight: lower --head-hidden"))
 }

@@ -3,6 +3,7 @@
 //! task, AdamW lr 1e-4 with weight decay 0.01, 10% warmup then linear decay, dropout 0.1 before
 //! each head, max length 128, seed 11711). Saved beside every checkpoint as `train.json`.
 
+use super::heads::HeadKind;
 use super::methods::pcgrad::Reduction;
 use super::smart::SmartConfig;
 use crate::data::cs224n::Task;
@@ -13,13 +14,13 @@ use crate::model::pals::PalsConfig;
 use crate::optim::Rule;
 use serde::{Deserialize, Serialize};
 
-/// How a pair task (Quora, STS) reads its two sentences.
+/// How a pair task (Quora, STS) reads its two sentences when --head does not choose its head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PairEncoding {
-    /// `[CLS] a [SEP] b [SEP]` → pooled → linear.
+    /// `[CLS] a [SEP] b [SEP]` → pooled → linear (the `linear` head).
     Joint,
-    /// Each sentence alone: Quora linear on [u, v, |u−v|, u·v]; STS 5·cos(mean a, mean b).
+    /// Each sentence alone: Quora linear on [u, v, |u−v|, u·v] (`full`); STS 5·cos(mean a, mean b) (`cosine`).
     Separate,
 }
 
@@ -52,7 +53,11 @@ pub struct TrainOptions {
     pub task_weights: Vec<f64>,
     pub pooling: Pooling,
     pub pair_encoding: PairEncoding,
-    /// A GELU hidden layer of this width in every linear head (0: none).
+    /// Per task, in `tasks` order, its head (--head); empty: each task's default
+    /// ([`HeadKind::default_for`], which reads `pair_encoding`).
+    #[serde(default)]
+    pub heads: Vec<HeadKind>,
+    /// A GELU hidden layer of this width in every head with a linear layer (0: none).
     pub head_hidden: usize,
     pub schedule: Schedule,
     pub lr: f64,
@@ -141,6 +146,7 @@ impl Default for TrainOptions {
             task_weights: vec![1.0; 3],
             pooling: Pooling::Mean,
             pair_encoding: PairEncoding::Joint,
+            heads: Vec::new(),
             head_hidden: 0,
             schedule: Schedule::RoundRobin,
             lr: 1e-4,
@@ -204,6 +210,12 @@ impl TrainOptions {
         self.batch_sizes().into_iter().max().unwrap_or(self.batch_size)
     }
 
+    /// The head of `task`: the one --head gave, else the default.
+    pub fn head(&self, task: Task) -> HeadKind {
+        let given = self.tasks.iter().position(|&t| t == task).and_then(|i| self.heads.get(i));
+        given.copied().unwrap_or_else(|| HeadKind::default_for(task, self.pair_encoding == PairEncoding::Separate))
+    }
+
     /// The loss weight of `task`.
     pub fn weight(&self, task: Task) -> f64 {
         self.tasks.iter().position(|&t| t == task).map_or(1.0, |i| self.task_weights.get(i).copied().unwrap_or(1.0))
@@ -253,9 +265,15 @@ impl TrainOptions {
         {
             return bad("--batch-size: one size of at least 1 per task".into());
         }
+        if !self.heads.is_empty() && self.heads.len() != self.tasks.len() {
+            return bad("--head: one head per task".into());
+        }
+        for &t in &self.tasks {
+            self.head(t).check(t)?;
+        }
         // [CLS] a [SEP] keeps one token of a sentence; a jointly encoded pair needs
         // [CLS] a [SEP] b [SEP] to keep one token of each.
-        let joint_pair = self.pair_encoding == PairEncoding::Joint && self.tasks.iter().any(|t| t.is_pair());
+        let joint_pair = self.tasks.iter().any(|&t| t.is_pair() && !self.head(t).reads_sides());
         let least = if joint_pair { 5 } else { 3 };
         if self.max_len < least {
             let what =

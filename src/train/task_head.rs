@@ -1,0 +1,240 @@
+//! A task's head on the encoder's last hidden states: its parameters (registered fresh or from a
+//! checkpoint), its forward for each kind of train/heads.rs, and its loss. Parameters are named
+//! `head.{task}.weight`/`.bias` (the output layer) and `head.{task}.hidden.*` (--head-hidden), as
+//! before heads were chosen, so older checkpoints load.
+
+use super::heads::{CosineHead, Features, HeadKind};
+use crate::data::cs224n::{Kind, Label, Task};
+use crate::error::{Error, Result};
+use crate::model::bert::{Bert, Pooling, linear, mean_pool};
+use crate::model::heads::LinearHead;
+use crate::model::input::EncoderInput;
+use crate::model::safetensors::SafeTensors;
+use crate::rng::Rng;
+use crate::store::Store;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+/// Where a head's values come from: a fresh initialisation or a saved checkpoint.
+pub enum HeadSource<'a> {
+    Init(&'a mut Rng),
+    Saved(&'a SafeTensors),
+}
+
+/// A task's head: its kind, an optional GELU hidden layer, then the output layer (none for the
+/// cosine head).
+#[derive(Clone, Copy, Debug)]
+pub struct TaskHead {
+    pub task: Task,
+    pub kind: HeadKind,
+    pub hidden: Option<LinearHead>,
+    pub out: Option<LinearHead>,
+}
+
+/// The encoder's last hidden states a head reads, in the run's layout, with their inputs.
+pub enum States<'a> {
+    /// The input as one sequence (a pair read jointly).
+    Whole(Tensor, &'a EncoderInput),
+    /// Each side of a pair, read alone.
+    Sides([(Tensor, &'a EncoderInput); 2]),
+}
+
+/// Settings every head shares.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadSettings {
+    pub pooling: Pooling,
+    /// Dropout before the linear layers.
+    pub dropout: f64,
+}
+
+/// The width of a task's output layer: a logit per class, else one value.
+pub fn output_width(task: Task) -> usize {
+    match task.kind() {
+        Kind::Classes(k) => k as usize,
+        Kind::Binary | Kind::Regression => 1,
+    }
+}
+
+impl TaskHead {
+    /// Registers the head `kind` of `task` on C-wide states, with a GELU hidden layer of
+    /// `hidden` (0: none) before its linear.
+    pub fn register(
+        store: &mut Store<f32>,
+        source: &mut HeadSource<'_>,
+        task: Task,
+        kind: HeadKind,
+        c: usize,
+        hidden: usize,
+    ) -> Result<TaskHead> {
+        kind.check(task)?;
+        let mut input = match kind {
+            HeadKind::Linear => c,
+            HeadKind::Features(f) => f.width(c),
+            HeadKind::Cosine(_) => return Ok(TaskHead { task, kind, hidden: None, out: None }),
+        };
+        let name = task.name();
+        let hidden = match hidden {
+            0 => None,
+            h => {
+                let layer = linear_head(store, source, &format!("head.{name}.hidden"), input, h)?;
+                input = h;
+                Some(layer)
+            }
+        };
+        let out = linear_head(store, source, &format!("head.{name}"), input, output_width(task))?;
+        Ok(TaskHead { task, kind, hidden, out: Some(out) })
+    }
+
+    /// The task's outputs from the encoder's states: logits (B, K) for classes, a logit (B, 1)
+    /// or a cosine (B) for yes/no, a score on the 0–5 scale (B, 1) or (B) for a regression.
+    pub fn forward(&self, tape: &mut Tape<f32>, bert: &Bert, s: HeadSettings, states: States<'_>) -> Result<Tensor> {
+        match (self.kind, states) {
+            (HeadKind::Linear, States::Whole(h, input)) => {
+                let x = bert.sentence_vector(tape, h, input, s.pooling)?;
+                self.linear_layers(tape, s, x)
+            }
+            (HeadKind::Features(f), States::Sides([(ha, ia), (hb, ib)])) => {
+                let u = bert.sentence_vector(tape, ha, ia, s.pooling)?;
+                let v = bert.sentence_vector(tape, hb, ib, s.pooling)?;
+                let x = features(tape, f, u, v)?;
+                self.linear_layers(tape, s, x)
+            }
+            (HeadKind::Cosine(c), States::Sides([(ha, ia), (hb, ib)])) => {
+                let (u, v) = (mean_pool(tape, ha, ia)?, mean_pool(tape, hb, ib)?);
+                let cos = tape.cosine(u, v)?;
+                cosine_output(tape, self.task, c, cos)
+            }
+            (kind, _) => Err(Error::Config(format!("the {kind} head was given the wrong encoding of its input"))),
+        }
+    }
+
+    /// dropout → [linear → GELU → dropout] → linear
+    fn linear_layers(&self, tape: &mut Tape<f32>, s: HeadSettings, x: Tensor) -> Result<Tensor> {
+        let mut x = tape.dropout(x, s.dropout)?;
+        if let Some(h) = self.hidden {
+            x = linear(tape, x, h.w, h.b)?;
+            x = tape.gelu(x)?;
+            x = tape.dropout(x, s.dropout)?;
+        }
+        let out = self.out.ok_or_else(|| Error::Config("head without an output layer".into()))?;
+        linear(tape, x, out.w, out.b)
+    }
+
+    /// The task's loss (mean over the batch) on `outputs` of [`TaskHead::forward`].
+    pub fn loss(&self, tape: &mut Tape<f32>, labels: &[Label], outputs: Tensor) -> Result<Tensor> {
+        let task = self.task;
+        let values: Vec<f32> = labels.iter().map(|l| l.as_f32()).collect();
+        match (task.kind(), self.kind) {
+            (Kind::Classes(_), _) => {
+                let labels: Vec<i32> = values.iter().map(|&l| l as i32).collect();
+                let labels = tape.ints(&labels, &[labels.len()])?;
+                tape.cross_entropy(outputs, labels)
+            }
+            // p = (cos+1)/2: MSE against the label, or BCE as BCE with logits on
+            // logit(p) = ln((1+cos)/(1−cos)) = 2·atanh(cos).
+            (Kind::Binary, HeadKind::Cosine(c)) => {
+                if c.bce {
+                    let y = tape.constant(&values, &[values.len()])?;
+                    let a = tape.atanh(outputs)?;
+                    let logit = tape.scale(a, 2.0)?;
+                    tape.bce_with_logits(logit, y)
+                } else {
+                    // (p − y)² = (cos/2 − (y − 1/2))²
+                    let y: Vec<f32> = values.iter().map(|v| v - 0.5).collect();
+                    let y = tape.constant(&y, &[y.len()])?;
+                    let half = tape.scale(outputs, 0.5)?;
+                    tape.mse(half, y)
+                }
+            }
+            (Kind::Binary, _) => {
+                let y = tape.constant(&values, &[values.len()])?;
+                tape.bce_with_logits(outputs, y)
+            }
+            // Scores on [0, 1]: both sides divided by 5.
+            (Kind::Regression, HeadKind::Cosine(CosineHead { unit: true, .. })) => {
+                let y: Vec<f32> = values.iter().map(|v| v / 5.0).collect();
+                let y = tape.constant(&y, &[y.len()])?;
+                let p = tape.scale(outputs, 0.2)?;
+                tape.mse(p, y)
+            }
+            (Kind::Regression, _) => {
+                let y = tape.constant(&values, &[values.len()])?;
+                tape.mse(outputs, y)
+            }
+        }
+    }
+
+    /// The head with its parameters read as constants (SMART's ascent pass).
+    pub fn detached(&self) -> TaskHead {
+        let d = |h: Option<LinearHead>| h.map(|h| LinearHead { w: h.w.detached(), b: h.b.detached() });
+        TaskHead { task: self.task, kind: self.kind, hidden: d(self.hidden), out: d(self.out) }
+    }
+}
+
+/// The feature head's input from the sides' vectors u, v (B, C).
+fn features(tape: &mut Tape<f32>, f: Features, u: Tensor, v: Tensor) -> Result<Tensor> {
+    match f {
+        Features::Concat => tape.concat(&[u, v]),
+        Features::Product => tape.mul(u, v),
+        Features::Difference => {
+            let diff = tape.sub(u, v)?;
+            tape.abs(diff)
+        }
+        Features::Full => {
+            let diff = tape.sub(u, v)?;
+            let absdiff = tape.abs(diff)?;
+            let prod = tape.mul(u, v)?;
+            tape.concat(&[u, v, absdiff, prod])
+        }
+    }
+}
+
+/// A cosine head's output: for a score, 5·cos or (cos+1)·2.5; for yes/no, the cosine itself
+/// (its sign predicts), the loss taking it on to (cos+1)/2.
+pub fn cosine_output(tape: &mut Tape<f32>, task: Task, c: CosineHead, cos: Tensor) -> Result<Tensor> {
+    match (task.kind(), c.shifted) {
+        (Kind::Regression, true) => {
+            let x = tape.scale(cos, 2.5)?;
+            let half = tape.constant(&vec![2.5; x.numel()], x.dims())?;
+            tape.add(x, half)
+        }
+        (Kind::Regression, false) => tape.scale(cos, 5.0),
+        _ => Ok(cos),
+    }
+}
+
+/// A linear layer `name` (OUT, IN), fresh as PyTorch's nn.Linear (U(−1/√IN, 1/√IN) for weight
+/// and bias) or read from a checkpoint.
+pub fn linear_head(
+    store: &mut Store<f32>,
+    source: &mut HeadSource<'_>,
+    name: &str,
+    inp: usize,
+    out: usize,
+) -> Result<LinearHead> {
+    let (w, b) = match source {
+        HeadSource::Init(rng) => {
+            let bound = 1.0 / (inp as f64).sqrt();
+            // Fallible: a size the memory check let through may still not be there.
+            let n = out.checked_mul(inp).ok_or_else(|| too_large(name, out, inp))?;
+            let mut w: Vec<f32> = Vec::new();
+            w.try_reserve_exact(n).map_err(|_| too_large(name, out, inp))?;
+            w.extend((0..n).map(|_| rng.range(-bound, bound) as f32));
+            let b: Vec<f32> = (0..out).map(|_| rng.range(-bound, bound) as f32).collect();
+            (w, b)
+        }
+        HeadSource::Saved(st) => (st.f32(&format!("{name}.weight"))?, st.f32(&format!("{name}.bias"))?),
+    };
+    if w.len() != out * inp || b.len() != out {
+        return Err(Error::Config(format!("{name}: saved head has the wrong size for these options")));
+    }
+    Ok(LinearHead {
+        w: store.add_param(&format!("{name}.weight"), &[out, inp], &w, true)?,
+        b: store.add_param(&format!("{name}.bias"), &[out], &b, true)?,
+    })
+}
+
+/// The error of a head whose weight cannot be allocated.
+fn too_large(name: &str, out: usize, inp: usize) -> Error {
+    Error::Config(format!("{name}: cannot allocate its {out} × {inp} weight: lower --head-hidden"))
+}
