@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use engine::data::cs224n::{Split, Task};
+use engine::data::user_task::TaskDef;
 use engine::device::{Device, DeviceChoice, Precision};
 use engine::embed::{EmbedOptions, Pooling, embed};
 use engine::model::checkpoint::default_model_dir;
@@ -115,8 +116,9 @@ enum Command {
     Predict {
         #[arg(long)]
         checkpoint: PathBuf,
+        /// The task (one the checkpoint was trained on).
         #[arg(long)]
-        task: Task,
+        task: String,
         /// A CS224N file of the task (labels, if any, are ignored).
         #[arg(long)]
         input: PathBuf,
@@ -186,10 +188,11 @@ impl DataFlags {
                 (Task::Cfimdb, Split::Train) => self.cfimdb_train.as_ref(),
                 (Task::Cfimdb, Split::Dev) => self.cfimdb_dev.as_ref(),
                 (Task::Cfimdb, Split::Test) => self.cfimdb_test.as_ref(),
+                (Task::User(_), _) => None,
             }
         };
         let mut out = Vec::new();
-        for task in Task::ALL {
+        for task in Task::all() {
             for split in [Split::Train, Split::Dev, Split::Test] {
                 let flag = format!("--{}-{}", task.name(), split.name());
                 let (path, flag) = match given(task, split) {
@@ -206,9 +209,15 @@ impl DataFlags {
 /// `engine finetune`'s flags. Defaults are the reference recipe.
 #[derive(Args, Debug)]
 struct FinetuneCli {
-    /// Tasks to train together: any of sst, quora, sts, cfimdb.
+    /// Tasks to train together: any of sst, quora, sts, cfimdb, and those --task-def defines.
     #[arg(long, value_delimiter = ',', default_value = "sst,quora,sts")]
-    tasks: Vec<Task>,
+    tasks: Vec<String>,
+    /// Define a task of your own, NAME:single|pair:classes=N|binary|regression[:label=COLUMN]
+    /// (e.g. nli:pair:classes=3), read from NAME-train.csv, NAME-dev.csv and NAME-test.csv under
+    /// --data-dir in the CS224N layout (id, sentence or sentence1 and sentence2, the label column,
+    /// `label` by default); name it in --tasks. The checkpoint keeps the definition.
+    #[arg(long, value_name = "DEF", value_delimiter = ',')]
+    task_def: Vec<String>,
     #[command(flatten)]
     data: DataFlags,
     /// The BERT checkpoint to start from (default: weights/all-MiniLM-L6-v2).
@@ -371,7 +380,7 @@ struct FinetuneCli {
     smart_weight: Vec<String>,
     /// The tasks SMART regularises (default: all of --tasks).
     #[arg(long, value_delimiter = ',', requires = "smart")]
-    smart_tasks: Vec<Task>,
+    smart_tasks: Vec<String>,
     /// ε: projecting, each element of δ stays within ±ε; normalizing, it guards the division.
     #[arg(long, value_name = "EPS", default_value_t = 1e-5, requires = "smart")]
     smart_eps: f64,
@@ -410,9 +419,20 @@ struct FinetuneCli {
 }
 
 impl FinetuneCli {
+    /// --task-def's definitions, registered, so that --tasks and the data files can name them.
+    fn task_defs(&self) -> anyhow::Result<Vec<TaskDef>> {
+        let defs = self.task_def.iter().map(|d| TaskDef::parse(d)).collect::<engine::Result<Vec<_>>>()?;
+        for d in &defs {
+            d.clone().register()?;
+        }
+        Ok(defs)
+    }
+
     fn options(&self) -> anyhow::Result<TrainOptions> {
-        let weights = parse_task_values("--task-weights", &self.task_weights, &self.tasks, 1.0)?;
-        let sizes = parse_task_values("--batch-size", &self.batch_size, &self.tasks, 16.0)?
+        let task_defs = self.task_defs()?;
+        let tasks = self.tasks.iter().map(|t| t.parse::<Task>()).collect::<engine::Result<Vec<_>>>()?;
+        let weights = parse_task_values("--task-weights", &self.task_weights, &tasks, 1.0)?;
+        let sizes = parse_task_values("--batch-size", &self.batch_size, &tasks, 16.0)?
             .into_iter()
             .map(|b| match b.fract() == 0.0 && (1.0..=1e6).contains(&b) {
                 true => Ok(b as usize),
@@ -423,11 +443,13 @@ impl FinetuneCli {
             anyhow::bail!("--betas takes two values, e.g. 0.9,0.999");
         }
         Ok(TrainOptions {
-            tasks: self.tasks.clone(),
+            heads: parse_heads(&self.head, &tasks, self.pair_encoding)?,
+            smart: self.smart.then(|| self.smart_config(&tasks)).transpose()?,
+            tasks,
+            task_defs,
             task_weights: weights,
             pooling: self.pooling,
             pair_encoding: self.pair_encoding,
-            heads: parse_heads(&self.head, &self.tasks, self.pair_encoding)?,
             head_hidden: self.head_hidden,
             schedule: self.schedule,
             lr: self.lr.unwrap_or(if self.lora.is_some() { 1e-3 } else { 1e-4 }),
@@ -462,7 +484,6 @@ impl FinetuneCli {
             }),
             precision: self.precision,
             padded: self.padded,
-            smart: self.smart.then(|| self.smart_config()).transpose()?,
             pals: self.pals.then(|| self.pals_config()).transpose()?,
             head_lr: self.head_lr,
             no_decay_norm_bias: self.no_decay_norm_bias,
@@ -484,17 +505,18 @@ impl FinetuneCli {
     }
 
     /// --smart's settings: λ per task from --smart-weight and --smart-tasks.
-    fn smart_config(&self) -> anyhow::Result<SmartConfig> {
-        let mut c = SmartConfig::new(self.tasks.len());
-        c.weights = parse_task_values("--smart-weight", &self.smart_weight, &self.tasks, 1.0)?;
-        if !self.smart_tasks.is_empty() {
-            for t in &self.smart_tasks {
-                if !self.tasks.contains(t) {
+    fn smart_config(&self, tasks: &[Task]) -> anyhow::Result<SmartConfig> {
+        let mut c = SmartConfig::new(tasks.len());
+        c.weights = parse_task_values("--smart-weight", &self.smart_weight, tasks, 1.0)?;
+        let smart_tasks = self.smart_tasks.iter().map(|t| t.parse::<Task>()).collect::<engine::Result<Vec<_>>>()?;
+        if !smart_tasks.is_empty() {
+            for t in &smart_tasks {
+                if !tasks.contains(t) {
                     anyhow::bail!("--smart-tasks: {t} is not in --tasks");
                 }
             }
-            for (w, t) in c.weights.iter_mut().zip(&self.tasks) {
-                if !self.smart_tasks.contains(t) {
+            for (w, t) in c.weights.iter_mut().zip(tasks) {
+                if !smart_tasks.contains(t) {
                     *w = 0.0;
                 }
             }
@@ -599,6 +621,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("embedded {n} lines into {}", opts.output.display());
         }
         Command::Finetune(f) => {
+            if let Some(dir) = &f.resume {
+                // Registers the run's own task definitions before the data files are listed.
+                engine::train::checkpoint::load_options(dir)?;
+            }
             let opts = f.options()?;
             opts.validate()?;
             let model = match &f.model {
@@ -638,6 +664,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Eval { checkpoint, split, data, out, device, padded } => {
+            // The checkpoint's own task definitions first: they have data files too.
+            engine::train::checkpoint::load_options(&checkpoint)?;
             let split = if split == SplitArg::Dev { Split::Dev } else { Split::Test };
             let out = out.unwrap_or_else(|| checkpoint.join("predictions"));
             let (scores, analyses) = engine::train::evaluate::evaluate_checkpoint(
@@ -669,6 +697,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("merged {n} adapters into {}", output.display());
         }
         Command::Predict { checkpoint, task, input, output, device, padded } => {
+            // The checkpoint's own task definitions first: --task may name one.
+            engine::train::checkpoint::load_options(&checkpoint)?;
+            let task: Task = task.parse()?;
             let text =
                 engine::train::evaluate::predict_file(&checkpoint, task, &input, Device::select(device)?, padded)?;
             match output {

@@ -430,7 +430,10 @@ fn tasks_splits_and_file_names_follow_the_course() {
         assert_eq!((t.name(), t.to_string()), (s, s.to_string()));
     }
     assert_eq!("SST".parse::<Task>().unwrap(), Task::Sst);
-    assert_eq!(error_of("para".parse::<Task>()), "unknown task \"para\"; the tasks are sst, quora, sts, cfimdb");
+    assert_eq!(
+        error_of("para".parse::<Task>()),
+        "unknown task \"para\"; the tasks are sst, quora, sts, cfimdb (define others with --task-def)"
+    );
     assert_eq!("dev".parse::<Split>().unwrap(), Split::Dev);
     assert!(error_of("valid".parse::<Split>()).contains("train, dev, test"));
     assert_eq!(Task::ALL.map(|t| t.is_pair()), [false, true, true, false]);

@@ -13,6 +13,7 @@
 //! Prediction files follow the starter's byte layout exactly (`id \t Predicted_Sentiment \n`, then
 //! `{id} , {prediction} \n`), so that they can be handed in as they are.
 
+use super::user_task::UserTask;
 use crate::data::Input;
 use crate::error::{Error, Result};
 use crate::util::write_atomically;
@@ -21,9 +22,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// One of the default project's tasks.
+/// One of the default project's tasks, or one the user defined (data/user_task.rs).
+/// Serialised as its name; a user task's name reads back once its definition is registered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum Task {
     /// SST-5 sentiment: one sentence, classes 0 (negative) … 4 (positive).
     Sst,
@@ -33,10 +35,13 @@ pub enum Task {
     Sts,
     /// CFIMDB movie reviews: one text, 0 negative or 1 positive.
     Cfimdb,
+    /// A task defined with --task-def.
+    User(&'static UserTask),
 }
 
 /// What a task predicts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// One of `n` classes (`Label::Class`).
     Classes(u32),
@@ -55,7 +60,15 @@ pub enum Split {
 }
 
 impl Task {
+    /// The built-in tasks.
     pub const ALL: [Task; 4] = [Task::Sst, Task::Quora, Task::Sts, Task::Cfimdb];
+
+    /// The built-in tasks and those defined so far.
+    pub fn all() -> Vec<Task> {
+        let mut all = Task::ALL.to_vec();
+        all.extend(super::user_task::names().into_iter().filter_map(super::user_task::find));
+        all
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -63,12 +76,16 @@ impl Task {
             Task::Quora => "quora",
             Task::Sts => "sts",
             Task::Cfimdb => "cfimdb",
+            Task::User(u) => &u.def.name,
         }
     }
 
     /// Whether an example is a pair of sentences (Quora, STS) rather than one (SST, CFIMDB).
     pub fn is_pair(self) -> bool {
-        matches!(self, Task::Quora | Task::Sts)
+        match self {
+            Task::User(u) => u.def.pair,
+            t => matches!(t, Task::Quora | Task::Sts),
+        }
     }
 
     pub fn kind(self) -> Kind {
@@ -77,7 +94,13 @@ impl Task {
             Task::Cfimdb => Kind::Classes(2),
             Task::Quora => Kind::Binary,
             Task::Sts => Kind::Regression,
+            Task::User(u) => u.def.kind,
         }
+    }
+
+    /// The range a score label must lie in (STS: [0, 5]; a user's regression: any number).
+    fn score_range(self) -> Option<(f64, f64)> {
+        (self == Task::Sts).then_some((0.0, 5.0))
     }
 
     /// The number of classes of a classification task (SST 5, CFIMDB 2); `None` for Quora (binary,
@@ -100,6 +123,7 @@ impl Task {
             Task::Sst | Task::Cfimdb => "sentiment",
             Task::Quora => "is_duplicate",
             Task::Sts => "similarity",
+            Task::User(u) => &u.def.label_column,
         }
     }
 
@@ -118,6 +142,9 @@ impl Task {
             (Task::Cfimdb, Split::Train) => "ids-cfimdb-train.csv",
             (Task::Cfimdb, Split::Dev) => "ids-cfimdb-dev.csv",
             (Task::Cfimdb, Split::Test) => "ids-cfimdb-test-student.csv",
+            (Task::User(u), Split::Train) => &u.files[0],
+            (Task::User(u), Split::Dev) => &u.files[1],
+            (Task::User(u), Split::Test) => &u.files[2],
         }
     }
 
@@ -139,6 +166,8 @@ impl Task {
             (Task::Sts, Split::Test) => "sts-test-output.csv",
             (Task::Cfimdb, Split::Dev) => "cfimdb-dev-output.csv",
             (Task::Cfimdb, Split::Test) => "cfimdb-test-output.csv",
+            (Task::User(u), Split::Dev) => &u.predictions[0],
+            (Task::User(u), Split::Test) => &u.predictions[1],
         })
     }
 
@@ -149,6 +178,7 @@ impl Task {
             Task::Sst | Task::Cfimdb => "Predicted_Sentiment",
             Task::Quora => "Predicted_Is_Paraphrase",
             Task::Sts => "Predicted_Similiary",
+            Task::User(_) => "Predicted_Label",
         }
     }
 }
@@ -162,10 +192,28 @@ impl fmt::Display for Task {
 impl FromStr for Task {
     type Err = Error;
     fn from_str(s: &str) -> Result<Task> {
-        Task::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s)).ok_or_else(|| {
-            let names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
-            Error::Config(format!("unknown task {s:?}; the tasks are {}", names.join(", ")))
+        let builtin = Task::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s));
+        builtin.or_else(|| super::user_task::find(s)).ok_or_else(|| {
+            let mut names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
+            names.extend(super::user_task::names());
+            Error::Config(format!(
+                "unknown task {s:?}; the tasks are {} (define others with --task-def)",
+                names.join(", ")
+            ))
         })
+    }
+}
+
+impl TryFrom<String> for Task {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Task> {
+        s.parse()
+    }
+}
+
+impl From<Task> for String {
+    fn from(t: Task) -> String {
+        t.name().to_string()
     }
 }
 
@@ -342,10 +390,13 @@ fn parse_label(task: Task, column: &str, text: &str) -> std::result::Result<Labe
             Ok(v) if v == 0.0 || v == 1.0 => Ok(Label::Binary(v as f32)),
             _ => Err(format!("{column} {text:?} is not 0 or 1")),
         },
-        Kind::Regression => match text.parse::<f64>() {
-            Ok(v) if (0.0..=5.0).contains(&v) => Ok(Label::Score(v as f32)),
-            Ok(_) => Err(format!("{column} {text:?} is outside [0, 5]")),
-            Err(_) => Err(format!("{column} {text:?} is not a number")),
+        Kind::Regression => match (text.parse::<f64>(), task.score_range()) {
+            (Ok(v), Some((lo, hi))) if !(lo..=hi).contains(&v) => {
+                Err(format!("{column} {text:?} is outside [{lo}, {hi}]"))
+            }
+            (Ok(v), _) if v.is_finite() && (v as f32).is_finite() => Ok(Label::Score(v as f32)),
+            (Ok(_), _) => Err(format!("{column} {text:?} is not a finite number")),
+            (Err(_), _) => Err(format!("{column} {text:?} is not a number")),
         },
     }
 }

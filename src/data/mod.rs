@@ -3,6 +3,7 @@
 pub mod cs224n;
 pub mod drop_longest;
 pub mod tokenizer;
+pub mod user_task;
 
 pub use cs224n::{
     Dataset, Example, Kind, Label, Prediction, Skipped, Split, Task, format_predictions, read, read_predictions,

@@ -139,7 +139,7 @@ pub fn plot_name(task: Task) -> String {
 
 /// Every file `write` may create in a folder (what `--overwrite` clears with a run).
 pub fn file_names() -> Vec<String> {
-    std::iter::once(REPORT.to_string()).chain(Task::ALL.iter().map(|&t| plot_name(t))).collect()
+    std::iter::once(REPORT.to_string()).chain(Task::all().into_iter().map(plot_name)).collect()
 }
 
 /// The analysis of `predictions` (in the examples' order) against the examples' labels; None

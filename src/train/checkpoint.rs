@@ -11,6 +11,7 @@
 
 use super::options::TrainOptions;
 use super::swap::write_folder;
+use crate::data::user_task::TaskDef;
 use crate::error::{Error, Result};
 use crate::model::Checkpoint;
 use crate::model::lora::legacy_name;
@@ -137,7 +138,16 @@ pub fn load_options(dir: &Path) -> Result<TrainOptions> {
         };
         Error::Config(format!("{}: cannot read train.json ({e}): {what}", dir.display()))
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    let bad = |e: String| Error::Config(format!("{}: {e}", path.display()));
+    // The run's own task definitions first: its task list names them.
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if let Some(defs) = value.get("task_defs") {
+        let defs: Vec<TaskDef> = serde_json::from_value(defs.clone()).map_err(|e| bad(e.to_string()))?;
+        for d in defs {
+            d.register().map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
 /// Restores the optimizer moments and returns the position of a `last/` checkpoint.

@@ -7,6 +7,7 @@ use super::heads::HeadKind;
 use super::methods::pcgrad::Reduction;
 use super::smart::SmartConfig;
 use crate::data::cs224n::Task;
+use crate::data::user_task::TaskDef;
 use crate::device::Precision;
 use crate::model::bert::Pooling;
 use crate::model::lora::LoraConfig;
@@ -48,6 +49,10 @@ pub enum LrSchedule {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainOptions {
+    /// The definitions of the user's tasks among `tasks` (--task-def), registered when the
+    /// options are read back (train/checkpoint.rs `load_options`).
+    #[serde(default)]
+    pub task_defs: Vec<TaskDef>,
     pub tasks: Vec<Task>,
     /// Loss weight per task (1 unless given), in `tasks` order.
     pub task_weights: Vec<f64>,
@@ -142,6 +147,7 @@ fn default_qh_nu() -> [f64; 2] {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
+            task_defs: Vec::new(),
             tasks: vec![Task::Sst, Task::Quora, Task::Sts],
             task_weights: vec![1.0; 3],
             pooling: Pooling::Mean,

@@ -63,10 +63,11 @@ struct TaskData {
     test: Option<Dataset>,
 }
 
-fn load_data(args: &FinetuneArgs) -> Result<Vec<TaskData>> {
+/// The data of `tasks` (the run's: a resumed run's come from its checkpoint, not the flags).
+fn load_data(args: &FinetuneArgs, tasks: &[Task]) -> Result<Vec<TaskData>> {
     let file = |task: Task, split: Split| args.files.iter().find(|f| f.task == task && f.split == split);
     let mut out = Vec::new();
-    for &task in &args.opts.tasks {
+    for &task in tasks {
         let read = |split: Split, required: bool| -> Result<Option<Dataset>> {
             match file(task, split) {
                 Some(f) => cs224n::read(task, &f.path, split, &f.flag, args.strict).map(Some),
@@ -217,7 +218,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
         None => (args.opts.clone(), args.model.clone()),
     };
     opts.validate()?;
-    let mut data = load_data(args)?;
+    let mut data = load_data(args, &opts.tasks)?;
     // The encoder's checkpoint and, when resuming, the saved heads (and adapters).
     let (ckpt, trained) = match &args.resume {
         Some(dir) => {
