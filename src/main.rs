@@ -283,6 +283,23 @@ struct FinetuneCli {
     /// Leave out this fraction of each task's longest training inputs, in tokens (e.g. 0.02).
     #[arg(long, value_name = "F", default_value_t = 0.0, allow_hyphen_values = true)]
     drop_longest: f64,
+    /// EDA (Wei & Zou 2019): add augmented copies of these tasks' training examples (never dev or
+    /// test), e.g. sst,quora; each copy changed by one operation, taken in turn: synonym
+    /// replacement, random insertion (both need --eda-synonyms), random swap, random deletion.
+    #[arg(long, value_name = "TASKS", value_delimiter = ',')]
+    eda_tasks: Vec<String>,
+    /// EDA's α: synonym replacement, insertion and swap make max(1, round(α·ℓ)) changes to a
+    /// sentence of ℓ words; deletion deletes each word with probability α.
+    #[arg(long, value_name = "A", default_value_t = 0.1, allow_hyphen_values = true, requires = "eda_tasks")]
+    eda_alpha: f64,
+    /// EDA's augmented copies per training example, originals kept (a copy that comes out the same
+    /// as its original is left out); a pair's sentences each get the copy's operation.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "eda_tasks")]
+    eda_num: usize,
+    /// EDA's synonyms: one `word<TAB>syn1,syn2,…` line per word (blank and `#` lines ignored);
+    /// without it, no synonym replacement or insertion.
+    #[arg(long, value_name = "FILE", requires = "eda_tasks")]
+    eda_synonyms: Option<PathBuf>,
     /// AdamW's β1,β2.
     #[arg(long, value_delimiter = ',', default_value = "0.9,0.999")]
     betas: Vec<f64>,
@@ -492,6 +509,16 @@ impl FinetuneCli {
             qh_nu: match self.qh_nu[..] {
                 [a, b] => [a, b],
                 _ => anyhow::bail!("--qh-nu takes two values, e.g. 0.7,1.0"),
+            },
+            eda_tasks: self.eda_tasks.iter().map(|t| t.parse::<Task>()).collect::<engine::Result<Vec<_>>>()?,
+            eda_alpha: self.eda_alpha,
+            eda_num: self.eda_num,
+            // Absolute, so that --resume from another folder finds it.
+            eda_synonyms: match &self.eda_synonyms {
+                Some(p) => {
+                    Some(std::path::absolute(p).map_err(|e| anyhow::anyhow!("--eda-synonyms {}: {e}", p.display()))?)
+                }
+                None => None,
             },
         })
     }

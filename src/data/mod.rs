@@ -2,6 +2,7 @@
 
 pub mod cs224n;
 pub mod drop_longest;
+pub mod eda;
 pub mod tokenizer;
 pub mod user_task;
 

@@ -14,6 +14,7 @@ use crate::model::lora::LoraConfig;
 use crate::model::pals::PalsConfig;
 use crate::optim::Rule;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// How a pair task (Quora, STS) reads its two sentences when --head does not choose its head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -138,10 +139,30 @@ pub struct TrainOptions {
     /// QHAdam's ν1, ν2 (--qh-nu).
     #[serde(default = "default_qh_nu")]
     pub qh_nu: [f64; 2],
+    /// The tasks whose training examples EDA augments (data/eda.rs; empty: none).
+    #[serde(default)]
+    pub eda_tasks: Vec<Task>,
+    /// EDA's α: SR, RI and RS change max(1, round(α·ℓ)) of ℓ words; RD deletes each with probability α.
+    #[serde(default = "default_eda_alpha")]
+    pub eda_alpha: f64,
+    /// EDA's augmented copies per training example.
+    #[serde(default = "default_eda_num")]
+    pub eda_num: usize,
+    /// EDA's synonym file (`word<TAB>syn1,syn2,…`); without one, no SR or RI.
+    #[serde(default)]
+    pub eda_synonyms: Option<PathBuf>,
 }
 
 fn default_qh_nu() -> [f64; 2] {
     [0.7, 1.0]
+}
+
+fn default_eda_alpha() -> f64 {
+    0.1
+}
+
+fn default_eda_num() -> usize {
+    4
 }
 
 impl Default for TrainOptions {
@@ -189,6 +210,10 @@ impl Default for TrainOptions {
             drop_longest: 0.0,
             optimizer: Rule::Adamw,
             qh_nu: default_qh_nu(),
+            eda_tasks: Vec::new(),
+            eda_alpha: default_eda_alpha(),
+            eda_num: default_eda_num(),
+            eda_synonyms: None,
         }
     }
 }
@@ -252,6 +277,7 @@ impl TrainOptions {
         if !(0.0..1.0).contains(&self.drop_longest) {
             return bad(format!("--drop-longest {} is outside [0, 1)", self.drop_longest));
         }
+        self.validate_eda()?;
         if let Some(h) = self.head_lr
             && !(h > 0.0 && h.is_finite())
         {
@@ -318,6 +344,35 @@ impl TrainOptions {
             lora.validate()?;
             if self.freeze_layers > 0 {
                 return bad("--freeze-layers and --lora: with LoRA the whole encoder is frozen already".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The EDA flags: α in (0, 1], at least one copy, tasks among --tasks, a readable synonym file.
+    fn validate_eda(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if !(self.eda_alpha > 0.0 && self.eda_alpha <= 1.0) {
+            return bad(format!("--eda-alpha {} is outside (0, 1]", self.eda_alpha));
+        }
+        for (i, t) in self.eda_tasks.iter().enumerate() {
+            if !self.tasks.contains(t) {
+                return bad(format!("--eda-tasks: {t} is not in --tasks"));
+            }
+            if self.eda_tasks[..i].contains(t) {
+                return bad(format!("--eda-tasks: {t} given twice"));
+            }
+        }
+        if self.eda_num == 0 && !self.eda_tasks.is_empty() {
+            return bad("--eda-num 0: give at least 1 augmented copy per example (or no --eda-tasks)".into());
+        }
+        if let Some(p) = &self.eda_synonyms {
+            // Read in full (and parsed) when the data are augmented; here only whether it opens.
+            let opened = std::fs::File::open(p).and_then(|f| f.metadata());
+            match opened {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return bad(format!("--eda-synonyms {}: not a file", p.display())),
+                Err(e) => return bad(format!("--eda-synonyms {}: {e}", p.display())),
             }
         }
         Ok(())

@@ -18,6 +18,7 @@ use super::task_grads::TaskGradients;
 use crate::data::Tokenizer;
 use crate::data::cs224n::{self, DataFile, Dataset, Split, Task};
 use crate::data::drop_longest::drop_longest;
+use crate::data::eda::{Eda, Synonyms};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -85,6 +86,36 @@ fn load_data(args: &FinetuneArgs, tasks: &[Task]) -> Result<Vec<TaskData>> {
         out.push(TaskData { train, dev, test });
     }
     Ok(out)
+}
+
+/// EDA on the training examples of --eda-tasks (after --drop-longest); returns the progress
+/// notes that say what it did.
+fn augment(opts: &TrainOptions, data: &mut [TaskData]) -> Result<Vec<String>> {
+    if opts.eda_tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let synonyms = opts.eda_synonyms.as_deref().map(Synonyms::read).transpose()?;
+    let eda = Eda::new(opts.eda_alpha, opts.eda_num, synonyms);
+    let mut notes = Vec::new();
+    if eda.synonyms.is_none() {
+        notes.push("--eda-tasks: no --eda-synonyms file, so no synonym replacement (SR) or insertion (RI)".into());
+    }
+    let ops: Vec<&str> = eda.operations().iter().map(|o| o.abbrev()).collect();
+    for (task, d) in opts.tasks.iter().zip(data) {
+        if opts.eda_tasks.contains(task) {
+            let a = eda.augment(*task, opts.seed, &mut d.train.examples);
+            notes.push(format!(
+                "--eda-tasks: added {} augmented {task} training examples to {} ({} copies each, {} in turn; \
+                 {} that came out the same as their original left out)",
+                a.added,
+                a.of,
+                eda.num,
+                ops.join(", "),
+                a.unchanged
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// Evaluates every task on its dev set; returns the scores and the combined score.
@@ -243,6 +274,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             dropped.push((*task, drop_longest(&mut tok, &mut d.train.examples, opts.drop_longest)?));
         }
     }
+    let augmented = augment(&opts, &mut data)?;
     let mut tape = Tape::<f32>::new(args.device.clone());
     let model = MultiTaskModel::build(&mut tape.store, &ckpt, trained.as_ref(), &opts, true)?;
     let mut combiner = Combiner::from_options(&opts, &tape.store)?;
@@ -298,6 +330,9 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
             "--drop-longest {}: left out {} of {} {task} training inputs (those kept: at most {} tokens)",
             opts.drop_longest, d.dropped, d.of, d.longest_kept
         ));
+    }
+    for note in &augmented {
+        progress.note(note);
     }
 
     if opts.combines_gradients() && opts.schedule == Schedule::Sequential {
