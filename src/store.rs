@@ -205,6 +205,13 @@ impl<F: Float> Store<F> {
         self.buf_mut(id).fill_zero(r)
     }
 
+    /// Zeroes the values of `t`: an op's saved buffer whose kernels write only part of it (the
+    /// recurrence's rows outside every sequence).
+    pub fn zero(&mut self, t: Tensor) -> Result<()> {
+        let (id, r) = self.locate(Slot::Val(t))?;
+        self.buf_mut(id).fill_zero(r)
+    }
+
     /// Fills every activation and activation gradient, in use or not, with `value`: tests poison
     /// them with NaN so that an op that leaves part of its output unwritten is caught.
     pub fn poison_acts(&mut self, value: F) -> Result<()> {

@@ -13,6 +13,7 @@ use common::tiny_bert;
 use engine::model::lora::{Adapter, Form, Lora, LoraConfig, Target};
 use engine::ops::Op;
 use engine::ops::lora_linear::Band;
+use engine::ops::recurrent::{Cell, Spans};
 use engine::{Device, Tape, Tensor};
 
 #[test]
@@ -176,6 +177,38 @@ fn symmetric_kl() {
         let q = t.constant(&[0.3, -1.2, 2.0, 0.1, 0.0, 0.5, -0.5, 1.5, 2.2, -3.0, 0.7, 0.9], &[3, 4])?;
         t.symmetric_kl(x[0], q)
     });
+}
+
+/// Sequences of 4, 0, 1, 6 and 2 rows in 17, out of row order, one in the middle of the rows,
+/// rows 6, 7 and 14 in none.
+const SPANS: [(usize, usize); 5] = [(8, 6), (4, 0), (5, 1), (0, 4), (15, 2)];
+
+/// The recurrence on inputs scaled into the cells' unsaturated range (N(0, 1) pre-activations of
+/// a few units would flatten σ and tanh), so that the gradients reach back over every step.
+fn recurrent(t: &mut Tape<f64>, cell: Cell, gx: Tensor, w: Tensor, b: Tensor) -> engine::Result<Tensor> {
+    let spans = Spans::new(t, &SPANS)?;
+    let gx = t.scale(gx, 0.6)?;
+    let w = t.scale(w, 0.5)?;
+    t.recurrent(cell, gx, w, b, &spans)
+}
+
+#[test]
+fn recurrent_cells() {
+    // H = 5 over R = 17 rows: gx (R, G·H), w_hh (G·H, H), b_hh (G·H)
+    check("lstm", &[&[17, 20], &[20, 5], &[20]], &|t, x| recurrent(t, Cell::Lstm, x[0], x[1], x[2]));
+    check("rnn", &[&[17, 5], &[5, 5], &[5]], &|t, x| recurrent(t, Cell::Rnn, x[0], x[1], x[2]));
+}
+
+#[test]
+fn recurrent_head_with_its_input_projection() {
+    // The whole head: gx = x (R, IN) · w_ihᵀ + b_ih, then the recurrence; every weight checked.
+    for (cell, name) in [(Cell::Lstm, "linear + lstm"), (Cell::Rnn, "linear + rnn")] {
+        let gh = cell.gates() * 5;
+        check(name, &[&[17, 7], &[gh, 7], &[gh], &[gh, 5], &[gh]], &|t, x| {
+            let gx = t.linear(x[0], x[1], x[2])?;
+            recurrent(t, cell, gx, x[3], x[4])
+        });
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod loss;
 pub mod matmul;
 pub mod permute;
 pub mod pooling;
+pub mod recurrent;
 pub mod softmax;
 pub mod varlen_attention;
 
@@ -80,6 +81,8 @@ ops! {
     BceWithLogits(loss::BceWithLogits),
     Mse(loss::Mse),
     SymmetricKl(divergence::SymmetricKl),
+    /// Boxed: nine tensors (the spans' among them) would size every op.
+    Recurrent(Box<recurrent::Recurrent>),
 }
 
 /// Errors unless `a` and `b` have the same shape.
