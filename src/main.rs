@@ -244,7 +244,8 @@ struct FinetuneCli {
     /// linear: the input's sentence vector (a pair read jointly) → linear. Pairs read one side at
     /// a time, u and v: concat [u, v], full [u, v, |u−v|, u·v], product u·v, difference |u−v|
     /// (each → linear), or cosine: no parameters; a score 5·cos (:shifted (cos+1)·2.5, :unit loss
-    /// on labels/5), yes/no p = (cos+1)/2 with MSE (:bce BCE).
+    /// on labels/5), yes/no p = (cos+1)/2 with MSE (:bce BCE). lstm:H and rnn:H: an H-wide
+    /// recurrent layer over the token states, its last state beside the sentence vector → linear.
     #[arg(long, value_name = "TASK=HEAD", value_delimiter = ',')]
     head: Vec<String>,
     /// Add a GELU hidden layer of this width to every head with a linear layer (0: none).

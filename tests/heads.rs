@@ -41,7 +41,8 @@ fn separate_pair_encoding_is_the_full_and_cosine_heads() {
 fn every_head_trains_evaluates_and_predicts() {
     let (model, data) = (tiny_model("heads-all"), tiny_data(24, "heads-all"));
     // (flags, the Quora and STS output layers' input widths; None: no parameters)
-    let cases: [(&[&str], Option<usize>, Option<usize>); 4] = [
+    let cases: [(&[&str], Option<usize>, Option<usize>); 5] = [
+        (&["--head", "quora=rnn:6,sts=lstm:5"], Some(C + 6), Some(C + 5)),
         (&["--head", "quora=concat,sts=product"], Some(2 * C), Some(C)),
         (&["--head", "quora=difference,sts=full"], Some(C), Some(4 * C)),
         (&["--head", "quora=cosine,sts=cosine:shifted:unit"], None, None),
@@ -73,14 +74,38 @@ fn every_head_trains_evaluates_and_predicts() {
         let opts: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("last/train.json")).unwrap()).unwrap();
         let spec = flags[1].split(',').map(|e| e.split_once('=').unwrap().1).collect::<Vec<_>>();
+        if i == 0 {
+            // PyTorch's layout: W_ih (G·H, C), W_hh (G·H, H), the LSTM's four gates.
+            assert_eq!(dims(&out, "head.sts.lstm.weight_ih"), Some(vec![20, C]));
+            assert_eq!(dims(&out, "head.sts.lstm.weight_hh"), Some(vec![20, 5]));
+            assert_eq!(dims(&out, "head.quora.rnn.bias_hh"), Some(vec![6]));
+        }
         assert_eq!(opts["heads"], serde_json::json!(["linear", spec[0], spec[1]]), "{opts}");
     }
 }
 
 #[test]
+fn recurrent_heads_read_packed_and_padded_batches_alike() {
+    let (model, data) = (tiny_model("heads-rnn"), tiny_data(24, "heads-rnn"));
+    let flags = ["--max-steps", "3", "--head", "sst=lstm:7,quora=rnn:6,sts=lstm:5", "--head-hidden", "4"];
+    let packed = scratch("heads-rnn-packed");
+    finetune(&model, &data, &packed, &flags);
+    let padded = scratch("heads-rnn-padded");
+    finetune(&model, &data, &padded, &[&flags[..], &["--padded"]].concat());
+    let (a, b) = (step_losses(&packed), step_losses(&padded));
+    for ((_, x), (_, y)) in a.iter().zip(&b) {
+        for t in ["sst", "quora", "sts"] {
+            let (x, y) = (x[t].as_f64().unwrap(), y[t].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{t}: packed {x}, padded {y}");
+        }
+    }
+    assert_eq!(a.len(), 3);
+}
+
+#[test]
 fn chosen_heads_resume_exactly_and_old_options_load() {
     let (model, data) = (tiny_model("heads-resume"), tiny_data(24, "heads-resume"));
-    let steps = ["--max-steps", "4", "--head", "quora=cosine:bce,sts=concat", "--head-hidden", "8"];
+    let steps = ["--max-steps", "4", "--head", "sst=lstm:6,quora=cosine:bce,sts=concat", "--head-hidden", "8"];
     let full = scratch("heads-resume-full");
     finetune(&model, &data, &full, &steps);
     assert_resumes_exactly(&model, &data, &full, "heads-resume-part", &steps);
@@ -109,6 +134,8 @@ fn heads_that_do_not_fit_are_refused() {
         (&["--head", "quora=cosine:unit"][..], "apply to a score"),
         (&["--head", "sts=cosine:bce"][..], "yes/no"),
         (&["--head", "sts=nope"][..], "not a head"),
+        (&["--head", "sst=lstm"][..], "width"),
+        (&["--head", "sst=rnn:0"][..], "width"),
         (&["--head", "quora"][..], "TASK=HEAD"),
         (&["--head", "cfimdb=linear"][..], "not in --tasks"),
         (&["--head", "quora=full,quora=concat"][..], "given twice"),
@@ -124,7 +151,7 @@ fn heads_that_do_not_fit_are_refused() {
 
 /// The loss of `head` on outputs `y` against `labels`, on the CPU.
 fn loss(kind: &str, task: Task, outputs: &[f32], labels: &[Label]) -> f64 {
-    let head = TaskHead { task, kind: kind.parse().unwrap(), hidden: None, out: None };
+    let head = TaskHead { task, kind: kind.parse().unwrap(), hidden: None, out: None, recurrent: None };
     let mut tape = Tape::<f32>::new(Device::Cpu);
     let y = tape.constant(outputs, &[outputs.len()]).unwrap();
     let l = head.loss(&mut tape, labels, y).unwrap();

@@ -7,14 +7,17 @@
 //! | `linear` | the input (a pair jointly: [CLS] a [SEP] b [SEP]) | sentence vector → dropout → [hidden] → linear |
 //! | `concat`, `full`, `product`, `difference` | each side of a pair alone, u and v | linear on [u, v], [u, v, \|u−v\|, u·v], u·v or \|u−v\| |
 //! | `cosine[:shifted][:unit][:bce]` | each side of a pair alone | cos(mean u, mean v), no parameters |
+//! | `lstm:H`, `rnn:H` | the input (a pair jointly) | [last state of an H-wide LSTM / tanh RNN over the token states, sentence vector] → dropout → [hidden] → linear |
 //!
 //! The cosine head (seeds 000, 001, 003): for a score, 5·cos or, `shifted`, (cos+1)·2.5, trained
 //! with MSE on the 0–5 scale or, `unit`, with both sides divided by 5 (labels in [0, 1]); for a
 //! yes/no task, p = (cos+1)/2 trained with MSE against the label or, `bce`, with BCE; it predicts
-//! yes where cos > 0.
+//! yes where cos > 0. The recurrent heads are seed 004's "LSTM 256 + [CLS] embed." (with
+//! `--pooling cls`) and its plain RNN.
 
 use crate::data::cs224n::{Kind, Task};
 use crate::error::{Error, Result};
+use crate::ops::recurrent::Cell;
 use std::fmt;
 use std::str::FromStr;
 
@@ -28,7 +31,13 @@ pub enum HeadKind {
     Features(Features),
     /// A pair read one side at a time: the cosine of the mean-pooled sides, no parameters.
     Cosine(CosineHead),
+    /// A recurrent layer `width` wide over the input's token states (a pair read jointly); its
+    /// last state beside the sentence vector → dropout → [GELU hidden] → linear.
+    Recurrent { cell: Cell, width: usize },
 }
+
+/// The widest recurrent head (its W_hh is 4·W × W).
+pub const MAX_RECURRENT_WIDTH: usize = 4096;
 
 /// What a feature head's linear reads from the sides' vectors u, v (B, C).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +109,11 @@ impl HeadKind {
         if self.reads_sides() && !task.is_pair() {
             return bad("reads the two sentences of a pair apart, and this task has one sentence");
         }
+        if let HeadKind::Recurrent { width, .. } = self
+            && !(1..=MAX_RECURRENT_WIDTH).contains(&width)
+        {
+            return bad(&format!("the width lies in 1..={MAX_RECURRENT_WIDTH}"));
+        }
         if let HeadKind::Cosine(c) = self {
             match task.kind() {
                 Kind::Classes(_) => return bad("a cosine gives one value; this task has several classes"),
@@ -116,6 +130,7 @@ impl fmt::Display for HeadKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HeadKind::Linear => f.write_str("linear"),
+            HeadKind::Recurrent { cell, width } => write!(f, "{}:{width}", cell_name(*cell)),
             HeadKind::Features(x) => f.write_str(Features::ALL.iter().find(|(k, _)| k == x).map_or("?", |(_, n)| n)),
             HeadKind::Cosine(c) => {
                 f.write_str("cosine")?;
@@ -147,6 +162,18 @@ impl FromStr for HeadKind {
         if let Some((f, _)) = Features::ALL.iter().find(|(_, n)| *n == name) {
             return no_args(HeadKind::Features(*f));
         }
+        if let Some(cell) = [Cell::Lstm, Cell::Rnn].into_iter().find(|&c| cell_name(c) == name) {
+            let width = match args[..] {
+                [w] => w.parse::<usize>().ok().filter(|w| (1..=MAX_RECURRENT_WIDTH).contains(w)),
+                _ => None,
+            };
+            return match width {
+                Some(width) => Ok(HeadKind::Recurrent { cell, width }),
+                None => Err(Error::Config(format!(
+                    "head {s:?}: give {name}'s width, 1 to {MAX_RECURRENT_WIDTH}, e.g. {name}:256"
+                ))),
+            };
+        }
         if name == "cosine" {
             let mut c = CosineHead::default();
             for a in args {
@@ -161,8 +188,16 @@ impl FromStr for HeadKind {
             return Ok(HeadKind::Cosine(c));
         }
         Err(Error::Config(format!(
-            "head {s:?}: not a head; choose linear, concat, full, product, difference or cosine[:shifted][:unit][:bce]"
+            "head {s:?}: not a head; choose linear, concat, full, product, difference, cosine[:shifted][:unit][:bce], \
+             lstm:H or rnn:H"
         )))
+    }
+}
+
+fn cell_name(cell: Cell) -> &'static str {
+    match cell {
+        Cell::Lstm => "lstm",
+        Cell::Rnn => "rnn",
     }
 }
 
@@ -185,10 +220,21 @@ mod tests {
 
     #[test]
     fn spellings_round_trip() {
-        for s in ["linear", "concat", "full", "product", "difference", "cosine", "cosine:shifted:unit", "cosine:bce"] {
+        for s in [
+            "linear",
+            "concat",
+            "full",
+            "product",
+            "difference",
+            "cosine",
+            "cosine:shifted:unit",
+            "cosine:bce",
+            "lstm:256",
+            "rnn:1",
+        ] {
             assert_eq!(s.parse::<HeadKind>().unwrap().to_string(), s);
         }
-        for bad in ["", "lin", "cosine:wide", "full:2", "linear:"] {
+        for bad in ["", "lin", "cosine:wide", "full:2", "linear:", "lstm", "lstm:0", "rnn:x", "lstm:2:3", "lstm:5000"] {
             assert!(bad.parse::<HeadKind>().is_err(), "{bad}");
         }
     }
@@ -204,5 +250,6 @@ mod tests {
         assert!(h("cosine:shifted:unit").check(Task::Sts).is_ok());
         assert!(h("cosine:unit").check(Task::Quora).is_err());
         assert!(h("product").check(Task::Sts).is_ok());
+        assert!(h("lstm:8").check(Task::Sst).is_ok() && h("rnn:8").check(Task::Quora).is_ok());
     }
 }

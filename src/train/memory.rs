@@ -163,6 +163,14 @@ pub fn estimate(opts: &TrainOptions, config: &BertConfig) -> Estimate {
             }
             HeadKind::Features(f) => f.width(config.hidden_size) as f64,
             HeadKind::Linear => c,
+            HeadKind::Recurrent { cell, width } => {
+                let (g, w) = ((cell.gates() * width) as f64, width as f64);
+                heads += g * (c + w) + 2.0 * g;
+                // Per token: the input projection, the gates, the backward's scratch (G·H each),
+                // the cell states and the shifted hidden states (H each).
+                head_sequence = head_sequence.max(t * (3.0 * g + 2.0 * w));
+                c + w
+            }
         };
         let k = output_width(task);
         heads += if h > 0.0 { h * input + h + k * h + k } else { k * input + k };

@@ -1,15 +1,17 @@
 //! A task's head on the encoder's last hidden states: its parameters (registered fresh or from a
 //! checkpoint), its forward for each kind of train/heads.rs, and its loss. Parameters are named
 //! `head.{task}.weight`/`.bias` (the output layer) and `head.{task}.hidden.*` (--head-hidden), as
-//! before heads were chosen, so older checkpoints load.
+//! before heads were chosen, so older checkpoints load; a recurrent head's are
+//! `head.{task}.{lstm,rnn}.{weight_ih,weight_hh,bias_ih,bias_hh}`, in PyTorch's layout.
 
 use super::heads::{CosineHead, Features, HeadKind};
 use crate::data::cs224n::{Kind, Label, Task};
 use crate::error::{Error, Result};
 use crate::model::bert::{Bert, Pooling, linear, mean_pool};
 use crate::model::heads::LinearHead;
-use crate::model::input::EncoderInput;
+use crate::model::input::{EncoderInput, Layout};
 use crate::model::safetensors::SafeTensors;
+use crate::ops::recurrent::Spans;
 use crate::rng::Rng;
 use crate::store::Store;
 use crate::tape::Tape;
@@ -29,6 +31,17 @@ pub struct TaskHead {
     pub kind: HeadKind,
     pub hidden: Option<LinearHead>,
     pub out: Option<LinearHead>,
+    /// The recurrent head's layer.
+    pub recurrent: Option<RecurrentLayer>,
+}
+
+/// A recurrent head's LSTM or RNN: W_ih (G·H, C), b_ih (G·H), W_hh (G·H, H), b_hh (G·H).
+#[derive(Clone, Copy, Debug)]
+pub struct RecurrentLayer {
+    pub w_ih: Tensor,
+    pub b_ih: Tensor,
+    pub w_hh: Tensor,
+    pub b_hh: Tensor,
 }
 
 /// The encoder's last hidden states a head reads, in the run's layout, with their inputs.
@@ -67,12 +80,38 @@ impl TaskHead {
         hidden: usize,
     ) -> Result<TaskHead> {
         kind.check(task)?;
+        let name = task.name();
+        let mut recurrent = None;
         let mut input = match kind {
             HeadKind::Linear => c,
             HeadKind::Features(f) => f.width(c),
-            HeadKind::Cosine(_) => return Ok(TaskHead { task, kind, hidden: None, out: None }),
+            HeadKind::Cosine(_) => return Ok(TaskHead { task, kind, hidden: None, out: None, recurrent }),
+            HeadKind::Recurrent { cell, width } => {
+                let prefix = format!("head.{name}.{}", kind.to_string().split(':').next().unwrap_or("rnn"));
+                let g = cell.gates() * width;
+                // PyTorch's nn.LSTM / nn.RNN: every tensor U(−1/√H, 1/√H).
+                let bound = 1.0 / (width as f64).sqrt();
+                let mut param = |part: &str, dims: &[usize]| -> Result<Tensor> {
+                    let full = format!("{prefix}.{part}");
+                    let n: usize = dims.iter().product();
+                    let values = match source {
+                        HeadSource::Init(rng) => (0..n).map(|_| rng.range(-bound, bound) as f32).collect(),
+                        HeadSource::Saved(st) => st.f32(&full)?,
+                    };
+                    if values.len() != n {
+                        return Err(Error::Config(format!("{full}: saved head has the wrong size for these options")));
+                    }
+                    store.add_param(&full, dims, &values, true)
+                };
+                recurrent = Some(RecurrentLayer {
+                    w_ih: param("weight_ih", &[g, c])?,
+                    w_hh: param("weight_hh", &[g, width])?,
+                    b_ih: param("bias_ih", &[g])?,
+                    b_hh: param("bias_hh", &[g])?,
+                });
+                c + width
+            }
         };
-        let name = task.name();
         let hidden = match hidden {
             0 => None,
             h => {
@@ -82,7 +121,7 @@ impl TaskHead {
             }
         };
         let out = linear_head(store, source, &format!("head.{name}"), input, output_width(task))?;
-        Ok(TaskHead { task, kind, hidden, out: Some(out) })
+        Ok(TaskHead { task, kind, hidden, out: Some(out), recurrent })
     }
 
     /// The task's outputs from the encoder's states: logits (B, K) for classes, a logit (B, 1)
@@ -91,6 +130,22 @@ impl TaskHead {
         match (self.kind, states) {
             (HeadKind::Linear, States::Whole(h, input)) => {
                 let x = bert.sentence_vector(tape, h, input, s.pooling)?;
+                self.linear_layers(tape, s, x)
+            }
+            (HeadKind::Recurrent { cell, .. }, States::Whole(h, input)) => {
+                let r = self.recurrent.ok_or_else(|| Error::Config("a recurrent head without its layer".into()))?;
+                // The input projection of every token at once: (N, G·H) packed, (B, T, G·H) padded.
+                let gx = linear(tape, h, r.w_ih, r.b_ih)?;
+                let (gx, spans) = match &input.layout {
+                    Layout::Packed { cu, .. } => (gx, Spans::packed(tape, cu)?),
+                    Layout::Padded { mask } => {
+                        let rows = gx.dims()[..gx.shape.rank() - 1].iter().product();
+                        (gx.reshape(&[rows, gx.shape.last()])?, Spans::from_mask(tape, *mask)?)
+                    }
+                };
+                let last = tape.recurrent(cell, gx, r.w_hh, r.b_hh, &spans)?; // (B, H)
+                let v = bert.sentence_vector(tape, h, input, s.pooling)?; // (B, C)
+                let x = tape.concat(&[last, v])?;
                 self.linear_layers(tape, s, x)
             }
             (HeadKind::Features(f), States::Sides([(ha, ia), (hb, ib)])) => {
@@ -167,7 +222,13 @@ impl TaskHead {
     /// The head with its parameters read as constants (SMART's ascent pass).
     pub fn detached(&self) -> TaskHead {
         let d = |h: Option<LinearHead>| h.map(|h| LinearHead { w: h.w.detached(), b: h.b.detached() });
-        TaskHead { task: self.task, kind: self.kind, hidden: d(self.hidden), out: d(self.out) }
+        let recurrent = self.recurrent.map(|r| RecurrentLayer {
+            w_ih: r.w_ih.detached(),
+            b_ih: r.b_ih.detached(),
+            w_hh: r.w_hh.detached(),
+            b_hh: r.b_hh.detached(),
+        });
+        TaskHead { task: self.task, kind: self.kind, hidden: d(self.hidden), out: d(self.out), recurrent }
     }
 }
 
