@@ -4,7 +4,9 @@
 use std::{env, fs, path::Path};
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    // Read when the script runs, not baked in when it compiles: a target folder shared by two
+    // checkouts reuses the compiled script, which must still read its own checkout's kernels.
+    let dir = Path::new(&env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("kernels");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut entries: Vec<(String, String)> = fs::read_dir(&dir)
         .map(|rd| {

@@ -13,6 +13,7 @@ use engine::train::export::Format as ExportFormat;
 use engine::train::heads::HeadKind;
 use engine::train::methods::pcgrad::Reduction;
 use engine::train::options::{LrSchedule, PairEncoding, Schedule};
+use engine::train::pretrain::{Corpus, PretrainArgs, PretrainOptions};
 use engine::train::smart::{SmartConfig, SmartNorm};
 use engine::train::{DataFile, FinetuneArgs, TrainOptions};
 use std::path::PathBuf;
@@ -68,6 +69,11 @@ enum Command {
     /// best checkpoint (out/best), writes predictions (out/predictions), metrics.jsonl, curves.svg
     /// and the best checkpoint's dev analysis (analysis.txt, confusion-<task>.svg, sts-scatter.svg).
     Finetune(FinetuneCli),
+    /// Further pre-training of a checkpoint's encoder on the tasks' own sentences, or a text file,
+    /// before fine-tuning (`--mlm`: BERT's masked-language modelling); writes a BERT folder that
+    /// `engine finetune --model OUT` (and another `engine pretrain --model OUT`) starts from.
+    #[command(override_usage = "engine pretrain --mlm --out DIR [--model M] [--tasks T,… | --text FILE] [OPTIONS]")]
+    Pretrain(PretrainCli),
     /// Evaluate a fine-tuned checkpoint: dev scores and analysis (per-class precision, recall, F1,
     /// confusion matrices), or test predictions, for every task it has.
     Eval {
@@ -560,6 +566,133 @@ impl FinetuneCli {
     }
 }
 
+/// `engine pretrain`'s flags: finetune's names and defaults where they mean the same thing.
+#[derive(Args, Debug)]
+struct PretrainCli {
+    /// The objective (required): masked-language modelling, as BERT's.
+    ///
+    /// Of each sentence's tokens but [CLS] and [SEP], a share of --mask-prob is chosen (at least
+    /// one); of those, 80% become [MASK], 10% a random token, 10% stay; the loss is the
+    /// cross-entropy of the original tokens there. The head is BertForMaskedLM's (dense, GELU,
+    /// LayerNorm, a decoder tied to the word embeddings): the checkpoint's cls.predictions.*
+    /// when it has them, else a fresh one.
+    #[arg(long)]
+    mlm: bool,
+    /// The BERT checkpoint to start from (default: weights/all-MiniLM-L6-v2).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Read every training sentence of these tasks, each side of a pair on its own: any of sst,
+    /// quora, sts, cfimdb (default: sst,quora,sts, unless --text is given).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// Read the lines of this text file instead, one sentence each (blank lines skipped).
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// Folder with the CS224N training files (ids-sst-train.csv, quora-train.csv, …).
+    #[arg(long, visible_alias = "data", value_name = "DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// The folder to write (required); `engine finetune --model DIR` starts from it.
+    ///
+    /// Written atomically after every epoch: model.safetensors (the encoder under the input's
+    /// tensor names, and the head as cls.predictions.*), config.json, the tokenizer files and
+    /// pretrain.json (the options, the losses, the steps).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Replace --out when it exists and is not empty; without this flag such a folder is refused.
+    #[arg(long)]
+    overwrite: bool,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Sentences per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Peak learning rate, reached after --warmup-ratio of the steps, then decayed linearly to 0.
+    #[arg(long, default_value_t = 5e-5, allow_hyphen_values = true)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
+    warmup_ratio: f64,
+    /// Decoupled weight decay, on every parameter (see --no-decay-norm-bias).
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
+    weight_decay: f64,
+    /// No weight decay on biases and LayerNorm weights, as BERT's recipe and Hugging Face's
+    /// Trainer have it.
+    #[arg(long)]
+    no_decay_norm_bias: bool,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    grad_clip: f64,
+    /// Longest tokenized sentence, [CLS] and [SEP] included; longer ones are truncated.
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// The share of each sentence's tokens chosen for prediction, in (0, 1).
+    #[arg(long, value_name = "P", default_value_t = 0.15, allow_hyphen_values = true)]
+    mask_prob: f64,
+    /// Seeds the batches, the masks and dropout (a new mask of every sentence each epoch).
+    #[arg(long, default_value_t = 11711)]
+    seed: u64,
+    /// Stop after this many steps (0: all epochs); the schedule spans them.
+    #[arg(long, default_value_t = 0)]
+    max_steps: usize,
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// No progress output on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl PretrainCli {
+    fn args(&self) -> anyhow::Result<PretrainArgs> {
+        if !self.mlm {
+            anyhow::bail!(
+                "engine pretrain needs an objective: pass --mlm (masked-language modelling, the only one for now)"
+            );
+        }
+        let Some(out) = self.out.clone() else {
+            anyhow::bail!("--out: give the folder to write the pretrained model to");
+        };
+        let corpus = match (&self.text, self.tasks.is_empty()) {
+            (Some(_), false) => {
+                anyhow::bail!("--text and --tasks: give one corpus, a text file or the tasks' training sentences")
+            }
+            (Some(text), true) => Corpus::Text(text.clone()),
+            (None, given) => {
+                let names: Vec<&str> =
+                    if given { vec!["sst", "quora", "sts"] } else { self.tasks.iter().map(String::as_str).collect() };
+                let tasks = names
+                    .iter()
+                    .map(|n| n.trim().parse::<Task>().map_err(|e| anyhow::anyhow!("--tasks: {e}")))
+                    .collect::<anyhow::Result<Vec<Task>>>()?;
+                Corpus::Tasks { tasks, data_dir: self.data_dir.clone() }
+            }
+        };
+        let opts = PretrainOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup_ratio: self.warmup_ratio,
+            weight_decay: self.weight_decay,
+            no_decay_norm_bias: self.no_decay_norm_bias,
+            grad_clip: self.grad_clip,
+            max_len: self.max_len,
+            mask_prob: self.mask_prob,
+            seed: self.seed,
+            max_steps: self.max_steps,
+            log_every: self.log_every,
+        };
+        opts.validate()?;
+        let model = match &self.model {
+            Some(m) => m.clone(),
+            None => default_model_dir()?,
+        };
+        // Before the device is opened, which may print a note.
+        engine::train::pretrain::check_out(&out, self.overwrite)?;
+        let device = Device::select(self.device)?;
+        Ok(PretrainArgs { opts, model, corpus, out, device, quiet: self.quiet, overwrite: self.overwrite })
+    }
+}
+
 /// One value per task from `flag`'s entries: a bare number for every task, or task=value (the
 /// tasks named nowhere get `default`).
 fn parse_task_values(flag: &str, entries: &[String], tasks: &[Task], default: f64) -> anyhow::Result<Vec<f64>> {
@@ -690,6 +823,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     f.out.join(engine::train::analysis::REPORT).display()
                 );
             }
+        }
+        Command::Pretrain(p) => {
+            let args = p.args()?;
+            let s = engine::train::pretrain::pretrain(&args)?;
+            println!(
+                "{} steps on {} sentences in {:.0} s, final masked-LM loss {:.4}; wrote {} (fine-tune it with --model {})",
+                s.steps,
+                s.sentences,
+                s.seconds,
+                s.final_loss,
+                args.out.display(),
+                args.out.display()
+            );
         }
         Command::Eval { checkpoint, split, data, out, device, padded } => {
             // The checkpoint's own task definitions first: they have data files too.

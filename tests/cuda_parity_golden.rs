@@ -1,7 +1,7 @@
 //! GPU suite: the Hugging Face parity of tests/golden.rs on CUDA (float32, plain float32 GEMMs,
 //! the same tolerances as the CPU: outputs 1e-4 max |Δ|, losses 1e-5, gradients 1e-4, AdamW 1e-6),
-//! short fine-tuning runs on CUDA against the CPU run of the same seed, and `engine finetune`
-//! through the CLI. On the PTX emulator without a GPU. The golden part needs the default
+//! short fine-tuning runs (and a short masked-LM pretraining run) on CUDA against the CPU run of
+//! the same seed, and `engine finetune` through the CLI. On the PTX emulator without a GPU. The golden part needs the default
 //! checkpoint (weights/fetch.sh, which scripts/test.sh runs; too large for the GPU bundle, so
 //! there the golden part skips and the short runs check the CUDA path end to end).
 
@@ -115,6 +115,31 @@ fn compare_runs(g: &Device, methods: TrainOptions, tag: &str) {
         let e = ((a - b) / a).abs();
         println!("{tag} step {s} {t}: cpu {a:.6} cuda {b:.6} ({e:.1e})");
         assert!(e <= 1e-4, "step {s} {t}: the CUDA loss differs by {e:e}");
+    }
+}
+
+/// `engine pretrain --mlm`'s loop (packed batches, the gathered rows, the head's decoder tied to
+/// the word table, the loss summed on the device) for 3 steps on CUDA against the CPU.
+#[test]
+fn short_mlm_pretrain_on_cuda_matches_the_cpu() {
+    use engine::train::pretrain::{Corpus, PretrainArgs, PretrainOptions, pretrain};
+    let Some(g) = gpu() else { return };
+    let (model, data) = (common::runs::tiny_model("mlm"), common::runs::tiny_data(8, "mlm"));
+    let run = |device: Device, tag: &str| {
+        let opts =
+            PretrainOptions { batch_size: 4, max_steps: 3, log_every: 1, lr: 1e-2, ..PretrainOptions::default() };
+        let corpus = Corpus::Tasks { tasks: vec![engine::data::cs224n::Task::Sst], data_dir: data.clone() };
+        let out = common::runs::scratch(&format!("mlm-{tag}")).join("out");
+        let args = PretrainArgs { opts, model: model.clone(), corpus, out, device, quiet: true, overwrite: false };
+        pretrain(&args).unwrap().losses
+    };
+    let (cpu, cuda) = (run(Device::Cpu, "cpu"), run(g, "cuda"));
+    assert_eq!(cpu.len(), 3);
+    assert_eq!(cpu.len(), cuda.len());
+    for ((s, a), (_, b)) in cpu.iter().zip(&cuda) {
+        let e = ((a - b) / a).abs();
+        println!("mlm step {s}: cpu {a:.6} cuda {b:.6} ({e:.1e})");
+        assert!(e <= 1e-4, "step {s}: the CUDA masked-LM loss differs by {e:e}");
     }
 }
 

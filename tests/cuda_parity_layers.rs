@@ -4,6 +4,7 @@
 
 mod common;
 use common::{Build, F32_TOL, gpu, parity};
+use engine::model::mlm::MlmHead;
 use engine::{Result, Tape, Tensor};
 
 /// A small deterministic generator for ids and labels.
@@ -81,6 +82,44 @@ fn cosine() {
         tp.cosine(a, bb)
     });
     parity(&g, "cosine plain", &[&[b, c], &[b, c]], F32_TOL, &|tp, x| tp.cosine(x[0], x[1]));
+}
+
+#[test]
+fn gather_rows() {
+    let Some(g) = gpu() else { return };
+    let (r, c) = (157, 200);
+    // 64 distinct rows in scattered order, the first and the last row among them; the rest of x
+    // is never read and must get no gradient.
+    let mut rows: Vec<i32> = (0..r as i32).filter(|i| i % 5 == 1 || i % 5 == 3 || *i == 0).collect();
+    rows.sort_by_key(|&i| lcg(i as usize, 7));
+    assert_eq!((rows.len(), rows.contains(&(r as i32 - 1))), (64, true));
+    parity(&g, "gather_rows", &[&[r, c]], F32_TOL, &|tp, x| {
+        let rows = tp.ints(&rows, &[rows.len()])?;
+        tp.gather_rows(x[0], rows)
+    });
+    // From an activation (its gradient zeroed by the backward, not by the harness), and none.
+    parity(&g, "gather_rows of an activation", &[&[r, c]], F32_TOL, &|tp, x| {
+        let y = tp.scale(x[0], 1.5)?;
+        let rows = tp.ints(&rows, &[rows.len()])?;
+        tp.gather_rows(y, rows)
+    });
+}
+
+/// The masked-LM head on a few rows of hidden states: gathered, dense, GELU, LayerNorm, the
+/// decoder tied to the word table, cross-entropy over a vocabulary of 1000.
+#[test]
+fn masked_lm_head() {
+    let (r, c, v) = (90, 48, 1000);
+    let rows: Vec<i32> = (0..r as i32).filter(|i| i % 4 == 2).collect(); // 22 rows
+    let labels: Vec<i32> = (0..rows.len()).map(|i| (lcg(i, 9) % v) as i32).collect();
+    let shapes: [&[usize]; 7] = [&[r, c], &[v, c], &[c, c], &[c], &[c], &[c], &[v]];
+    loss_parity("masked_lm_head", &shapes, &|tp, x| {
+        let head = MlmHead { dense_w: x[2], dense_b: x[3], ln_g: x[4], ln_b: x[5], bias: x[6] };
+        let (rows, labels) = (tp.ints(&rows, &[rows.len()])?, tp.ints(&labels, &[labels.len()])?);
+        let h = tp.gather_rows(x[0], rows)?;
+        let logits = head.logits(tp, h, x[1], 1e-12)?;
+        tp.cross_entropy(logits, labels)
+    });
 }
 
 #[test]

@@ -10,10 +10,14 @@
 mod common;
 use common::gradcheck::{check, check_tape};
 use common::tiny_bert;
+use engine::model::bert::{ParamKind, init};
+use engine::model::input::EncoderInput;
 use engine::model::lora::{Adapter, Form, Lora, LoraConfig, Target};
+use engine::model::mlm::MlmHead;
 use engine::ops::Op;
 use engine::ops::lora_linear::Band;
 use engine::ops::recurrent::{Cell, Spans};
+use engine::rng::Rng;
 use engine::{Device, Tape, Tensor};
 
 #[test]
@@ -128,6 +132,15 @@ fn pooling() {
 #[test]
 fn cosine() {
     check("cosine", &[&[4, 7], &[4, 7]], &|t, x| t.cosine(x[0], x[1]));
+}
+
+#[test]
+fn gather_rows() {
+    // Distinct rows out of order; rows 1, 3 and 5 are never read: their gradient is exactly zero.
+    check("gather_rows", &[&[7, 5]], &|t, x| {
+        let rows = t.ints(&[4, 0, 6, 2], &[4])?;
+        t.gather_rows(x[0], rows)
+    });
 }
 
 #[test]
@@ -288,4 +301,52 @@ fn tiny_bert_three_losses_every_parameter() {
     let g: f64 = tape.store.read_grad(key_bias).unwrap().iter().map(|v| v * v).sum::<f64>().sqrt();
     assert!(g < 1e-12, "key bias gradient {g:e}");
     println!("tiny BERT, {} parameter tensors: worst relative error {worst:.3e}", inputs.len());
+}
+
+/// The masked-LM loss of the tiny BERT on a packed batch with [MASK]ed inputs, against the word
+/// table, which both the embedding lookup and the tied decoder read (their two gradients must
+/// add up in its one slot), and every parameter of the head.
+#[test]
+fn tiny_bert_masked_lm_with_the_tied_decoder() {
+    let mut tape = Tape::<f64>::new(Device::Cpu);
+    tape.set_training(true); // dropout on, its masks fixed by the seed
+    tape.set_seed(4321);
+    let model = tiny_bert::build(&mut tape, 7);
+    let mut rng = Rng::new(8);
+    let head = MlmHead::register(&mut tape.store, &tiny_bert::config(), &mut |_, dims, kind| {
+        let mut v: Vec<f64> = init(&mut rng, dims, ParamKind::Weight, 0.3);
+        if kind == ParamKind::NormGain {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Ok(v)
+    })
+    .unwrap();
+    // Sequences of 4, 9, 1, 6 and 3 tokens, packed: token t of sequence b is row cu[b] + t.
+    let mut e = tiny_bert::ragged_batch();
+    let cu = [0, 4, 13, 14, 20, 23];
+    let chosen = [(0, 2), (1, 1), (1, 5), (1, 8), (3, 0), (3, 3), (4, 2)];
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
+    for (i, &(b, t)) in chosen.iter().enumerate() {
+        rows.push((cu[b] + t) as i32);
+        labels.push(e.ids[b * e.len + t]);
+        if i % 3 != 2 {
+            e.ids[b * e.len + t] = 4; // [MASK]; every third chosen token is left as it was
+        }
+    }
+    let word = model.bert.emb.word;
+    let inputs = [word, head.dense_w, head.dense_b, head.ln_g, head.ln_b, head.bias];
+    let build = |t: &mut Tape<f64>, _: &[Tensor]| {
+        let input = EncoderInput::packed(t, &e)?;
+        let hidden = model.bert.encode(t, &input, 2)?; // (23, 32)
+        let (r, l) = (t.ints(&rows, &[rows.len()])?, t.ints(&labels, &[labels.len()])?);
+        head.loss(t, &model.bert, hidden, r, l)
+    };
+    let worst = check_tape("tiny bert masked lm", &mut tape, &inputs, &build);
+    assert!(tape.ops().iter().any(|op| matches!(op, Op::GatherRows(_))), "the head ran on every row");
+    // The decoder reaches every row of the table; the lookup only the rows of the batch's ids.
+    let g = tape.store.read_grad(word).unwrap();
+    let row_norm = |id: usize| g[id * 32..(id + 1) * 32].iter().map(|v| v * v).sum::<f64>().sqrt();
+    let unread = (0..100).find(|id| !e.ids.contains(&(*id as i32))).unwrap();
+    assert!(row_norm(unread) > 0.0, "the tied decoder sent no gradient to word row {unread}");
+    println!("tiny BERT masked-LM loss, word table and head: worst relative error {worst:.3e}");
 }

@@ -3,6 +3,7 @@
 pub mod cs224n;
 pub mod drop_longest;
 pub mod eda;
+pub mod masking;
 pub mod tokenizer;
 pub mod user_task;
 

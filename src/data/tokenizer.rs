@@ -55,6 +55,11 @@ impl Tokenizer {
         Ok(Tokenizer { inner, pad_id })
     }
 
+    /// The id of `token` (e.g. "[MASK]"), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<i32> {
+        self.inner.token_to_id(token).map(|id| id as i32)
+    }
+
     /// BERT's uncased WordPiece pipeline built from a vocab.txt.
     fn wordpiece(vocab: &Path) -> Result<tokenizers::Tokenizer> {
         let name = vocab.display().to_string();

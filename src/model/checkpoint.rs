@@ -66,12 +66,30 @@ impl Checkpoint {
         Ok(Checkpoint { dir: dir.to_path_buf(), config, tensors })
     }
 
-    /// The name under which the file stores canonical parameter `name`, if any.
-    fn stored_name(&self, name: &str) -> Option<String> {
+    /// The name under which the file stores canonical parameter `name`, if any: `name` itself,
+    /// with the `bert.` prefix, or with the old `gamma`/`beta` LayerNorm names.
+    pub fn stored_name(&self, name: &str) -> Option<String> {
         let old = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
         [name.to_string(), format!("bert.{name}"), old.clone(), format!("bert.{old}")]
             .into_iter()
             .find(|n| self.tensors.info(n).is_some())
+    }
+
+    /// The values of canonical parameter `name`, which must have shape `dims`, and the name the
+    /// file stores it under.
+    pub fn read_param<F: Float>(&self, name: &str, dims: &[usize]) -> Result<(String, Vec<F>)> {
+        let file = self.tensors.path().display();
+        let stored =
+            self.stored_name(name).ok_or_else(|| Error::Config(format!("{file}: tensor {name} is missing")))?;
+        let info = self.tensors.info(&stored).expect("found above");
+        if info.shape != dims {
+            return Err(Error::Config(format!(
+                "{file}: tensor {stored} has shape {:?}, but config.json implies {dims:?}",
+                info.shape
+            )));
+        }
+        let values = self.tensors.f32(&stored)?;
+        Ok((stored, values.into_iter().map(|v| F::from_f64(v as f64)).collect()))
     }
 
     /// Registers the encoder (and the pooler when the file has one) in `store`.
@@ -84,18 +102,9 @@ impl Checkpoint {
             &self.config,
             with_pooler,
             &mut |name: &str, dims: &[usize], _kind: ParamKind| -> Result<Vec<F>> {
-                let stored =
-                    self.stored_name(name).ok_or_else(|| Error::Config(format!("{file}: tensor {name} is missing")))?;
-                let info = self.tensors.info(&stored).expect("found above");
-                if info.shape != dims {
-                    return Err(Error::Config(format!(
-                        "{file}: tensor {stored} has shape {:?}, but config.json implies {dims:?}",
-                        info.shape
-                    )));
-                }
-                let values = self.tensors.f32(&stored)?;
+                let (stored, values) = self.read_param(name, dims)?;
                 used.insert(stored);
-                Ok(values.into_iter().map(|v| F::from_f64(v as f64)).collect())
+                Ok(values)
             },
             trainable,
         )?;

@@ -24,6 +24,10 @@ pub struct BertConfig {
     pub hidden_act: String,
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// The standard deviation of Hugging Face's normal initialisation of new weights (the
+    /// masked-LM head of a checkpoint that has none).
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
 }
 
 fn default_positions() -> usize {
@@ -43,6 +47,9 @@ fn default_act() -> String {
 }
 fn default_position_type() -> String {
     "absolute".into()
+}
+fn default_init_range() -> f64 {
+    0.02
 }
 
 impl BertConfig {
@@ -74,6 +81,7 @@ impl BertConfig {
             attention_probs_dropout_prob: 0.1,
             hidden_act: "gelu".into(),
             position_embedding_type: "absolute".into(),
+            initializer_range: 0.02,
         }
     }
 
@@ -101,6 +109,9 @@ impl BertConfig {
             if !(0.0..1.0).contains(&p) {
                 return bad(format!("{name} {p} is outside [0, 1)"));
             }
+        }
+        if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
+            return bad(format!("initializer_range {} is not a standard deviation", self.initializer_range));
         }
         if self.vocab_size == 0
             || self.num_hidden_layers == 0

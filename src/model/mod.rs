@@ -6,6 +6,7 @@ pub mod config;
 pub mod heads;
 pub mod input;
 pub mod lora;
+pub mod mlm;
 pub mod pals;
 pub mod peft;
 pub mod safetensors;

@@ -9,6 +9,7 @@ pub mod divergence;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod gather;
 pub mod gelu;
 pub mod layernorm;
 pub mod linear;
@@ -73,6 +74,7 @@ ops! {
     FirstToken(pooling::FirstToken),
     PackedPool(pooling::PackedPool),
     Cosine(cosine::Cosine),
+    GatherRows(gather::GatherRows),
     Concat(concat::Concat),
     Columns(concat::Columns),
     SplitHeads(permute::SplitHeads),

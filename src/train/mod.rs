@@ -13,6 +13,7 @@ pub mod methods;
 pub mod model;
 pub mod options;
 pub mod param_groups;
+pub mod pretrain;
 pub mod records;
 pub mod report;
 pub mod run_dir;
