@@ -250,7 +250,7 @@ struct FinetuneCli {
     /// linear: the input's sentence vector (a pair read jointly) → linear. Pairs read one side at
     /// a time, u and v: concat [u, v], full [u, v, |u−v|, u·v], product u·v, difference |u−v|
     /// (each → linear), or cosine: no parameters; a score 5·cos (:shifted (cos+1)·2.5, :unit loss
-    /// on labels/5), yes/no p = (cos+1)/2 with MSE (:bce BCE). lstm:H and rnn:H: an H-wide
+    /// on labels/5), yes/no p = cos (:shifted (cos+1)/2) with MSE (:bce BCE), yes where p > 1/2. lstm:H and rnn:H: an H-wide
     /// recurrent layer over the token states, its last state beside the sentence vector → linear.
     #[arg(long, value_name = "TASK=HEAD", value_delimiter = ',')]
     head: Vec<String>,

@@ -131,7 +131,7 @@ fn heads_that_do_not_fit_are_refused() {
     for (i, (flags, says)) in [
         (&["--head", "sst=cosine"][..], "one sentence"),
         (&["--head", "sst=full"][..], "one sentence"),
-        (&["--head", "quora=cosine:unit"][..], "apply to a score"),
+        (&["--head", "quora=cosine:unit"][..], "applies to a score"),
         (&["--head", "sts=cosine:bce"][..], "yes/no"),
         (&["--head", "sts=nope"][..], "not a head"),
         (&["--head", "sst=lstm"][..], "width"),
@@ -175,18 +175,28 @@ fn cosine_heads_compute_the_textbook_outputs_and_losses() {
     let raw: Vec<f64> = cos.iter().map(|&c| f64::from(c)).collect();
     assert!(close(&out(&mut tape, Task::Sts, plain), &five));
     assert!(close(&out(&mut tape, Task::Sts, shifted), &shift));
-    assert!(close(&out(&mut tape, Task::Quora, plain), &raw), "a yes/no task reads the cosine itself");
+    // Quora: o = p − 1/2, p = cos or (cos+1)/2; yes where o > 0.
+    let o_plain: Vec<f64> = raw.iter().map(|c| c - 0.5).collect();
+    let o_shift: Vec<f64> = raw.iter().map(|c| c / 2.0).collect();
+    assert!(close(&out(&mut tape, Task::Quora, plain), &o_plain));
+    assert!(close(&out(&mut tape, Task::Quora, shifted), &o_shift));
 
-    // Quora: p = (cos+1)/2 against the label, squared or cross-entropy.
+    // The loss of p against the label, squared or cross-entropy, from o.
     let yes = [1.0, 0.0, 1.0, 0.0].map(Label::Binary);
-    let p: Vec<f64> = raw.iter().map(|c| (c + 1.0) / 2.0).collect();
     let y = [1.0, 0.0, 1.0, 0.0];
-    let mse = p.iter().zip(y).map(|(p, y)| (p - y) * (p - y)).sum::<f64>() / 4.0;
-    let bce = -p.iter().zip(y).map(|(p, y)| y * p.ln() + (1.0 - y) * (1.0 - p).ln()).sum::<f64>() / 4.0;
-    assert!((loss("cosine", Task::Quora, &cos, &yes) - mse).abs() < 1e-6);
-    assert!((loss("cosine:bce", Task::Quora, &cos, &yes) - bce).abs() < 1e-5);
-    // A cosine of exactly ±1 stays finite (atanh is clamped).
-    assert!(loss("cosine:bce", Task::Quora, &[1.0, -1.0], &[Label::Binary(0.0), Label::Binary(1.0)]).is_finite());
+    for o in [&o_plain, &o_shift] {
+        let p: Vec<f64> = o.iter().map(|o| o + 0.5).collect();
+        let mse = p.iter().zip(y).map(|(p, y)| (p - y) * (p - y)).sum::<f64>() / 4.0;
+        let of: Vec<f32> = o.iter().map(|&v| v as f32).collect();
+        assert!((loss("cosine", Task::Quora, &of, &yes) - mse).abs() < 1e-6);
+        // BCE where every p lies in (0, 1) (the plain p = cos = −0.3 does not: it is clamped).
+        if p.iter().all(|&p| p > 0.0 && p < 1.0) {
+            let bce = -p.iter().zip(y).map(|(p, y)| y * p.ln() + (1.0 - y) * (1.0 - p).ln()).sum::<f64>() / 4.0;
+            assert!((loss("cosine:shifted:bce", Task::Quora, &of, &yes) - bce).abs() < 1e-5);
+        }
+    }
+    // p of exactly 0 or 1 stays finite (atanh is clamped).
+    assert!(loss("cosine:bce", Task::Quora, &[0.5, -0.5], &[Label::Binary(0.0), Label::Binary(1.0)]).is_finite());
 
     // STS: MSE on the 0–5 scale, or with both sides divided by 5.
     let scores = [4.2, 0.4, 2.5, 3.0].map(Label::Score);

@@ -11,8 +11,8 @@
 //!
 //! The cosine head (seeds 000, 001, 003): for a score, 5·cos or, `shifted`, (cos+1)·2.5, trained
 //! with MSE on the 0–5 scale or, `unit`, with both sides divided by 5 (labels in [0, 1]); for a
-//! yes/no task, p = (cos+1)/2 trained with MSE against the label or, `bce`, with BCE; it predicts
-//! yes where cos > 0. The recurrent heads are seed 004's "LSTM 256 + [CLS] embed." (with
+//! yes/no task, p = cos (Sentence-BERT's CosineSimilarityLoss) or, `shifted`, p = (cos+1)/2,
+//! trained with MSE against the label or, `bce`, with BCE; it predicts yes where p > 1/2. The recurrent heads are seed 004's "LSTM 256 + [CLS] embed." (with
 //! `--pooling cls`) and its plain RNN.
 
 use crate::data::cs224n::{Kind, Task};
@@ -55,7 +55,7 @@ pub enum Features {
 /// The cosine head's scale and loss (see the module's text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CosineHead {
-    /// A score as (cos+1)·2.5 rather than 5·cos.
+    /// A score as (cos+1)·2.5 rather than 5·cos; a yes/no probability (cos+1)/2 rather than cos.
     pub shifted: bool,
     /// A score's loss on labels divided by 5 (in [0, 1]).
     pub unit: bool,
@@ -117,7 +117,7 @@ impl HeadKind {
         if let HeadKind::Cosine(c) = self {
             match task.kind() {
                 Kind::Classes(_) => return bad("a cosine gives one value; this task has several classes"),
-                Kind::Binary if c.shifted || c.unit => return bad("shifted and unit apply to a score"),
+                Kind::Binary if c.unit => return bad("unit applies to a score"),
                 Kind::Regression if c.bce => return bad("bce applies to a yes/no task"),
                 _ => {}
             }
@@ -249,6 +249,7 @@ mod tests {
         assert!(h("cosine:bce").check(Task::Sts).is_err());
         assert!(h("cosine:shifted:unit").check(Task::Sts).is_ok());
         assert!(h("cosine:unit").check(Task::Quora).is_err());
+        assert!(h("cosine:shifted:bce").check(Task::Quora).is_ok());
         assert!(h("product").check(Task::Sts).is_ok());
         assert!(h("lstm:8").check(Task::Sst).is_ok() && h("rnn:8").check(Task::Quora).is_ok());
     }

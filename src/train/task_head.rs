@@ -185,20 +185,19 @@ impl TaskHead {
                 let labels = tape.ints(&labels, &[labels.len()])?;
                 tape.cross_entropy(outputs, labels)
             }
-            // p = (cos+1)/2: MSE against the label, or BCE as BCE with logits on
-            // logit(p) = ln((1+cos)/(1−cos)) = 2·atanh(cos).
+            // The output is o = p − 1/2. MSE: (p − y)² = (o − (y − 1/2))²; BCE: BCE with logits on
+            // logit(p) = ln(p/(1−p)) = 2·atanh(2p − 1) = 2·atanh(2o) (clamped where p ≤ 0 or ≥ 1).
             (Kind::Binary, HeadKind::Cosine(c)) => {
                 if c.bce {
                     let y = tape.constant(&values, &[values.len()])?;
-                    let a = tape.atanh(outputs)?;
+                    let z = tape.scale(outputs, 2.0)?;
+                    let a = tape.atanh(z)?;
                     let logit = tape.scale(a, 2.0)?;
                     tape.bce_with_logits(logit, y)
                 } else {
-                    // (p − y)² = (cos/2 − (y − 1/2))²
                     let y: Vec<f32> = values.iter().map(|v| v - 0.5).collect();
                     let y = tape.constant(&y, &[y.len()])?;
-                    let half = tape.scale(outputs, 0.5)?;
-                    tape.mse(half, y)
+                    tape.mse(outputs, y)
                 }
             }
             (Kind::Binary, _) => {
@@ -250,17 +249,23 @@ fn features(tape: &mut Tape<f32>, f: Features, u: Tensor, v: Tensor) -> Result<T
     }
 }
 
-/// A cosine head's output: for a score, 5·cos or (cos+1)·2.5; for yes/no, the cosine itself
-/// (its sign predicts), the loss taking it on to (cos+1)/2.
+/// A cosine head's output: for a score, 5·cos or (cos+1)·2.5; for yes/no, o = p − 1/2 with p the
+/// probability read from the cosine, cos or (cos+1)/2, so that o > 0 predicts yes as a logit's
+/// sign does.
 pub fn cosine_output(tape: &mut Tape<f32>, task: Task, c: CosineHead, cos: Tensor) -> Result<Tensor> {
+    let plus = |tape: &mut Tape<f32>, x: Tensor, v: f32| {
+        let k = tape.constant(&vec![v; x.numel()], x.dims())?;
+        tape.add(x, k)
+    };
     match (task.kind(), c.shifted) {
         (Kind::Regression, true) => {
             let x = tape.scale(cos, 2.5)?;
-            let half = tape.constant(&vec![2.5; x.numel()], x.dims())?;
-            tape.add(x, half)
+            plus(tape, x, 2.5)
         }
         (Kind::Regression, false) => tape.scale(cos, 5.0),
-        _ => Ok(cos),
+        // (cos+1)/2 − 1/2
+        (_, true) => tape.scale(cos, 0.5),
+        (_, false) => plus(tape, cos, -0.5),
     }
 }
 
