@@ -782,10 +782,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("embedded {n} lines into {}", opts.output.display());
         }
         Command::Finetune(f) => {
-            if let Some(dir) = &f.resume {
-                // Registers the run's own task definitions before the data files are listed.
-                engine::train::checkpoint::load_options(dir)?;
-            }
             let opts = f.options()?;
             opts.validate()?;
             let model = match &f.model {
@@ -797,6 +793,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 opts,
                 model,
                 files: f.data.files(),
+                data_dir: Some(f.data.data_dir.clone()),
                 out: f.out.clone(),
                 resume: f.resume.clone(),
                 device: Device::select(f.device)?,

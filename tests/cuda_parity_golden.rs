@@ -56,6 +56,7 @@ fn tiny_run(device: Device, tag: &str, methods: TrainOptions) -> Vec<(usize, Str
         opts,
         model,
         files,
+        data_dir: None,
         out,
         resume: None,
         device,

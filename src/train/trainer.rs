@@ -34,6 +34,9 @@ pub struct FinetuneArgs {
     /// The base checkpoint (or, with `resume`, ignored in favour of the checkpoint's own).
     pub model: PathBuf,
     pub files: Vec<DataFile>,
+    /// Where a task without an entry in `files` is read from under its default names (a user
+    /// task a resumed run knows only once its checkpoint's train.json is read).
+    pub data_dir: Option<PathBuf>,
     pub out: PathBuf,
     pub resume: Option<PathBuf>,
     pub device: Device,
@@ -66,7 +69,23 @@ struct TaskData {
 
 /// The data of `tasks` (the run's: a resumed run's come from its checkpoint, not the flags).
 fn load_data(args: &FinetuneArgs, tasks: &[Task]) -> Result<Vec<TaskData>> {
-    let file = |task: Task, split: Split| args.files.iter().find(|f| f.task == task && f.split == split);
+    let defaults: Vec<DataFile> = match &args.data_dir {
+        Some(dir) => tasks
+            .iter()
+            .flat_map(|&task| Split::ALL.map(|split| (task, split)))
+            .map(|(task, split)| DataFile {
+                task,
+                split,
+                path: task.path(dir, split),
+                flag: format!("--{task}-{split} (default under --data-dir)"),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let file = |task: Task, split: Split| {
+        let given = args.files.iter().find(|f| f.task == task && f.split == split);
+        given.or_else(|| defaults.iter().find(|f| f.task == task && f.split == split))
+    };
     let mut out = Vec::new();
     for &task in tasks {
         let read = |split: Split, required: bool| -> Result<Option<Dataset>> {
