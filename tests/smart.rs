@@ -59,7 +59,7 @@ fn outputs(t: &mut Tape<f64>, m: &TinyModel, kept: &[Kept], deltas: Option<&[Ten
     let (u, v) = (m.bert.pool(t, h[1])?, m.bert.pool(t, h[2])?);
     let quora = heads::paraphrase_logits(t, &m.para, u, v)?;
     let mask = |k: &Kept| match k.input.layout {
-        engine::model::input::Layout::Padded { mask } => mask,
+        engine::model::input::Layout::Padded { mask, .. } => mask,
         _ => unreachable!("padded"),
     };
     let (a, b) = (t.mean_pool(h[3], mask(&kept[3]))?, t.mean_pool(h[4], mask(&kept[4]))?);

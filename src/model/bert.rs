@@ -475,7 +475,7 @@ pub fn attention<F: Float>(
     p_attn: f64,
 ) -> Result<Tensor> {
     match &input.layout {
-        Layout::Padded { mask } => {
+        Layout::Padded { mask, .. } => {
             let scores = tape.matmul(q, k, false, true)?; // (B, NH, T, T)
             let probs = tape.attention_softmax(scores, *mask, scale)?;
             let probs = tape.attention_dropout(probs, p_attn)?;
@@ -497,7 +497,7 @@ pub fn first_tokens<F: Float>(tape: &mut Tape<F>, hidden: Tensor, input: &Encode
 /// Each sequence's mean over its real tokens (B, C).
 pub fn mean_pool<F: Float>(tape: &mut Tape<F>, hidden: Tensor, input: &EncoderInput) -> Result<Tensor> {
     match &input.layout {
-        Layout::Padded { mask } => tape.mean_pool(hidden, *mask),
+        Layout::Padded { mask, .. } => tape.mean_pool(hidden, *mask),
         Layout::Packed { cu, .. } => tape.mean_pool_packed(hidden, cu),
     }
 }

@@ -19,8 +19,10 @@ use crate::tensor::Tensor;
 /// Where the tokens of each sequence lie.
 #[derive(Clone, Debug)]
 pub enum Layout {
-    /// (B, T) rows; `mask` (B, T) of 0/1 marks the real tokens.
-    Padded { mask: Tensor },
+    /// (B, T) rows; `mask` (B, T) of 0/1 marks the real tokens. `lens`, each row's count of real
+    /// tokens when they come first and the batch was built on the host (None otherwise), spares
+    /// a reader of the lengths the mask's copy back from the device.
+    Padded { mask: Tensor, lens: Option<Vec<usize>> },
     /// N rows; sequence b is rows cu[b]..cu[b+1], `positions` (N) each token's position in it.
     Packed { positions: Tensor, cu: CuSeqlens },
 }
@@ -57,7 +59,9 @@ impl EncoderInput {
                 let dims = [e.batch, e.len];
                 let (ids, types, mask) =
                     (tape.ints(&e.ids, &dims)?, tape.ints(&e.type_ids, &dims)?, tape.ints(&e.mask, &dims)?);
-                EncoderInput::padded(tape, ids, types, mask)
+                let mut input = EncoderInput::padded(tape, ids, types, mask)?;
+                input.layout = Layout::Padded { mask, lens: real_first_lens(e) };
+                Ok(input)
             }
             Packing::Packed => EncoderInput::packed(tape, e),
         }
@@ -72,7 +76,7 @@ impl EncoderInput {
         check_keyable(b, t)?;
         let keys: Vec<i32> = (0..b).flat_map(|s| (0..t).map(move |p| token_key(s, p) as i32)).collect();
         let keys = tape.ints(&keys, &[b * t])?;
-        Ok(EncoderInput { ids, type_ids, keys, layout: Layout::Padded { mask } })
+        Ok(EncoderInput { ids, type_ids, keys, layout: Layout::Padded { mask, lens: None } })
     }
 
     /// The packed layout of `e`: each row's real tokens (its mask a prefix of ones, as the
@@ -81,9 +85,7 @@ impl EncoderInput {
     /// positions only when the real tokens come first.
     pub fn packed<F: Float>(tape: &mut Tape<F>, e: &Encoded) -> Result<EncoderInput> {
         check_keyable(e.batch, e.len)?;
-        if let Some(b) =
-            (0..e.batch).find(|&b| e.mask[b * e.len..(b + 1) * e.len].windows(2).any(|w| w[0] == 0 && w[1] != 0))
-        {
+        if let Some(b) = (0..e.batch).find(|&b| has_holes(row_mask(e, b))) {
             return Err(Error::value(
                 "encoder input",
                 format!("row {b}'s mask has padding before a real token: packed batches need the real tokens first"),
@@ -138,4 +140,20 @@ fn check_keyable(b: usize, t: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Row b's mask (T).
+fn row_mask(e: &Encoded, b: usize) -> &[i32] {
+    &e.mask[b * e.len..(b + 1) * e.len]
+}
+
+/// Whether a row's mask has padding before a real token.
+fn has_holes(mask: &[i32]) -> bool {
+    mask.windows(2).any(|w| w[0] == 0 && w[1] != 0)
+}
+
+/// Each row's count of real tokens, when every row's come first.
+fn real_first_lens(e: &Encoded) -> Option<Vec<usize>> {
+    let rows = (0..e.batch).map(|b| row_mask(e, b));
+    rows.map(|m| (!has_holes(m)).then(|| m.iter().filter(|&&v| v != 0).count())).collect()
 }

@@ -17,6 +17,7 @@
 
 use crate::data::cs224n::{Kind, Task};
 use crate::error::{Error, Result};
+pub use crate::model::heads::Features;
 use crate::ops::recurrent::Cell;
 use std::fmt;
 use std::str::FromStr;
@@ -39,19 +40,6 @@ pub enum HeadKind {
 /// The widest recurrent head (its W_hh is 4·W × W).
 pub const MAX_RECURRENT_WIDTH: usize = 4096;
 
-/// What a feature head's linear reads from the sides' vectors u, v (B, C).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Features {
-    /// [u, v] (seeds 002, 004).
-    Concat,
-    /// [u, v, |u−v|, u·v] (the engine's separate Quora head since the reference recipe).
-    Full,
-    /// u·v, elementwise (seed 002).
-    Product,
-    /// |u−v| (seed 002).
-    Difference,
-}
-
 /// The cosine head's scale and loss (see the module's text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CosineHead {
@@ -63,23 +51,13 @@ pub struct CosineHead {
     pub bce: bool,
 }
 
-impl Features {
-    const ALL: [(Features, &'static str); 4] = [
-        (Features::Concat, "concat"),
-        (Features::Full, "full"),
-        (Features::Product, "product"),
-        (Features::Difference, "difference"),
-    ];
-
-    /// The features' width for C-wide sentence vectors.
-    pub fn width(self, c: usize) -> usize {
-        match self {
-            Features::Concat => 2 * c,
-            Features::Full => 4 * c,
-            Features::Product | Features::Difference => c,
-        }
-    }
-}
+/// The feature heads' spellings.
+const FEATURES: [(Features, &str); 4] = [
+    (Features::Concat, "concat"),
+    (Features::Full, "full"),
+    (Features::Product, "product"),
+    (Features::Difference, "difference"),
+];
 
 impl HeadKind {
     /// The head of `task` when --head does not name it: the linear head on a jointly read input;
@@ -131,7 +109,7 @@ impl fmt::Display for HeadKind {
         match self {
             HeadKind::Linear => f.write_str("linear"),
             HeadKind::Recurrent { cell, width } => write!(f, "{}:{width}", cell_name(*cell)),
-            HeadKind::Features(x) => f.write_str(Features::ALL.iter().find(|(k, _)| k == x).map_or("?", |(_, n)| n)),
+            HeadKind::Features(x) => f.write_str(FEATURES.iter().find(|(k, _)| k == x).map_or("?", |(_, n)| n)),
             HeadKind::Cosine(c) => {
                 f.write_str("cosine")?;
                 for (on, name) in [(c.shifted, ":shifted"), (c.unit, ":unit"), (c.bce, ":bce")] {
@@ -159,7 +137,7 @@ impl FromStr for HeadKind {
         if name == "linear" {
             return no_args(HeadKind::Linear);
         }
-        if let Some((f, _)) = Features::ALL.iter().find(|(_, n)| *n == name) {
+        if let Some((f, _)) = FEATURES.iter().find(|(_, n)| *n == name) {
             return no_args(HeadKind::Features(*f));
         }
         if let Some(cell) = [Cell::Lstm, Cell::Rnn].into_iter().find(|&c| cell_name(c) == name) {

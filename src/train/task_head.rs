@@ -4,11 +4,12 @@
 //! before heads were chosen, so older checkpoints load; a recurrent head's are
 //! `head.{task}.{lstm,rnn}.{weight_ih,weight_hh,bias_ih,bias_hh}`, in PyTorch's layout.
 
-use super::heads::{CosineHead, Features, HeadKind};
+use super::heads::{CosineHead, HeadKind};
 use crate::data::cs224n::{Kind, Label, Task};
 use crate::error::{Error, Result};
+use crate::float::Float;
 use crate::model::bert::{Bert, Pooling, linear, mean_pool};
-use crate::model::heads::LinearHead;
+use crate::model::heads::{LinearHead, add_constant, pair_features, score_from_cosine};
 use crate::model::input::{EncoderInput, Layout};
 use crate::model::safetensors::SafeTensors;
 use crate::ops::recurrent::Spans;
@@ -91,18 +92,8 @@ impl TaskHead {
                 let g = cell.gates() * width;
                 // PyTorch's nn.LSTM / nn.RNN: every tensor U(−1/√H, 1/√H).
                 let bound = 1.0 / (width as f64).sqrt();
-                let mut param = |part: &str, dims: &[usize]| -> Result<Tensor> {
-                    let full = format!("{prefix}.{part}");
-                    let n: usize = dims.iter().product();
-                    let values = match source {
-                        HeadSource::Init(rng) => (0..n).map(|_| rng.range(-bound, bound) as f32).collect(),
-                        HeadSource::Saved(st) => st.f32(&full)?,
-                    };
-                    if values.len() != n {
-                        return Err(Error::Config(format!("{full}: saved head has the wrong size for these options")));
-                    }
-                    store.add_param(&full, dims, &values, true)
-                };
+                let mut param =
+                    |part: &str, dims: &[usize]| head_param(store, source, &format!("{prefix}.{part}"), dims, bound);
                 recurrent = Some(RecurrentLayer {
                     w_ih: param("weight_ih", &[g, c])?,
                     w_hh: param("weight_hh", &[g, width])?,
@@ -138,9 +129,13 @@ impl TaskHead {
                 let gx = linear(tape, h, r.w_ih, r.b_ih)?;
                 let (gx, spans) = match &input.layout {
                     Layout::Packed { cu, .. } => (gx, Spans::packed(tape, cu)?),
-                    Layout::Padded { mask } => {
+                    Layout::Padded { mask, lens } => {
                         let rows = gx.dims()[..gx.shape.rank() - 1].iter().product();
-                        (gx.reshape(&[rows, gx.shape.last()])?, Spans::from_mask(tape, *mask)?)
+                        let spans = match lens {
+                            Some(lens) => Spans::padded(tape, mask.dims()[1], lens)?,
+                            None => Spans::from_mask(tape, *mask)?,
+                        };
+                        (gx.reshape(&[rows, gx.shape.last()])?, spans)
                     }
                 };
                 let last = tape.recurrent(cell, gx, r.w_hh, r.b_hh, &spans)?; // (B, H)
@@ -151,7 +146,7 @@ impl TaskHead {
             (HeadKind::Features(f), States::Sides([(ha, ia), (hb, ib)])) => {
                 let u = bert.sentence_vector(tape, ha, ia, s.pooling)?;
                 let v = bert.sentence_vector(tape, hb, ib, s.pooling)?;
-                let x = features(tape, f, u, v)?;
+                let x = pair_features(tape, f, u, v)?;
                 self.linear_layers(tape, s, x)
             }
             (HeadKind::Cosine(c), States::Sides([(ha, ia), (hb, ib)])) => {
@@ -231,41 +226,15 @@ impl TaskHead {
     }
 }
 
-/// The feature head's input from the sides' vectors u, v (B, C).
-fn features(tape: &mut Tape<f32>, f: Features, u: Tensor, v: Tensor) -> Result<Tensor> {
-    match f {
-        Features::Concat => tape.concat(&[u, v]),
-        Features::Product => tape.mul(u, v),
-        Features::Difference => {
-            let diff = tape.sub(u, v)?;
-            tape.abs(diff)
-        }
-        Features::Full => {
-            let diff = tape.sub(u, v)?;
-            let absdiff = tape.abs(diff)?;
-            let prod = tape.mul(u, v)?;
-            tape.concat(&[u, v, absdiff, prod])
-        }
-    }
-}
-
 /// A cosine head's output: for a score, 5·cos or (cos+1)·2.5; for yes/no, o = p − 1/2 with p the
 /// probability read from the cosine, cos or (cos+1)/2, so that o > 0 predicts yes as a logit's
 /// sign does.
-pub fn cosine_output(tape: &mut Tape<f32>, task: Task, c: CosineHead, cos: Tensor) -> Result<Tensor> {
-    let plus = |tape: &mut Tape<f32>, x: Tensor, v: f32| {
-        let k = tape.constant(&vec![v; x.numel()], x.dims())?;
-        tape.add(x, k)
-    };
+pub fn cosine_output<F: Float>(tape: &mut Tape<F>, task: Task, c: CosineHead, cos: Tensor) -> Result<Tensor> {
     match (task.kind(), c.shifted) {
-        (Kind::Regression, true) => {
-            let x = tape.scale(cos, 2.5)?;
-            plus(tape, x, 2.5)
-        }
-        (Kind::Regression, false) => tape.scale(cos, 5.0),
+        (Kind::Regression, shifted) => score_from_cosine(tape, cos, shifted),
         // (cos+1)/2 − 1/2
         (_, true) => tape.scale(cos, 0.5),
-        (_, false) => plus(tape, cos, -0.5),
+        (_, false) => add_constant(tape, cos, -0.5),
     }
 }
 
@@ -278,29 +247,39 @@ pub fn linear_head(
     inp: usize,
     out: usize,
 ) -> Result<LinearHead> {
-    let (w, b) = match source {
-        HeadSource::Init(rng) => {
-            let bound = 1.0 / (inp as f64).sqrt();
-            // Fallible: a size the memory check let through may still not be there.
-            let n = out.checked_mul(inp).ok_or_else(|| too_large(name, out, inp))?;
-            let mut w: Vec<f32> = Vec::new();
-            w.try_reserve_exact(n).map_err(|_| too_large(name, out, inp))?;
-            w.extend((0..n).map(|_| rng.range(-bound, bound) as f32));
-            let b: Vec<f32> = (0..out).map(|_| rng.range(-bound, bound) as f32).collect();
-            (w, b)
-        }
-        HeadSource::Saved(st) => (st.f32(&format!("{name}.weight"))?, st.f32(&format!("{name}.bias"))?),
-    };
-    if w.len() != out * inp || b.len() != out {
-        return Err(Error::Config(format!("{name}: saved head has the wrong size for these options")));
-    }
+    let bound = 1.0 / (inp as f64).sqrt();
     Ok(LinearHead {
-        w: store.add_param(&format!("{name}.weight"), &[out, inp], &w, true)?,
-        b: store.add_param(&format!("{name}.bias"), &[out], &b, true)?,
+        w: head_param(store, source, &format!("{name}.weight"), &[out, inp], bound)?,
+        b: head_param(store, source, &format!("{name}.bias"), &[out], bound)?,
     })
 }
 
-/// The error of a head whose weight cannot be allocated.
-fn too_large(name: &str, out: usize, inp: usize) -> Error {
-    Error::Config(format!("{name}: cannot allocate its {out} × {inp} weight: lower --head-hidden"))
+/// A head's parameter `name` (dims): drawn from U(−bound, bound) on a fresh head, read from the
+/// checkpoint on a saved one.
+fn head_param(
+    store: &mut Store<f32>,
+    source: &mut HeadSource<'_>,
+    name: &str,
+    dims: &[usize],
+    bound: f64,
+) -> Result<Tensor> {
+    // Fallible: a size the memory check let through may still not be there.
+    let too_large = || {
+        let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        Error::Config(format!("{name}: cannot allocate its {} values: lower --head-hidden", shape.join(" × ")))
+    };
+    let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(too_large)?;
+    let values = match source {
+        HeadSource::Init(rng) => {
+            let mut v: Vec<f32> = Vec::new();
+            v.try_reserve_exact(n).map_err(|_| too_large())?;
+            v.extend((0..n).map(|_| rng.range(-bound, bound) as f32));
+            v
+        }
+        HeadSource::Saved(st) => st.f32(name)?,
+    };
+    if values.len() != n {
+        return Err(Error::Config(format!("{name}: saved head has the wrong size for these options")));
+    }
+    store.add_param(name, dims, &values, true)
 }
