@@ -4,12 +4,9 @@
 
 mod common;
 use common::golden::{golden, model_dir};
+use common::runs::engine;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn engine(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("engine-cli-{}", std::process::id()));

@@ -5,20 +5,9 @@
 //! sentence-transformers itself where PyTorch is installed.
 
 mod common;
-use common::runs::{finetune_cpu as finetune, read_embeddings, scratch, tiny_data, tiny_model};
+use common::runs::{engine, engine_ok, finetune_cpu as finetune, read_embeddings, scratch, tiny_data, tiny_model};
 use engine::model::safetensors::SafeTensors;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn engine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = engine(args);
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -31,7 +20,20 @@ fn embed(model: &Path, pooling: &str, tag: &str) -> Vec<Vec<f64>> {
     std::fs::write(&input, "a fine film\nthe plot is thin but the acting is good\nno\n").unwrap();
     let out = dir.join("out.jsonl");
     let (m, i, o) = (model.to_str().unwrap(), input.to_str().unwrap(), out.to_str().unwrap());
-    ok(&["embed", "--model", m, "--pooling", pooling, "--input", i, "--output", o, "--device", "cpu", "--quiet"]);
+    engine_ok(&[
+        "embed",
+        "--model",
+        m,
+        "--pooling",
+        pooling,
+        "--input",
+        i,
+        "--output",
+        o,
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
     read_embeddings(&out)
 }
 
@@ -48,7 +50,7 @@ fn export_writes_a_sentence_transformers_folder_for_each_pooling() {
         finetune(&model, &data, &run, &["--max-steps", "2", "--pooling", pooling, "--lr", "1e-2"]);
         let best = run.join("best");
         let out = scratch(&format!("export-{pooling}")).join("st");
-        let said = ok(&["export", "--checkpoint", best.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+        let said = engine_ok(&["export", "--checkpoint", best.to_str().unwrap(), "--output", out.to_str().unwrap()]);
         assert!(said.contains("Transformer, Pooling"), "{said}");
         let modules = json(&out.join("modules.json"));
         let types: Vec<&str> = modules.as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
@@ -102,7 +104,7 @@ fn a_lora_checkpoint_is_exported_with_its_adapters_folded_in() {
     );
     let best = run.join("best");
     let out = scratch("export-lora").join("st");
-    ok(&["export", "--checkpoint", best.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    engine_ok(&["export", "--checkpoint", best.to_str().unwrap(), "--output", out.to_str().unwrap()]);
     let st = SafeTensors::open(&out.join("model.safetensors")).unwrap();
     assert!(st.names().all(|n| !n.contains("lora_") && !n.starts_with("head.")));
     // Folded weights, unfolded adapters: the same embeddings up to float32 rounding.

@@ -4,13 +4,9 @@
 //! layout, and bad input gives one clear error with nothing half-written.
 
 mod common;
-use common::runs::{records, scratch, tiny_data, tiny_model};
+use common::runs::{engine, eval_cpu, predict_cpu, records, scratch, tiny_data, tiny_model};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn engine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
-}
+use std::process::Output;
 
 fn finetune(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
     let o = try_finetune(model, data, out, extra);
@@ -134,19 +130,8 @@ fn predictions_eval_and_predict_follow_the_course_layout() {
     // eval on dev reproduces the run's prediction files; predict gives the same bytes for one task.
     let best = out.join("best");
     let evaluated = scratch("eval");
-    let o = engine(&[
-        "eval",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        evaluated.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("combined"));
+    let stdout = eval_cpu(&best, &data, &["--out", evaluated.to_str().unwrap()]);
+    assert!(stdout.contains("combined"), "{stdout}");
     for (file, _) in headers {
         assert_eq!(
             std::fs::read(evaluated.join(file)).unwrap(),
@@ -155,17 +140,7 @@ fn predictions_eval_and_predict_follow_the_course_layout() {
         );
     }
     let input = data.join("sts-dev.csv");
-    let o = engine(&[
-        "predict",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--task",
-        "sts",
-        "--input",
-        input.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = predict_cpu(&best, "sts", &input, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, std::fs::read(out.join("predictions/sts-dev-output.csv")).unwrap());
 }
@@ -211,12 +186,9 @@ fn finetune_and_eval_write_the_dev_analysis() {
     let best = out.join("best");
     let evaluated = scratch("analysis-eval");
     let eval = |split: &str, dir: &Path, extra: &[&str]| {
-        let mut args = vec!["eval", "--checkpoint", best.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
-        args.extend(["--split", split, "--out", dir.to_str().unwrap(), "--device", "cpu"]);
+        let mut args = vec!["--split", split, "--out", dir.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let o = engine(&args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        eval_cpu(&best, &data, &args)
     };
     let stdout = eval("dev", &evaluated, &[]);
     assert!(stdout.contains("precision") && stdout.contains("recall") && stdout.contains("macro avg"), "{stdout}");
@@ -374,13 +346,7 @@ fn lora_checkpoints_hold_adapters_and_heads_and_merge_into_a_plain_model() {
     assert_eq!(config["r"], 4);
     assert_eq!(config["base_model_name_or_path"], std::path::absolute(&model).unwrap().to_str().unwrap());
 
-    let data_flag = ["--data-dir", data.to_str().unwrap(), "--device", "cpu"];
-    let eval = |ckpt: &Path| {
-        let mut args = vec!["eval", "--checkpoint", ckpt.to_str().unwrap()];
-        args.extend_from_slice(&data_flag);
-        let o = engine(&args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
+    let eval = |ckpt: &Path| eval_cpu(ckpt, &data, &[]);
     eval(&best);
     let merged = out.join("merged");
     let o = engine(&["merge", "--checkpoint", best.to_str().unwrap(), "--output", merged.to_str().unwrap()]);
@@ -466,19 +432,7 @@ fn non_finite_outputs_are_refused_by_predict() {
     let best = out.join("best");
     for task in ["sst", "sts"] {
         let input = data.join(if task == "sst" { "ids-sst-dev.csv" } else { "sts-dev.csv" });
-        let o = engine(&[
-            "predict",
-            "--checkpoint",
-            best.to_str().unwrap(),
-            "--task",
-            task,
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            predictions.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ]);
+        let o = predict_cpu(&best, task, &input, &["--output", predictions.to_str().unwrap()]);
         assert!(!o.status.success(), "{task}: predictions of NaN outputs were written");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("example") && err.contains("NaN"), "{task}: {err}");

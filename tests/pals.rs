@@ -6,7 +6,9 @@
 
 mod common;
 use common::gradcheck::check_tape;
-use common::runs::{finetune_cpu as finetune, finetune_refused, records, scratch, step_losses, tiny_data, tiny_model};
+use common::runs::{
+    eval_cpu, finetune_cpu as finetune, finetune_refused, records, scratch, step_losses, tiny_data, tiny_model,
+};
 use common::tiny_bert::{self, TinyModel};
 use engine::model::bert::{ParallelBranch, ParamKind, init};
 use engine::model::heads;
@@ -116,13 +118,7 @@ fn finetune_with_pals_saves_evaluates_and_resumes_exactly() {
     assert_eq!(st.info("head.sts.pals.encoder.weight").unwrap().shape, [8, 32]);
 
     // eval reads the PALs back: the best checkpoint's dev scores again.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(["eval", "--checkpoint", full.join("best").to_str().unwrap(), "--device", "cpu", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = eval_cpu(&full.join("best"), &data, &[]);
     let best = records(&full, "eval")
         .into_iter()
         .max_by(|a, b| a["combined"].as_f64().partial_cmp(&b["combined"].as_f64()).unwrap())

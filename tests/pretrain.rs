@@ -4,7 +4,7 @@
 //! `pretrain --model` from the output, and one-line refusals that write nothing.
 
 mod common;
-use common::runs::{finetune_cpu, scratch, tiny_data, tiny_model};
+use common::runs::{engine, finetune_cpu, scratch, tiny_data, tiny_model};
 use engine::data::masking::{Masking, sequence_rng};
 use engine::model::Checkpoint;
 use engine::model::mlm::{HeadOrigin, MlmHead};
@@ -14,7 +14,6 @@ use engine::store::Store;
 use engine::{Device, Tape};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const CLS: i32 = 2;
 const SEP: i32 = 3;
@@ -114,10 +113,6 @@ fn masking_is_a_function_of_seed_epoch_and_sentence() {
     let (epoch, seed) = (differ(&draw(11, 0), &draw(11, 1)), differ(&draw(11, 0), &draw(12, 0)));
     println!("of 200 sequences, {epoch} differ in the next epoch and {seed} under another seed");
     assert!(epoch > 150 && seed > 150, "{epoch} {seed}");
-}
-
-fn engine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
 }
 
 /// `engine pretrain --mlm` on the CPU with `extra` flags; panics with its stderr when it fails.

@@ -6,14 +6,10 @@
 
 mod common;
 use common::runs::{
-    assert_resumes_exactly, finetune_cpu as finetune, finetune_refused, records, scratch, tiny_data, tiny_model,
+    assert_resumes_exactly, eval_cpu, finetune_cpu as finetune, finetune_refused, predict_cpu, records, scratch,
+    tiny_data, tiny_model,
 };
 use std::path::Path;
-use std::process::Command;
-
-fn engine(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
-}
 
 /// The STS `split` file of `data` as a 3-class pair file `nli-{split}.csv` (labels in a column
 /// `label`; the test file without it).
@@ -68,32 +64,10 @@ fn a_user_task_trains_evaluates_and_predicts() {
 
     // Other processes know the task from the checkpoint alone.
     let best = out.join("best");
-    let o = engine(&[
-        "eval",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("nli"));
+    let stdout = eval_cpu(&best, &data, &[]);
+    assert!(stdout.contains("nli"), "{stdout}");
     let p = scratch("user-task-predict").join("nli.csv");
-    let test = data.join("nli-test.csv");
-    let o = engine(&[
-        "predict",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--task",
-        "nli",
-        "--input",
-        test.to_str().unwrap(),
-        "--output",
-        p.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = predict_cpu(&best, "nli", &data.join("nli-test.csv"), &["--output", p.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let predicted = std::fs::read_to_string(&p).unwrap();
     assert_eq!(predicted, std::fs::read_to_string(out.join("predictions/nli-test-output.csv")).unwrap());

@@ -105,9 +105,41 @@ pub fn finetune_cpu(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> St
     let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
     args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--batch-size", "4", "--log-every", "1"]);
     args.extend_from_slice(extra);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().expect("run engine");
+    let o = engine(&args);
     assert!(o.status.success(), "finetune failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `engine ARGS…` through the binary.
+pub fn engine(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_engine")).args(args).output().expect("run engine")
+}
+
+/// `engine ARGS…`, which must succeed: its stdout.
+#[allow(dead_code)]
+pub fn engine_ok(args: &[&str]) -> String {
+    let o = engine(args);
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `engine eval --checkpoint CKPT --data-dir DATA --device cpu EXTRA…`, which must succeed: its stdout.
+#[allow(dead_code)]
+pub fn eval_cpu(ckpt: &Path, data: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["eval", "--checkpoint", ckpt.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    args.extend(["--device", "cpu"]);
+    args.extend_from_slice(extra);
+    engine_ok(&args)
+}
+
+/// `engine predict --checkpoint CKPT --task TASK --input INPUT --device cpu EXTRA…` (a caller
+/// may expect it to fail).
+#[allow(dead_code)]
+pub fn predict_cpu(ckpt: &Path, task: &str, input: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["predict", "--checkpoint", ckpt.to_str().unwrap(), "--task", task];
+    args.extend(["--input", input.to_str().unwrap(), "--device", "cpu"]);
+    args.extend_from_slice(extra);
+    engine(&args)
 }
 
 /// The records of metrics.jsonl in `out` of one kind ("train", "eval", "pcgrad", …).
@@ -136,7 +168,7 @@ pub fn finetune_refused(model: &Path, data: &Path, tag: &str, extra: &[&str]) ->
     let mut args = vec!["finetune", "--model", model.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
     args.extend(["--out", out.to_str().unwrap(), "--device", "cpu", "--max-steps", "1"]);
     args.extend_from_slice(extra);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_engine")).args(&args).output().expect("run engine");
+    let o = engine(&args);
     assert!(!o.status.success(), "{extra:?} was accepted");
     assert!(!out.join("last").exists(), "{extra:?} wrote a checkpoint");
     String::from_utf8_lossy(&o.stderr).into_owned()
