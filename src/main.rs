@@ -414,10 +414,11 @@ struct FinetuneCli {
     /// σ: δ starts as N(0, σ²) noise.
     #[arg(long, value_name = "SIGMA", default_value_t = 1e-5, requires = "smart")]
     smart_noise: f64,
-    /// How each ascent step bounds δ: project (the paper's Algorithm 1: clamp to ±ε) or
-    /// normalize (MT-DNN's and smart-pytorch's: each token's δ scaled to an ∞-norm of 1, ε only
-    /// guarding the division). At the paper's ε = 1e-5, projecting keeps ℓ_s below 1e-6.
-    #[arg(long, value_enum, default_value_t = SmartNorm::Project, requires = "smart")]
+    /// How each ascent step bounds δ: normalize (MT-DNN's and smart-pytorch's, which the CS224N
+    /// reports use: each token's δ scaled to an ∞-norm of 1, ε only guarding the division) or
+    /// project (the paper's Algorithm 1: clamp to ±ε). At the paper's ε = 1e-5, projecting keeps
+    /// ℓ_s below 1e-6, too small to change the model.
+    #[arg(long, value_enum, default_value_t = SmartNorm::Normalize, requires = "smart")]
     smart_norm: SmartNorm,
     /// K: ascent steps per task batch (0: the noise alone).
     #[arg(long, value_name = "K", default_value_t = 1, requires = "smart")]

@@ -400,6 +400,12 @@ fn finetune_with_smart_logs_its_terms_and_resumes_exactly() {
     let opts: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(full.join("last/train.json")).unwrap()).unwrap();
     assert_eq!(opts["smart"]["weights"], serde_json::json!([2.0, 2.0, 10.0]), "{opts}");
+    assert_eq!(opts["smart"]["norm"], "normalize", "--smart normalizes unless told otherwise");
+    // A train.json from before --smart-norm resumes as it began: projecting.
+    let mut old = opts["smart"].clone();
+    old.as_object_mut().unwrap().remove("norm");
+    let old: SmartConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(old.norm, SmartNorm::Project);
     let st = engine::model::safetensors::SafeTensors::open(&full.join("last/optimizer.safetensors")).unwrap();
     assert!(st.info(smart::TEACHER).is_some(), "the teacher is kept in last/");
 

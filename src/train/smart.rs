@@ -38,7 +38,9 @@ use serde::{Deserialize, Serialize};
 /// The name of the teacher's values in `last/optimizer.safetensors`.
 pub const TEACHER: &str = "smart.teacher";
 
-/// How an ascent step keeps δ small.
+/// How an ascent step keeps δ small. `--smart` normalizes unless told otherwise; `Default` is
+/// what a train.json written before the choice existed meant (projecting), so such runs resume
+/// as they began.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmartNorm {
@@ -80,7 +82,7 @@ fn default_beta() -> f64 {
 
 impl SmartConfig {
     /// The paper's defaults on every task: λ 1, ε 1e-5, η 1e-3, σ 1e-5, K 1, projecting, no
-    /// Bregman term.
+    /// Bregman term (the command line normalizes instead, see `SmartNorm`).
     pub fn new(tasks: usize) -> SmartConfig {
         SmartConfig {
             weights: vec![1.0; tasks],
