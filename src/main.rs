@@ -849,7 +849,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 padded,
             )?;
             if !scores.is_empty() {
-                let c = engine::train::evaluate::combined(&scores);
+                let c = engine::train::metrics::combined(&scores);
                 print!(
                     "{}",
                     engine::train::report::table(&scores, c, 0).replacen("best dev scores (step 0)", "dev scores", 1)

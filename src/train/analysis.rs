@@ -3,7 +3,7 @@
 //! pairs and Pearson r. A plain-text report (analysis.txt) and one plot per task
 //! (`confusion-<task>.svg`, `<task>-scatter.svg`), hand-written SVG in the style of curves.svg.
 
-use super::evaluate::pearson;
+use super::metrics::pearson;
 use crate::data::cs224n::{Example, Kind, Label, Prediction, Task};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ pub mod loss_meter;
 pub mod memory;
 pub mod merge;
 pub mod methods;
+pub mod metrics;
 pub mod model;
 pub mod options;
 pub mod param_groups;

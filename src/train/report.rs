@@ -1,7 +1,7 @@
 //! What a run tells: one JSON line per logging step and per evaluation in metrics.jsonl, a
 //! progress line on stderr, the curves (curves.svg), and the final table on stdout.
 
-use super::evaluate::Score;
+use super::metrics::Score;
 pub use super::records::Record;
 use super::records::Stats;
 use crate::data::cs224n::Task;

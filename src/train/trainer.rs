@@ -5,9 +5,10 @@
 
 use super::analysis;
 use super::checkpoint::{self, TrainState};
-use super::evaluate::{self, Score, write_predictions};
+use super::evaluate::{self, write_predictions};
 use super::loss_meter::LossMeter;
 use super::methods::Combiner;
+use super::metrics::{self, Score};
 use super::model::{Batch, MultiTaskModel};
 use super::options::{Schedule, TrainOptions};
 use super::report::{self, Metrics, Progress, Record};
@@ -157,7 +158,7 @@ fn evaluate_dev(
             scores.extend(s);
         }
     }
-    let c = evaluate::combined(&scores);
+    let c = metrics::combined(&scores);
     Ok((preds, scores, c))
 }
 
@@ -582,7 +583,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<Summary> {
     }
     drop(run);
     Ok(Summary {
-        best_combined: evaluate::combined(&best),
+        best_combined: metrics::combined(&best),
         best,
         best_step: state.best_step,
         steps: state.step,

@@ -343,7 +343,7 @@ impl<F: Float> TaskGradients<F> {
         self.slots.leave(store, t)
     }
 
-    /// The routing alone (for [`crate::train::trainer::train_task`]).
+    /// The routing alone (for the trainer's single-task passes, `train_task`).
     pub fn slots(&mut self) -> &mut task_grads::TaskGradients<F> {
         &mut self.slots
     }
