@@ -20,8 +20,9 @@
 //! optimizer step, runs on the clean pass's dropout masks, and is kept in `last/` for --resume.
 //!
 //! Cost per task pass, in forward-pass units (a backward ≈ 2): the clean forward (1), K ascent
-//! forwards and input-only backwards (≈ 1 + 1 each), the final perturbed forward (1), the backward
-//! through both (4): 6 + 2K against the plain 3, so ≥ 2.67× at K = 1 (the teacher adds 1).
+//! forwards and input-only backwards (1 + about 1.3 each: only the linears halve their backward),
+//! the final perturbed forward (1), the backward through both (4): about 6 + 2.3K against the
+//! plain 3, so about 2.76× at K = 1 (the teacher adds 1); 2.74× measured (benches/RESULTS.md).
 
 use super::model::{Batch, Embedded, Embeds, MultiTaskModel};
 use crate::data::cs224n::{Kind, Task};
