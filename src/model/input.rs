@@ -11,6 +11,7 @@
 use crate::data::Encoded;
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::ops::recurrent::Spans;
 use crate::ops::varlen_attention::CuSeqlens;
 use crate::rng::{MAX_KEYED_BATCH, MAX_KEYED_LEN, token_key};
 use crate::tape::Tape;
@@ -59,9 +60,7 @@ impl EncoderInput {
                 let dims = [e.batch, e.len];
                 let (ids, types, mask) =
                     (tape.ints(&e.ids, &dims)?, tape.ints(&e.type_ids, &dims)?, tape.ints(&e.mask, &dims)?);
-                let mut input = EncoderInput::padded(tape, ids, types, mask)?;
-                input.layout = Layout::Padded { mask, lens: real_first_lens(e) };
-                Ok(input)
+                EncoderInput::padded_with(tape, ids, types, mask, real_first_lens(e))
             }
             Packing::Packed => EncoderInput::packed(tape, e),
         }
@@ -69,6 +68,17 @@ impl EncoderInput {
 
     /// The padded layout from tensors already on the tape: ids, type ids, mask (B, T).
     pub fn padded<F: Float>(tape: &mut Tape<F>, ids: Tensor, type_ids: Tensor, mask: Tensor) -> Result<EncoderInput> {
+        EncoderInput::padded_with(tape, ids, type_ids, mask, None)
+    }
+
+    /// The padded layout, with each row's length when the host knows it.
+    fn padded_with<F: Float>(
+        tape: &mut Tape<F>,
+        ids: Tensor,
+        type_ids: Tensor,
+        mask: Tensor,
+        lens: Option<Vec<usize>>,
+    ) -> Result<EncoderInput> {
         if ids.shape.rank() != 2 {
             return Err(Error::shape("encoder input", format!("ids {} must be (B, T)", ids.shape)));
         }
@@ -76,7 +86,7 @@ impl EncoderInput {
         check_keyable(b, t)?;
         let keys: Vec<i32> = (0..b).flat_map(|s| (0..t).map(move |p| token_key(s, p) as i32)).collect();
         let keys = tape.ints(&keys, &[b * t])?;
-        Ok(EncoderInput { ids, type_ids, keys, layout: Layout::Padded { mask, lens: None } })
+        Ok(EncoderInput { ids, type_ids, keys, layout: Layout::Padded { mask, lens } })
     }
 
     /// The packed layout of `e`: each row's real tokens (its mask a prefix of ones, as the
@@ -115,6 +125,17 @@ impl EncoderInput {
             keys: tape.ints(&keys, &[n])?,
             layout: Layout::Packed { positions: tape.ints(&positions, &[n])?, cu },
         })
+    }
+
+    /// Where each sequence's rows lie, for an op over the encoder's rows (B·T padded, N packed)
+    /// that walks each sequence's real tokens in order (the recurrent heads).
+    pub fn spans<F: Float>(&self, tape: &mut Tape<F>) -> Result<Spans> {
+        match &self.layout {
+            Layout::Packed { cu, .. } => Spans::packed(tape, cu),
+            Layout::Padded { mask, lens: Some(lens) } => Spans::padded(tape, mask.dims()[1], lens),
+            // Built from device tensors: the lengths come back from the mask.
+            Layout::Padded { mask, lens: None } => Spans::from_mask(tape, *mask),
+        }
     }
 
     /// B, the number of sequences.

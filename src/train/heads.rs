@@ -17,7 +17,7 @@
 
 use crate::data::cs224n::{Kind, Task};
 use crate::error::{Error, Result};
-pub use crate::model::heads::Features;
+use crate::model::heads::Features;
 use crate::ops::recurrent::Cell;
 use std::fmt;
 use std::str::FromStr;

@@ -10,9 +10,8 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::model::bert::{Bert, Pooling, linear, mean_pool};
 use crate::model::heads::{LinearHead, add_constant, pair_features, score_from_cosine};
-use crate::model::input::{EncoderInput, Layout};
+use crate::model::input::EncoderInput;
 use crate::model::safetensors::SafeTensors;
-use crate::ops::recurrent::Spans;
 use crate::rng::Rng;
 use crate::store::Store;
 use crate::tape::Tape;
@@ -125,19 +124,10 @@ impl TaskHead {
             }
             (HeadKind::Recurrent { cell, .. }, States::Whole(h, input)) => {
                 let r = self.recurrent.ok_or_else(|| Error::Config("a recurrent head without its layer".into()))?;
-                // The input projection of every token at once: (N, G·H) packed, (B, T, G·H) padded.
+                // The input projection of every token at once, as rows: (N, G·H) packed, (B·T, G·H) padded.
                 let gx = linear(tape, h, r.w_ih, r.b_ih)?;
-                let (gx, spans) = match &input.layout {
-                    Layout::Packed { cu, .. } => (gx, Spans::packed(tape, cu)?),
-                    Layout::Padded { mask, lens } => {
-                        let rows = gx.dims()[..gx.shape.rank() - 1].iter().product();
-                        let spans = match lens {
-                            Some(lens) => Spans::padded(tape, mask.dims()[1], lens)?,
-                            None => Spans::from_mask(tape, *mask)?,
-                        };
-                        (gx.reshape(&[rows, gx.shape.last()])?, spans)
-                    }
-                };
+                let gx = gx.reshape(&[gx.numel() / gx.shape.last(), gx.shape.last()])?;
+                let spans = input.spans(tape)?;
                 let last = tape.recurrent(cell, gx, r.w_hh, r.b_hh, &spans)?; // (B, H)
                 let v = bert.sentence_vector(tape, h, input, s.pooling)?; // (B, C)
                 let x = tape.concat(&[last, v])?;
