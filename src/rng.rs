@@ -59,6 +59,83 @@ pub fn attention_index(b: usize, h: usize, i: usize, j: usize, nh: usize) -> u64
     ((token_key(b, i).wrapping_mul(nh as u64).wrapping_add(h as u64)) << 16) | j as u64
 }
 
+/// Attempts of [`hash_normal_pair`] before it gives up (each is rejected with probability
+/// 1 − π/4, so all of them with about 10⁻⁴³).
+pub const NORMAL_ATTEMPTS: u64 = 64;
+
+/// Two independent standard normal draws, pair `pair` of the counter-based sequence keyed `key`
+/// (a [`hash_key`]): Marsaglia's polar method, (v₁, v₂) uniform in the unit disc from the draws
+/// at indices `pair`·128 + 2a and + 2a + 1 of attempt a, then v·√(−2 ln s / s), s = v₁² + v₂².
+/// Only IEEE-exact f64 operations (no library ln), so that kernels/smart.cu draws the same bits.
+#[inline]
+pub fn hash_normal_pair(key: u64, pair: u64) -> (f64, f64) {
+    polar_attempt(key, pair, 0).unwrap_or_else(|| hash_normal_retry(key, pair))
+}
+
+/// Attempts 1, 2, … of [`hash_normal_pair`] (a fifth of the pairs need one). Out of line, and
+/// the attempt index opaque to the optimiser: it would otherwise compute all 64 attempts at once
+/// (a vectorised early-exit loop), five times the cost of the whole draw.
+#[cold]
+#[inline(never)]
+fn hash_normal_retry(key: u64, pair: u64) -> (f64, f64) {
+    (1..NORMAL_ATTEMPTS).find_map(|a| polar_attempt(key, pair, std::hint::black_box(a))).unwrap_or((0.0, 0.0))
+}
+
+/// Attempt `a` of [`hash_normal_pair`]: the pair, or None when the point falls outside the disc.
+#[inline(always)]
+fn polar_attempt(key: u64, pair: u64, a: u64) -> Option<(f64, f64)> {
+    let scale = 1.0 / (1u64 << 52) as f64;
+    let at = pair.wrapping_mul(2 * NORMAL_ATTEMPTS).wrapping_add(2 * a);
+    // v = 2u − 1 with u = k / 2⁵³: a multiple of 2⁻⁵² in [−1, 1), exactly.
+    let v1 = hash_bits(key, at) as f64 * scale - 1.0;
+    let v2 = hash_bits(key, at + 1) as f64 * scale - 1.0;
+    let s = v1 * v1 + v2 * v2;
+    (s > 0.0 && s < 1.0).then(|| {
+        let f = (-2.0 * ln_unit(s) / s).sqrt();
+        (v1 * f, v2 * f)
+    })
+}
+
+/// 1/(2k + 1) for k = 1..=11, the series of atanh past its first term: decimal literals that
+/// parse to the correctly rounded quotients, the same in kernels/smart.cu.
+const ATANH_COEFFICIENTS: [f64; 11] = [
+    0.3333333333333333,
+    0.2,
+    0.14285714285714285,
+    0.1111111111111111,
+    0.09090909090909091,
+    0.07692307692307693,
+    0.06666666666666667,
+    0.058823529411764705,
+    0.05263157894736842,
+    0.047619047619047616,
+    0.043478260869565216,
+];
+
+/// ln s for s in (0, 1), normal (not subnormal), from +, −, ×, ÷ alone: s = m·2ᵉ with m in
+/// [√½, √2), ln m = 2·atanh t = 2(t + t³/3 + t⁵/5 + …), t = (m − 1)/(m + 1), |t| ≤ 0.172,
+/// to t²³ (the next term is below 10⁻¹⁸ of the sum); e·ln 2 in two parts, so that the result is
+/// within a few ulp of the true logarithm.
+#[inline]
+pub fn ln_unit(s: f64) -> f64 {
+    const LN2_HI: f64 = 0.693_147_180_369_123_8; // ln 2 rounded to 32 significant bits
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // ln 2 − LN2_HI
+    let bits = s.to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52)); // [1, 2)
+    if m > std::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let t = (m - 1.0) / (m + 1.0);
+    let t2 = t * t;
+    // Horner's rule on 1/3 + t²/5 + … + t²⁰/23.
+    let series = ATANH_COEFFICIENTS.iter().rev().fold(0.0, |acc, &c| c + t2 * acc);
+    let ln_m = 2.0 * t + 2.0 * t * t2 * series;
+    let e = e as f64;
+    e * LN2_HI + (e * LN2_LO + ln_m)
+}
+
 /// Largest batch a key can name: sequences 0..MAX_KEYED_BATCH.
 pub const MAX_KEYED_BATCH: usize = 1 << 15;
 /// Longest sequence a key can name.
@@ -129,6 +206,45 @@ mod tests {
             let scale = 1.0 / (1u64 << 53) as f64;
             assert!(t as f64 * scale >= p && (t == 0 || ((t - 1) as f64 * scale) < p), "p {p}");
         }
+    }
+
+    #[test]
+    fn ln_unit_is_the_logarithm() {
+        let mut r = Rng::new(3);
+        let mut worst = 0.0f64;
+        let mut xs: Vec<f64> = (0..200_000).map(|_| r.uniform().max(1e-300)).collect();
+        xs.extend([
+            0.5,
+            0.25,
+            1.0 - 1e-16,
+            std::f64::consts::FRAC_1_SQRT_2,
+            f64::from_bits(std::f64::consts::FRAC_1_SQRT_2.to_bits() + 1),
+            2f64.powi(-104),
+        ]);
+        for x in xs {
+            let (a, b) = (ln_unit(x), x.ln());
+            worst = worst.max((a - b).abs() / b.abs().max(1e-300));
+        }
+        assert!(worst < 1e-15, "relative error {worst:e}");
+        assert_eq!(ln_unit(0.5), -std::f64::consts::LN_2);
+    }
+
+    #[test]
+    fn hash_normals_are_standard_normal() {
+        let key = hash_key(9, 4);
+        let n = 200_000u64;
+        let xs: Vec<f64> = (0..n / 2).flat_map(|p| <[f64; 2]>::from(hash_normal_pair(key, p))).collect();
+        let m = |k: i32| xs.iter().map(|x| x.powi(k)).sum::<f64>() / xs.len() as f64;
+        let (mean, var, skew, kurt) = (m(1), m(2), m(3), m(4));
+        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "mean {mean} var {var}");
+        assert!(skew.abs() < 0.03 && (kurt - 3.0).abs() < 0.06, "skew {skew} kurtosis {kurt}");
+        // The two of a pair are uncorrelated, and the tail is there (P(|z| > 3) = 0.0027).
+        let corr = (0..n as usize / 2).map(|p| xs[2 * p] * xs[2 * p + 1]).sum::<f64>() / (n / 2) as f64;
+        let tail = xs.iter().filter(|x| x.abs() > 3.0).count() as f64 / xs.len() as f64;
+        assert!(corr.abs() < 0.01 && (tail - 0.0027).abs() < 0.0006, "corr {corr} tail {tail}");
+        // A pure function of (key, pair).
+        assert_eq!(hash_normal_pair(key, 12_345), hash_normal_pair(key, 12_345));
+        assert_ne!(hash_normal_pair(key, 1), hash_normal_pair(hash_key(9, 5), 1));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! GPU suite: the gradient-combining methods' whole combine (train/methods/, through the
 //! trainer's `Combiner`: per-task slots swapped into a store, the Gram matrix, the method's
 //! weights, the weighted sum over the shared part, the plain sum over the heads) on the device
-//! against the CPU, over several steps so that GradVac's targets move; SMART's ascent step.
+//! against the CPU, over several steps so that GradVac's targets move; SMART's noise and ascent step.
 
 mod common;
 use common::{F32_TOL, gpu, rel};
@@ -109,4 +109,25 @@ fn smart_ascent_matches_the_cpu_bit_for_bit() {
     assert!(cpu.iter().any(|&v| v.abs() < 0.04), "some do not");
     let differ = cpu.iter().zip(&dev).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
     assert_eq!(differ, 0, "{differ} of {} values differ", cpu.len());
+}
+
+/// SMART's starting noise (kernels/smart.cu) against its CPU twin, bit for bit: an odd length
+/// (a last pair of one), more pairs than one launch's grid covers at once.
+#[test]
+fn smart_noise_matches_the_cpu_bit_for_bit() {
+    let Some(g) = gpu() else { return };
+    let n = 300_001;
+    let key = engine::rng::hash_key(3, 17);
+    let run = |dev: &Device| {
+        let mut tape = Tape::<f32>::new(dev.clone());
+        let d = tape.store.alloc_act(engine::tensor::Shape::new(&[n]).unwrap(), true).unwrap();
+        tape.store.write(d, &vec![f32::NAN; n]).unwrap();
+        engine::train::smart::fill_noise(&mut tape.store, d, key, 0.5).unwrap();
+        tape.store.read(d).unwrap()
+    };
+    let (cpu, dev) = (run(&Device::Cpu), run(&g));
+    let sd = (cpu.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64).sqrt();
+    assert!((sd - 0.5).abs() < 0.005, "standard deviation {sd}");
+    let differ = cpu.iter().zip(&dev).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{differ} of {n} values differ");
 }

@@ -30,7 +30,7 @@ use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::optim::weighted_sum;
-use crate::rng::{Rng, mix64};
+use crate::rng::hash_key;
 use crate::store::{Slot, Store};
 use crate::tape::Tape;
 use crate::tensor::Tensor;
@@ -253,13 +253,32 @@ pub fn smoothness<F: Float>(tape: &mut Tape<F>, task: Task, a: Tensor, b: Tensor
 fn noise(tape: &mut Tape<f32>, kept: &[Embedded], sigma: f64) -> Result<Vec<Tensor>> {
     let mut out = Vec::with_capacity(kept.len());
     for (i, k) in kept.iter().enumerate() {
-        let mut rng = Rng::new(mix64(tape.seed() ^ 0x5a_a27 ^ (i as u64) << 40));
-        let values: Vec<f32> = (0..k.x.numel()).map(|_| (rng.normal() * sigma) as f32).collect();
         let d = tape.store.alloc_act(k.x.shape, true)?;
-        tape.store.write(d, &values)?;
+        let key = hash_key(tape.seed(), NOISE_STREAM + i as u64);
+        fill_noise(&mut tape.store, d, key, sigma)?;
         out.push(d);
     }
     Ok(out)
+}
+
+/// The random stream of the noise on a task pass's i-th embeddings' output is NOISE_STREAM + i,
+/// far from the dropout streams (1, 2, … in call order).
+const NOISE_STREAM: u64 = 0x5a_a27 << 40;
+
+/// `delta` ← σ·z, z standard normal: pairs of [`crate::rng::hash_normal_pair`] keyed `key` (a pure function
+/// of key and index, so the CPU and the device draw the same values bit for bit).
+pub fn fill_noise<F: Float>(store: &mut Store<F>, delta: Tensor, key: u64, sigma: f64) -> Result<()> {
+    match store.device {
+        Device::Cuda(_) => {
+            let (dev, [], [], [d]) = store.cuda_io([], [], [Slot::Val(delta)])?;
+            cuda::noise(&dev, d, delta.numel(), key, sigma)
+        }
+        Device::Cpu => {
+            let ([], [d]) = store.cpu_views([], [Slot::Val(delta)])?;
+            cpu::noise(d, key, sigma);
+            Ok(())
+        }
+    }
 }
 
 /// One ascent step on δ with g = δ's gradient, per row (the last dimension): under `Project`
@@ -309,10 +328,36 @@ pub mod cuda {
         ];
         dev.launch("smart.cu", "smart_ascent", (rows.clamp(1, 65535) as u32, 1, 1), (128, 1, 1), 0, &args)
     }
+
+    /// delta (n): σ times standard normal draws keyed `key`; one thread per pair.
+    pub fn noise(dev: &Cuda, delta: u64, n: usize, key: u64, sigma: f64) -> Result<()> {
+        let args = [Arg::Ptr(delta), Arg::U64(n as u64), Arg::U64(key), Arg::F64(sigma)];
+        let blocks = n.div_ceil(2 * 256).clamp(1, 65535) as u32;
+        dev.launch("smart.cu", "smart_noise", (blocks, 1, 1), (256, 1, 1), 0, &args)
+    }
 }
 
 pub mod cpu {
     use crate::float::Float;
+    use crate::rng::hash_normal_pair;
+    use rayon::prelude::*;
+
+    /// Values per parallel chunk of [`noise`] (even: a chunk holds whole pairs).
+    const CHUNK: usize = 1 << 14;
+
+    /// out ← σ·z: element 2p and 2p + 1 are pair p of `hash_normal_pair(key, p)`.
+    pub fn noise<F: Float>(out: &mut [F], key: u64, sigma: f64) {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+            let first = (c * CHUNK / 2) as u64;
+            for (p, two) in chunk.chunks_mut(2).enumerate() {
+                let (a, b) = hash_normal_pair(key, first + p as u64);
+                two[0] = F::from_f64(a * sigma);
+                if let Some(x) = two.get_mut(1) {
+                    *x = F::from_f64(b * sigma);
+                }
+            }
+        });
+    }
 
     /// One ascent step per row of `c` (see [`super::ascend`]). Projecting, a row whose gradient
     /// is zero is only clamped.
