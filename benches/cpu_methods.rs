@@ -3,14 +3,16 @@
 //! AdamW): joint, PCGrad, LoRA r=8 (query,value), PCGrad + LoRA r=8, GradVac, SMART (K = 1), PALs (d_s 108, 12 heads). Batch 16 per task, 32 tokens, the
 //! three tasks with pairs read separately (five encoder passes per step, as in `cpu_step`).
 //! Median and fastest of 40 steps per method after 2 warm-up steps, the methods interleaved (20
-//! rounds of 2 steps each) so that the VM's drifts of ±10% hit them alike; ratios of both, and the
+//! rounds, each running them in order and then in reverse order) so that the VM's drifts of
+//! ±10% hit them alike; ratios of both, and the
 //! median of the ratios within each round; peak heap of each method alone, from
 //! model load through two steps (a counting allocator: every weight, gradient, activation and
 //! moment lives on the heap).
 //! Targets (PCGrad and LoRA issue): PCGrad / joint ≤ 1.10 (PyTorch 2.15 on a 2-core machine
 //! like CI's: 1.69); LoRA / full ≤ 0.75; LoRA's peak memory below full; GradVac / joint ≤ 1.10,
 //! SMART / joint ≤ 2.7, PALs / joint ≤ 1.15 (methods issue).
-//! `cargo bench --bench cpu_methods`
+//! `cargo bench --bench cpu_methods`; with ENGINE_PROFILE=1 it then prints joint's and SMART's
+//! time per op kind (the timing above is then not a clean measurement: profiling costs a little).
 
 #[path = "common/step.rs"]
 mod step;
@@ -54,9 +56,11 @@ static ALLOC: Counting = Counting;
 const B: usize = 16;
 const T: usize = 32;
 const WARMUP: usize = 2;
-/// Timed steps: ROUNDS rounds of PER_ROUND steps of each method in turn.
+/// Timed steps: ROUNDS rounds of PER_ROUND steps of each method (one in order, one in reverse).
 const ROUNDS: usize = 20;
 const PER_ROUND: usize = 2;
+/// Steps of joint and SMART profiled after the timing (with ENGINE_PROFILE=1).
+const PROFILED: usize = 6;
 
 /// One training step of `r` in ms (batch making excluded).
 fn timed_step(r: &mut Runner) -> Result<f64> {
@@ -116,11 +120,15 @@ fn bench() -> Result<()> {
         }
     }
     let mut times = vec![Vec::new(); runners.len()];
+    // Each round runs the methods in order, then in reverse order (one step each way): every
+    // method's two steps are centred on the round's middle, so a drift that is linear over the
+    // round hits them all alike.
     for _ in 0..ROUNDS {
         for (r, t) in runners.iter_mut().zip(&mut times) {
-            for _ in 0..PER_ROUND {
-                t.push(timed_step(r)?);
-            }
+            t.push(timed_step(r)?);
+        }
+        for (r, t) in runners.iter_mut().zip(&mut times).rev() {
+            t.push(timed_step(r)?);
         }
     }
     // Ratios within each round (steps a few seconds apart), then their median: a drift of the
@@ -146,5 +154,17 @@ fn bench() -> Result<()> {
     println!("smart / joint             {}  target ≤ 2.7; pass count 8/3 = 2.67", ratio(5, 0));
     println!("pals / joint              {}  target ≤ 1.15", ratio(6, 0));
     println!("lora peak / full peak     {:.3}  (target < 1)", peaks[2].0 / peaks[0].0);
+    if engine::profile::enabled() {
+        // Where SMART's time goes beside the joint step's, op kind by op kind.
+        for i in [0, 5] {
+            engine::profile::clear_ops();
+            let mut wall = 0.0;
+            for _ in 0..PROFILED {
+                wall += timed_step(&mut runners[i])?;
+            }
+            println!("{} per step, by op ({PROFILED} steps, {:.1} ms a step):", methods[i].0, wall / PROFILED as f64);
+            print!("{}", engine::profile::op_table(PROFILED as f64));
+        }
+    }
     Ok(())
 }
