@@ -5,7 +5,7 @@
 //! Median and fastest of 40 steps per method after 2 warm-up steps, the methods interleaved (20
 //! rounds, each running them in order and then in reverse order) so that the VM's drifts of
 //! ±10% hit them alike; ratios of both, and the
-//! median of the ratios within each round; peak heap of each method alone, from
+//! median and quartiles of the ratios within each round; peak heap of each method alone, from
 //! model load through two steps (a counting allocator: every weight, gradient, activation and
 //! moment lives on the heap).
 //! Targets (PCGrad and LoRA issue): PCGrad / joint ≤ 1.10 (PyTorch 2.15 on a 2-core machine
@@ -135,15 +135,24 @@ fn bench() -> Result<()> {
     // VM between rounds cancels out.
     let round_means: Vec<Vec<f64>> =
         times.iter().map(|t| t.chunks(PER_ROUND).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect()).collect();
-    let per_round =
-        |a: usize, b: usize| median_min(round_means[a].iter().zip(&round_means[b]).map(|(x, y)| x / y).collect()).0;
+    // (lower quartile, median, upper quartile) of the per-round ratios a / b.
+    let per_round = |a: usize, b: usize| {
+        let mut r: Vec<f64> = round_means[a].iter().zip(&round_means[b]).map(|(x, y)| x / y).collect();
+        r.sort_by(|x, y| x.total_cmp(y));
+        (r[r.len() / 4], r[r.len() / 2], r[(3 * r.len()) / 4])
+    };
     let t: Vec<(f64, f64)> = times.into_iter().map(median_min).collect();
     println!("{:<20} {:>12} {:>12} {:>14} {:>14}", "method", "median ms", "fastest ms", "peak heap MB", "trainable");
     for (((name, _), (med, min)), (peak, trainable)) in methods.iter().zip(&t).zip(&peaks) {
         println!("{name:<20} {med:>12.1} {min:>12.1} {peak:>14.1} {trainable:>14}");
     }
     let ratio = |a: usize, b: usize| {
-        format!("{:.3} (fastest: {:.3}, median per round: {:.3})", t[a].0 / t[b].0, t[a].1 / t[b].1, per_round(a, b))
+        let (q1, q2, q3) = per_round(a, b);
+        format!(
+            "{:.3} (fastest: {:.3}, median per round: {q2:.3}, quartiles {q1:.3}–{q3:.3})",
+            t[a].0 / t[b].0,
+            t[a].1 / t[b].1
+        )
     };
     println!("pcgrad / joint            {}  target ≤ 1.10; PyTorch 2.15: 1.69", ratio(1, 0));
     println!("lora / full               {}  target ≤ 0.75", ratio(2, 0));
