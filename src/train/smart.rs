@@ -19,10 +19,10 @@
 //! The teacher θ̃ (with --smart-bregman) starts as θ, moves as θ̃ ← (1−β)θ + βθ̃ after each
 //! optimizer step, runs on the clean pass's dropout masks, and is kept in `last/` for --resume.
 //!
-//! Cost per task pass, in forward-pass units (a backward ≈ 2): the clean forward (1), K ascent
-//! forwards and input-only backwards (1 + about 1.3 each: only the linears halve their backward),
-//! the final perturbed forward (1), the backward through both (4): about 6 + 2.3K against the
-//! plain 3, so about 2.76× at K = 1 (the teacher adds 1); 2.74× measured (benches/RESULTS.md).
+//! Cost per task pass: the clean pass (a forward F and a backward B), K ascents (F and an
+//! input-only backward, about B/2 with its zeroing), the final perturbed pass (F and B): 2 + K·
+//! (F + B/2)/(F + B) times a plain step, 2.67 at K = 1 if B = 2F; this engine's backward is
+//! about 1.75F, which makes it 2.68 (the teacher adds F). Measured 2.66–2.73 (benches/RESULTS.md).
 
 use super::model::{Batch, Embedded, Embeds, MultiTaskModel};
 use crate::data::cs224n::{Kind, Task};
