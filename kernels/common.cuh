@@ -59,10 +59,12 @@ __device__ __forceinline__ u64 mix64(u64 z) {
     return z ^ (z >> 31);
 }
 
+// src/rng.rs's hash_bits: the 53 bits k of element `index`'s draw (k / 2^53) under stream key `key`.
+__device__ __forceinline__ u64 hash_bits(u64 key, u64 index) { return mix64(key + index * 0x9e3779b97f4a7c15ull) >> 11; }
+
 __device__ __forceinline__ double hash_uniform(u64 seed, u64 stream, u64 index) {
     u64 key = mix64(seed ^ mix64(stream + 0x9e3779b97f4a7c15ull));
-    u64 h = mix64(key + index * 0x9e3779b97f4a7c15ull);
-    return (double)(h >> 11) * (1.0 / 9007199254740992.0);
+    return (double)hash_bits(key, index) * (1.0 / 9007199254740992.0);
 }
 
 // The layout-free dropout indices of src/rng.rs (token_key, row_index, attention_index): a

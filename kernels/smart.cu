@@ -58,8 +58,8 @@ __device__ void hash_normal_pair(u64 key, u64 pair, double* z0, double* z1) {
     const double scale = 1.0 / 4503599627370496.0;  // 2^-52
     for (u64 a = 0; a < 64; ++a) {
         const u64 at = pair * 128 + 2 * a;
-        const double v1 = (double)(mix64(key + at * 0x9e3779b97f4a7c15ull) >> 11) * scale - 1.0;
-        const double v2 = (double)(mix64(key + (at + 1) * 0x9e3779b97f4a7c15ull) >> 11) * scale - 1.0;
+        const double v1 = (double)hash_bits(key, at) * scale - 1.0;
+        const double v2 = (double)hash_bits(key, at + 1) * scale - 1.0;
         const double s = v1 * v1 + v2 * v2;
         if (s > 0.0 && s < 1.0) {
             const double f = sqrt(-2.0 * ln_unit(s) / s);

@@ -17,7 +17,7 @@
 // ≥ threshold, an integer compare, bit for bit the CPU's (varlen_attention.rs, Mask::at).
 __device__ __forceinline__ float attention_keep(u64 key, u64 threshold, float keep, u64 b, u64 h, u64 i, u64 j,
                                                 u64 nh) {
-    const u64 bits = mix64(key + attention_index(b, h, i, j, nh) * 0x9e3779b97f4a7c15ull) >> 11;
+    const u64 bits = hash_bits(key, attention_index(b, h, i, j, nh));
     return bits >= threshold ? keep : 0.0f;
 }
 

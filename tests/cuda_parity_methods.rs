@@ -112,7 +112,7 @@ fn smart_ascent_matches_the_cpu_bit_for_bit() {
 }
 
 /// SMART's starting noise (kernels/smart.cu) against its CPU twin, bit for bit: an odd length
-/// (a last pair of one), more pairs than one launch's grid covers at once.
+/// (a last pair of one), several of the CPU's parallel chunks.
 #[test]
 fn smart_noise_matches_the_cpu_bit_for_bit() {
     let Some(g) = gpu() else { return };

@@ -22,7 +22,8 @@
 //! Cost per task pass: the clean pass (a forward F and a backward B), K ascents (F and an
 //! input-only backward, about B/2 with its zeroing), the final perturbed pass (F and B): 2 + K·
 //! (F + B/2)/(F + B) times a plain step, 2.67 at K = 1 if B = 2F; this engine's backward is
-//! about 1.75F, which makes it 2.68 (the teacher adds F). Measured 2.66–2.73 (benches/RESULTS.md).
+//! about 1.75F, which makes it 2.68 (the teacher adds F). Measured 2.60–2.73 per round, median
+//! 2.65 over five runs (benches/RESULTS.md).
 
 use super::model::{Batch, Embedded, Embeds, MultiTaskModel};
 use crate::data::cs224n::{Kind, Task};
